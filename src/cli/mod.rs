@@ -1,0 +1,30 @@
+//! The `tripwire` command line: data to stdout, diagnostics to stderr.
+
+mod replay;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// tripwire: stateful sequence triggers with Prefect's semantics.
+#[derive(Debug, Parser)]
+#[command(name = "tripwire", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run trigger definitions over a file of past events on a virtual clock and print one JSON
+    /// line per firing ("what would have fired").
+    Replay(replay::ReplayArgs),
+}
+
+/// Parses the command line and runs the command; the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Replay(args) => replay::run(args),
+    }
+}

@@ -1,0 +1,584 @@
+//! Pure matching and per-bucket state machines: no I/O, no wall clock.
+//!
+//! The [`Engine`] takes events and clock ticks and returns [`Step`]s holding firings. The
+//! processing time is always passed in, so the same inputs give the same firings; this is
+//! what `tripwire replay` and the conformance cases rely on.
+//!
+//! ```
+//! use std::collections::HashMap;
+//! use tripwire::engine::{compile, Engine, EngineConfig};
+//! use tripwire::model::{Event, EventTrigger, JsonPath, Resource, Timestamp, TriggerDefinition};
+//!
+//! let def = TriggerDefinition::new(
+//!     "post-order",
+//!     EventTrigger::new().expect("order.complete").after("order.created").for_each("prefect.resource.id"),
+//! )
+//! .parameters(serde_json::json!({"user_id": "{{ event.resource.id }}"}));
+//! let mut engine = Engine::new(EngineConfig::default());
+//! engine.upsert(compile(&def, &JsonPath::root()).unwrap());
+//!
+//! let t0 = Timestamp::parse("2026-01-01T00:00:00Z").unwrap();
+//! let events = HashMap::new(); // past events by id, for proactive firings (none here)
+//! let e = |n: u128, name: &str| Event::new(uuid::Uuid::from_u128(n), t0, name, Resource::new("123"));
+//! assert!(engine.on_event(t0, e(1, "order.created"), &events).firings.is_empty());
+//! let step = engine.on_event(t0, e(2, "order.complete"), &events);
+//! assert_eq!(step.firings[0].parameters, Some(serde_json::json!({"user_id": "123"})));
+//! ```
+
+pub mod bucket;
+pub mod compile;
+pub mod composite;
+pub mod index;
+pub mod matcher;
+pub mod ordering;
+pub mod replay;
+pub mod state;
+pub mod template;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::model::time::{Span, Timestamp};
+use crate::model::trigger::Posture;
+use crate::model::{Event, Firing};
+
+use self::bucket::{Bucket, BucketFiring, BucketKey, Buckets};
+use self::compile::{CompiledDefinition, NodeId, NodeKind};
+use self::composite::{ChildFiring, ChildFirings};
+use self::index::{NameIndex, NodeRef};
+use self::ordering::{Ordering, MAX_FOLLOWER_DEPTH};
+use self::template::TemplateContext;
+
+pub use self::compile::{compile, compile_all};
+pub use self::state::EngineState;
+
+/// Events with this name are never evaluated (Prefect's consumer drops them).
+pub const LOG_WRITE_EVENT: &str = "prefect.log.write";
+
+/// Default cap on live buckets per event trigger.
+pub const DEFAULT_MAX_BUCKETS_PER_TRIGGER: usize = 2_000_000;
+
+/// Engine settings.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// How long processed event ids are remembered for deduplication; `None`: forever.
+    pub seen_window: Option<Span>,
+    /// Live buckets one event trigger may hold; an event that would open one more is not
+    /// counted for that trigger and is reported in [`Step::overflows`].
+    pub max_buckets_per_trigger: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig { seen_window: None, max_buckets_per_trigger: DEFAULT_MAX_BUCKETS_PER_TRIGGER }
+    }
+}
+
+/// Where the engine finds past events by id: a proactive firing carries the last event its
+/// window saw, and parameters are rendered from it.
+pub trait EventLookup {
+    /// The event with this id, if it is still known.
+    fn event(&self, id: &Uuid) -> Option<Arc<Event>>;
+}
+
+impl EventLookup for HashMap<Uuid, Arc<Event>> {
+    fn event(&self, id: &Uuid) -> Option<Arc<Event>> {
+        self.get(id).cloned()
+    }
+}
+
+impl EventLookup for () {
+    fn event(&self, _: &Uuid) -> Option<Arc<Event>> {
+        None
+    }
+}
+
+/// What happened to an event handed to [`Engine::on_event`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Evaluated against the triggers.
+    Processed,
+    /// Its id was processed before: dropped.
+    Duplicate,
+    /// Waiting for the event it follows.
+    Parked {
+        /// The leader it waits for.
+        leader: Uuid,
+    },
+    /// A `prefect.log.write` event: never evaluated.
+    Ignored,
+}
+
+/// The engine's only output.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Step {
+    /// What happened to the event given (None for a tick).
+    pub outcome: Option<Outcome>,
+    /// Firings, in the order they happened.
+    pub firings: Vec<Firing>,
+    /// Triggers that could not open a bucket because they hold
+    /// [`EngineConfig::max_buckets_per_trigger`] already.
+    pub overflows: Vec<String>,
+}
+
+/// Mutable state of one node of a definition.
+#[derive(Clone, Debug)]
+enum NodeState {
+    Event { buckets: Buckets, next_pass: Option<Timestamp> },
+    Composite(ChildFirings),
+}
+
+#[derive(Clone, Debug)]
+struct Slot {
+    compiled: Arc<CompiledDefinition>,
+    nodes: Vec<NodeState>,
+}
+
+impl Slot {
+    fn new(compiled: Arc<CompiledDefinition>) -> Slot {
+        let nodes = compiled
+            .nodes
+            .iter()
+            .map(|n| match n.kind {
+                NodeKind::Event(_) => NodeState::Event { buckets: Buckets::default(), next_pass: None },
+                NodeKind::Composite(_) => NodeState::Composite(ChildFirings::default()),
+            })
+            .collect();
+        Slot { compiled, nodes }
+    }
+}
+
+/// The trigger engine: one state machine per (trigger, bucket), evolving by Prefect's rules.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    config: EngineConfig,
+    clock: Option<Timestamp>,
+    slots: Vec<Option<Slot>>,
+    by_id: HashMap<String, u32>,
+    index: NameIndex,
+    ordering: Ordering,
+    /// Proactive passes by due time.
+    passes: BTreeSet<(Timestamp, u32, u32)>,
+    /// Proactive nodes installed before the engine had a clock: their first pass is at the
+    /// first instant the engine sees.
+    unscheduled: Vec<NodeRef>,
+    firing_seq: u64,
+    scratch: Vec<NodeRef>,
+}
+
+struct MaxDepthExceeded;
+
+impl Engine {
+    /// An engine without triggers.
+    pub fn new(config: EngineConfig) -> Engine {
+        Engine {
+            ordering: Ordering::new(config.seen_window),
+            config,
+            clock: None,
+            slots: Vec::new(),
+            by_id: HashMap::new(),
+            index: NameIndex::default(),
+            passes: BTreeSet::new(),
+            unscheduled: Vec::new(),
+            firing_seq: 0,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// The engine's clock: the latest processing time it was given.
+    pub fn clock(&self) -> Option<Timestamp> {
+        self.clock
+    }
+
+    /// Installs or replaces a definition. A replaced definition keeps its state only when its
+    /// trigger tree is unchanged; a new trigger sees only events that arrive after it.
+    pub fn upsert(&mut self, compiled: CompiledDefinition) {
+        let compiled = Arc::new(compiled);
+        let slot = match self.by_id.get(&compiled.definition.id) {
+            Some(&slot) => {
+                let keep =
+                    self.slots[slot as usize].as_ref().is_some_and(|s| s.compiled.fingerprint == compiled.fingerprint);
+                self.unregister(slot);
+                let state = if keep {
+                    let mut old = self.slots[slot as usize].take().map(|s| s.nodes).unwrap_or_default();
+                    for n in old.iter_mut() {
+                        if let NodeState::Event { next_pass, .. } = n {
+                            *next_pass = None;
+                        }
+                    }
+                    old
+                } else {
+                    Slot::new(compiled.clone()).nodes
+                };
+                self.slots[slot as usize] = Some(Slot { compiled, nodes: state });
+                slot
+            }
+            None => {
+                let slot = self.slots.len() as u32;
+                self.by_id.insert(compiled.definition.id.clone(), slot);
+                self.slots.push(Some(Slot::new(compiled)));
+                slot
+            }
+        };
+        self.register(slot);
+    }
+
+    /// Removes a definition and its state; false when there was none.
+    pub fn remove(&mut self, id: &str) -> bool {
+        let Some(slot) = self.by_id.remove(id) else { return false };
+        self.unregister(slot);
+        self.slots[slot as usize] = None;
+        true
+    }
+
+    /// The installed definitions, in installation order.
+    pub fn definitions(&self) -> impl Iterator<Item = &CompiledDefinition> {
+        self.slots.iter().flatten().map(|s| s.compiled.as_ref())
+    }
+
+    fn register(&mut self, slot: u32) {
+        let Some(s) = &self.slots[slot as usize] else { return };
+        if !s.compiled.definition.enabled {
+            return;
+        }
+        let compiled = s.compiled.clone();
+        for (id, node) in compiled.nodes.iter().enumerate() {
+            let NodeKind::Event(e) = &node.kind else { continue };
+            let r = (slot, id as u32);
+            self.index.add(r, e.index_keys.as_deref());
+            if e.posture == Posture::Proactive {
+                // Prefect evaluates a newly loaded proactive trigger at its next pass.
+                match self.clock {
+                    Some(now) => self.schedule(r, now),
+                    None => self.unscheduled.push(r),
+                }
+            }
+        }
+    }
+
+    fn unregister(&mut self, slot: u32) {
+        self.index.remove_slot(slot);
+        self.passes.retain(|(_, s, _)| *s != slot);
+        self.unscheduled.retain(|(s, _)| *s != slot);
+    }
+
+    fn schedule(&mut self, (slot, node): NodeRef, at: Timestamp) {
+        if let Some(NodeState::Event { next_pass, .. }) =
+            self.slots[slot as usize].as_mut().and_then(|s| s.nodes.get_mut(node as usize))
+        {
+            if let Some(old) = next_pass.replace(at) {
+                self.passes.remove(&(old, slot, node));
+            }
+            self.passes.insert((at, slot, node));
+        }
+    }
+
+    /// When periodic work (a proactive pass, a lost follower) is next due.
+    pub fn next_due(&self) -> Option<Timestamp> {
+        let pass = self.passes.first().map(|(t, _, _)| *t);
+        let follower = self.ordering.next_due();
+        let pending = (!self.unscheduled.is_empty()).then_some(self.clock).flatten();
+        [pass, follower, pending].into_iter().flatten().min()
+    }
+
+    /// Advances the clock to `now`, doing every piece of periodic work that falls due on the
+    /// way at the instant it is due. The clock never goes backwards.
+    pub fn on_tick(&mut self, now: Timestamp, events: &dyn EventLookup) -> Step {
+        let mut step = Step::default();
+        self.advance(now, events, &mut step);
+        step
+    }
+
+    /// Processes one event at processing time `now` (periodic work due up to `now` happens
+    /// first).
+    pub fn on_event(&mut self, now: Timestamp, event: impl Into<Arc<Event>>, events: &dyn EventLookup) -> Step {
+        let event = event.into();
+        let mut step = Step::default();
+        self.advance(now, events, &mut step);
+        let clock = self.clock.unwrap_or(now);
+        let outcome = if event.event == LOG_WRITE_EVENT {
+            Outcome::Ignored
+        } else if self.ordering.has_been_seen(&event.id) {
+            Outcome::Duplicate
+        } else {
+            let leader = event.follows;
+            match self.process(event, clock, 0, events, &mut step) {
+                Ok(true) => Outcome::Processed,
+                Ok(false) | Err(MaxDepthExceeded) => Outcome::Parked { leader: leader.unwrap_or_default() },
+            }
+        };
+        step.outcome = Some(outcome);
+        step
+    }
+
+    fn advance(&mut self, now: Timestamp, events: &dyn EventLookup, step: &mut Step) {
+        let target = self.clock.map_or(now, |c| c.max(now));
+        if self.clock.is_none() {
+            self.clock = Some(target);
+        }
+        let start = self.clock.unwrap_or(target);
+        for r in std::mem::take(&mut self.unscheduled) {
+            self.schedule(r, start);
+        }
+        while let Some(due) = self.next_due().filter(|d| *d <= target) {
+            let at = self.clock.map_or(due, |c| c.max(due));
+            self.clock = Some(at);
+            // Lost followers first, then proactive passes (Prefect runs both every few
+            // seconds; the cases assume instantaneous polling).
+            for w in self.ordering.take_lost(at) {
+                let _ = self.process(w.event, w.received, 0, events, step);
+            }
+            while let Some(&(t, slot, node)) = self.passes.first() {
+                if t > at {
+                    break;
+                }
+                self.passes.pop_first();
+                self.proactive_pass(slot, node, at, events, step);
+            }
+        }
+        self.clock = Some(target);
+        self.ordering.expire_seen(target);
+    }
+
+    fn proactive_pass(&mut self, slot: u32, node: u32, as_of: Timestamp, events: &dyn EventLookup, step: &mut Step) {
+        let Some(compiled) = self.slots[slot as usize].as_ref().map(|s| s.compiled.clone()) else { return };
+        let NodeKind::Event(e) = &compiled.nodes[node as usize].kind else { return };
+        let mut fired = Vec::new();
+        {
+            let Some(NodeState::Event { buckets, next_pass }) =
+                self.slots[slot as usize].as_mut().and_then(|s| s.nodes.get_mut(node as usize))
+            else {
+                return;
+            };
+            *next_pass = None;
+            let again = bucket::proactive_pass(e, buckets, as_of, &mut fired);
+            *next_pass = Some(again);
+            self.passes.insert((again, slot, node));
+        }
+        for f in fired {
+            self.fire(slot, node as NodeId, f, None, events, step);
+        }
+    }
+
+    /// Prefect's `preceding_event_confirmed` around `reactive_evaluation`. Returns false when
+    /// the event was parked.
+    fn process(
+        &mut self,
+        event: Arc<Event>,
+        received: Timestamp,
+        depth: usize,
+        events: &dyn EventLookup,
+        step: &mut Step,
+    ) -> Result<bool, MaxDepthExceeded> {
+        if depth > MAX_FOLLOWER_DEPTH {
+            return Err(MaxDepthExceeded);
+        }
+        let clock = self.clock.unwrap_or(received);
+        if self.ordering.must_wait(&event, received, clock) {
+            self.ordering.park(event, received);
+            return Ok(false);
+        }
+        self.evaluate_triggers(&event, events, step);
+        self.ordering.record_seen(event.id, clock);
+        for follower in self.ordering.followers_of(&event.id) {
+            if self.process(follower.event, follower.received, depth + 1, events, step).is_err() {
+                break;
+            }
+        }
+        if event.follows.is_some_and(|leader| leader != event.id) {
+            self.ordering.forget(&event);
+        }
+        Ok(true)
+    }
+
+    fn evaluate_triggers(&mut self, event: &Arc<Event>, events: &dyn EventLookup, step: &mut Step) {
+        let clock = self.clock.unwrap_or(event.occurred);
+        let mut candidates = std::mem::take(&mut self.scratch);
+        self.index.candidates(&event.event, &mut candidates);
+        let mut fired = Vec::new();
+        for &(slot, node) in &candidates {
+            let Some(compiled) = self.slots[slot as usize].as_ref().map(|s| s.compiled.clone()) else { continue };
+            let NodeKind::Event(e) = &compiled.nodes[node as usize].kind else { continue };
+            if !e.name_pattern.matches(&event.event) || !e.resources.covers(&event.resource, &event.related) {
+                continue;
+            }
+            if let Some(filter) = &e.filter {
+                if !filter.matches(event).unwrap_or(false) {
+                    continue;
+                }
+            }
+            let Some(NodeState::Event { buckets, .. }) =
+                self.slots[slot as usize].as_mut().and_then(|s| s.nodes.get_mut(node as usize))
+            else {
+                continue;
+            };
+            if !e.stateless && buckets.len() >= self.config.max_buckets_per_trigger {
+                buckets.sweep(clock);
+                let key = BucketKey::of(&e.for_each, event);
+                if buckets.len() >= self.config.max_buckets_per_trigger && buckets.live(&key, clock).is_none() {
+                    step.overflows.push(compiled.definition.id.clone());
+                    continue;
+                }
+            }
+            bucket::on_event(e, buckets, clock, event, &mut fired);
+            for f in fired.drain(..) {
+                self.fire(slot, node as NodeId, f, Some(event), events, step);
+            }
+        }
+        self.scratch = candidates;
+    }
+
+    /// Passes a bucket firing up the trigger tree and reports the definition's firing when it
+    /// reaches the root.
+    fn fire(
+        &mut self,
+        slot: u32,
+        node: NodeId,
+        firing: BucketFiring,
+        current: Option<&Arc<Event>>,
+        events: &dyn EventLookup,
+        step: &mut Step,
+    ) {
+        let clock = self.clock.unwrap_or(firing.at);
+        let Some(s) = self.slots[slot as usize].as_mut() else { return };
+        let compiled = s.compiled.clone();
+        let bucket = match &compiled.nodes[node].kind {
+            NodeKind::Event(e) if node == 0 => firing.key.labels(&e.for_each),
+            _ => BTreeMap::new(),
+        };
+        let mut child = ChildFiring {
+            triggered: clock,
+            at: firing.at,
+            event: firing.event,
+            events: firing.event.into_iter().collect(),
+        };
+        let mut at_node = node;
+        while let Some((parent, position)) = compiled.nodes[at_node].parent {
+            let NodeKind::Composite(c) = &compiled.nodes[parent].kind else { return };
+            let NodeState::Composite(stored) = &mut s.nodes[parent] else { return };
+            match composite::receive(c, stored, position, child) {
+                Some(next) => child = next,
+                None => return,
+            }
+            at_node = parent;
+        }
+        let firing = self.render(&compiled, bucket, child, current, events);
+        step.firings.push(firing);
+    }
+
+    fn render(
+        &mut self,
+        compiled: &CompiledDefinition,
+        bucket: BTreeMap<String, String>,
+        child: ChildFiring,
+        current: Option<&Arc<Event>>,
+        events: &dyn EventLookup,
+    ) -> Firing {
+        self.firing_seq += 1;
+        let def = &compiled.definition;
+        let mut firing = Firing {
+            id: firing_id(&def.id, self.firing_seq),
+            trigger: def.id.clone(),
+            bucket,
+            at: child.at,
+            triggered: child.triggered,
+            triggering_event: child.event,
+            triggering_events: child.events,
+            deployment: def.deployment.clone(),
+            parameters: None,
+            error: None,
+        };
+        if let Some(parameters) = &compiled.parameters {
+            let resolve = |id: &Uuid| match current {
+                Some(e) if e.id == *id => Some(e.clone()),
+                _ => events.event(id),
+            };
+            let ctx = TemplateContext {
+                automation: def,
+                event: firing.triggering_event.as_ref().and_then(resolve),
+                labels: &firing.bucket,
+                firing: &firing,
+                events: firing.triggering_events.iter().filter_map(resolve).collect(),
+            };
+            match parameters.render(&ctx) {
+                Ok(value) => firing.parameters = Some(value),
+                Err(e) => {
+                    firing.parameters = Some(serde_json::Value::Null);
+                    firing.error = Some(e.to_string());
+                }
+            }
+        }
+        firing
+    }
+
+    /// Live buckets of a definition's event triggers, for "why did / didn't it fire?".
+    pub fn buckets(&self, id: &str) -> Vec<BucketView> {
+        let Some(&slot) = self.by_id.get(id) else { return Vec::new() };
+        let Some(s) = &self.slots[slot as usize] else { return Vec::new() };
+        let clock = self.clock.unwrap_or_default();
+        let mut out = Vec::new();
+        for (node, state) in s.nodes.iter().enumerate() {
+            let (NodeKind::Event(e), NodeState::Event { buckets, .. }) = (&s.compiled.nodes[node].kind, state) else {
+                continue;
+            };
+            for (key, b) in buckets.sorted(clock) {
+                out.push(BucketView { node, labels: key.labels(&e.for_each), bucket: b });
+            }
+        }
+        out
+    }
+
+    /// Physically drops buckets the sweep has deleted (they are already invisible).
+    pub fn compact(&mut self) {
+        let Some(clock) = self.clock else { return };
+        for s in self.slots.iter_mut().flatten() {
+            for n in s.nodes.iter_mut() {
+                if let NodeState::Event { buckets, .. } = n {
+                    buckets.sweep(clock);
+                }
+            }
+        }
+    }
+
+    /// Number of stored buckets across all triggers.
+    pub fn bucket_count(&self) -> usize {
+        self.slots
+            .iter()
+            .flatten()
+            .flat_map(|s| s.nodes.iter())
+            .map(|n| match n {
+                NodeState::Event { buckets, .. } => buckets.len(),
+                NodeState::Composite(_) => 0,
+            })
+            .sum()
+    }
+}
+
+/// One live bucket, as shown to people.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BucketView {
+    /// The event trigger inside the definition (0 is the root).
+    pub node: usize,
+    /// `{for_each label: value}`.
+    pub labels: BTreeMap<String, String>,
+    /// Window and count.
+    pub bucket: Bucket,
+}
+
+/// A firing id derived from the definition id and the engine's firing counter, so a replay
+/// reproduces it.
+fn firing_id(trigger: &str, seq: u64) -> Uuid {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in trigger.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    uuid::Builder::from_u128((u128::from(hash) << 64) | u128::from(seq))
+        .with_version(uuid::Version::Custom)
+        .with_variant(uuid::Variant::RFC4122)
+        .into_uuid()
+}

@@ -1,0 +1,6 @@
+//! tripwire: a stateful sequence-trigger automation engine with Prefect's trigger semantics.
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod engine;
+pub mod model;

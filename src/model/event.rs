@@ -1,0 +1,391 @@
+//! Events in Prefect's wire format, and the resources they concern.
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::problems::{kind_of, JsonPath, Problems};
+use super::time::Timestamp;
+
+/// The label every resource must carry.
+pub const RESOURCE_ID: &str = "prefect.resource.id";
+/// The label naming a resource for people.
+pub const RESOURCE_NAME: &str = "prefect.resource.name";
+/// The label every related resource must carry.
+pub const RESOURCE_ROLE: &str = "prefect.resource.role";
+
+/// Prefect's limits on one event (`PREFECT_EVENTS_MAXIMUM_*`).
+pub mod limits {
+    /// Labels on one resource.
+    pub const LABELS_PER_RESOURCE: usize = 500;
+    /// Related resources on one event.
+    pub const RELATED_RESOURCES: usize = 100;
+    /// Characters in an event name.
+    pub const EVENT_NAME_LENGTH: usize = 1024;
+}
+
+/// A resource: a set of string labels, one of which is `prefect.resource.id`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Resource(IndexMap<String, String>);
+
+impl Resource {
+    /// A resource with just an id.
+    pub fn new(id: impl Into<String>) -> Resource {
+        let mut labels = IndexMap::new();
+        labels.insert(RESOURCE_ID.to_owned(), id.into());
+        Resource(labels)
+    }
+
+    /// Adds or replaces a label.
+    pub fn with(mut self, label: impl Into<String>, value: impl Into<String>) -> Resource {
+        self.0.insert(label.into(), value.into());
+        self
+    }
+
+    /// The value of `label`, if present.
+    pub fn get(&self, label: &str) -> Option<&str> {
+        self.0.get(label).map(String::as_str)
+    }
+
+    /// The `prefect.resource.id` label (empty only for an unvalidated resource).
+    pub fn id(&self) -> &str {
+        self.get(RESOURCE_ID).unwrap_or("")
+    }
+
+    /// The `prefect.resource.name` label.
+    pub fn name(&self) -> Option<&str> {
+        self.get(RESOURCE_NAME)
+    }
+
+    /// The `prefect.resource.role` label of a related resource.
+    pub fn role(&self) -> Option<&str> {
+        self.get(RESOURCE_ROLE)
+    }
+
+    /// All labels, in the order given.
+    pub fn labels(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// The number of labels.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when the resource has no labels.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn from_json(value: &Value, path: &JsonPath, role_required: bool, problems: &mut Problems) -> Resource {
+        let Some(object) = value.as_object() else {
+            problems.add(path, format!("expected an object of string labels, got {}", kind_of(value)));
+            return Resource::default();
+        };
+        if object.len() > limits::LABELS_PER_RESOURCE {
+            problems
+                .add(path, format!("has {} labels; at most {} are allowed", object.len(), limits::LABELS_PER_RESOURCE));
+        }
+        let mut labels = IndexMap::with_capacity(object.len());
+        for (label, v) in object {
+            match v {
+                Value::String(s) => {
+                    labels.insert(label.clone(), s.clone());
+                }
+                other => {
+                    problems.add(&path.key(label), format!("label values must be strings, got {}", kind_of(other)))
+                }
+            }
+        }
+        let required: &[&str] = if role_required { &[RESOURCE_ID, RESOURCE_ROLE] } else { &[RESOURCE_ID] };
+        for label in required {
+            match labels.get(*label) {
+                None if object.contains_key(*label) => {}
+                None => problems.add(path, format!("the `{label}` label is required")),
+                Some(v) if v.is_empty() => problems.add(&path.key(label), "must not be empty"),
+                Some(_) => {}
+            }
+        }
+        Resource(labels)
+    }
+}
+
+impl FromIterator<(String, String)> for Resource {
+    fn from_iter<T: IntoIterator<Item = (String, String)>>(iter: T) -> Self {
+        Resource(iter.into_iter().collect())
+    }
+}
+
+/// Something that happened to a resource, as Prefect's `ReceivedEvent` describes it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Event {
+    /// Client-provided identifier; events are deduplicated by it.
+    pub id: Uuid,
+    /// When it happened, by the producer's clock.
+    pub occurred: Timestamp,
+    /// Its name, e.g. `order.created`.
+    pub event: String,
+    /// The resource it concerns.
+    pub resource: Resource,
+    /// Other resources involved, each with a `prefect.resource.role`.
+    pub related: Vec<Resource>,
+    /// Free-form data.
+    pub payload: Map<String, Value>,
+    /// An event that must be processed before this one.
+    pub follows: Option<Uuid>,
+    /// When the server received it (absent until then).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub received: Option<Timestamp>,
+}
+
+/// What to fill in for fields an incoming event may leave out.
+pub struct EventDefaults<'a> {
+    /// `occurred` when absent (the receiving clock's "now").
+    pub occurred: Timestamp,
+    /// Produces `id` when absent.
+    pub new_id: &'a mut dyn FnMut() -> Uuid,
+}
+
+impl Event {
+    /// A minimal valid event, for tests, examples and builders.
+    pub fn new(id: Uuid, occurred: Timestamp, name: impl Into<String>, resource: Resource) -> Event {
+        Event {
+            id,
+            occurred,
+            event: name.into(),
+            resource,
+            related: Vec::new(),
+            payload: Map::new(),
+            follows: None,
+            received: None,
+        }
+    }
+
+    /// Reads and validates one event in Prefect's JSON format, reporting every problem with
+    /// its path. Without `defaults`, `id` and `occurred` are required.
+    pub fn from_json(value: &Value, path: &JsonPath, defaults: Option<EventDefaults<'_>>) -> Result<Event, Problems> {
+        let mut problems = Problems::default();
+        let Some(object) = value.as_object() else {
+            problems.add(path, format!("an event must be a JSON object, got {}", kind_of(value)));
+            return Err(problems);
+        };
+        let mut defaults = defaults;
+        let id = match object.get("id") {
+            Some(Value::String(s)) => Uuid::parse_str(s).unwrap_or_else(|_| {
+                problems.add(&path.key("id"), format!("`{s}` is not a UUID"));
+                Uuid::nil()
+            }),
+            None | Some(Value::Null) => match defaults.as_mut() {
+                Some(d) => (d.new_id)(),
+                None => {
+                    problems.add(path, "the `id` field is required");
+                    Uuid::nil()
+                }
+            },
+            Some(other) => {
+                problems.add(&path.key("id"), format!("expected a UUID string, got {}", kind_of(other)));
+                Uuid::nil()
+            }
+        };
+        let occurred = match object.get("occurred") {
+            Some(Value::String(s)) => Timestamp::parse(s).unwrap_or_else(|e| {
+                problems.add(&path.key("occurred"), e);
+                Timestamp::default()
+            }),
+            None | Some(Value::Null) => match defaults.as_ref() {
+                Some(d) => d.occurred,
+                None => {
+                    problems.add(path, "the `occurred` field is required");
+                    Timestamp::default()
+                }
+            },
+            Some(other) => {
+                problems.add(&path.key("occurred"), format!("expected an RFC 3339 string, got {}", kind_of(other)));
+                Timestamp::default()
+            }
+        };
+        let event = match object.get("event") {
+            Some(Value::String(s)) if s.is_empty() => {
+                problems.add(&path.key("event"), "the event name must not be empty");
+                String::new()
+            }
+            Some(Value::String(s)) if s.chars().count() > limits::EVENT_NAME_LENGTH => {
+                problems.add(
+                    &path.key("event"),
+                    format!("event names are at most {} characters", limits::EVENT_NAME_LENGTH),
+                );
+                String::new()
+            }
+            Some(Value::String(s)) => s.clone(),
+            None => {
+                problems.add(path, "the `event` field (the event's name) is required");
+                String::new()
+            }
+            Some(other) => {
+                problems.add(&path.key("event"), format!("expected a string, got {}", kind_of(other)));
+                String::new()
+            }
+        };
+        let resource = match object.get("resource") {
+            Some(v) => Resource::from_json(v, &path.key("resource"), false, &mut problems),
+            None => {
+                problems.add(path, "the `resource` field is required (an object with a `prefect.resource.id` label)");
+                Resource::default()
+            }
+        };
+        let related = match object.get("related") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => {
+                let rpath = path.key("related");
+                if items.len() > limits::RELATED_RESOURCES {
+                    problems.add(
+                        &rpath,
+                        format!(
+                            "has {} related resources; at most {} are allowed",
+                            items.len(),
+                            limits::RELATED_RESOURCES
+                        ),
+                    );
+                }
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| Resource::from_json(v, &rpath.index(i), true, &mut problems))
+                    .collect()
+            }
+            Some(other) => {
+                problems.add(&path.key("related"), format!("expected an array of resources, got {}", kind_of(other)));
+                Vec::new()
+            }
+        };
+        let payload = match object.get("payload") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(m)) => m.clone(),
+            Some(other) => {
+                problems.add(&path.key("payload"), format!("expected an object, got {}", kind_of(other)));
+                Map::new()
+            }
+        };
+        let follows = optional_uuid(object.get("follows"), &path.key("follows"), &mut problems);
+        let received = match object.get("received") {
+            Some(Value::String(s)) => Timestamp::parse(s).map_err(|e| problems.add(&path.key("received"), e)).ok(),
+            None | Some(Value::Null) => None,
+            Some(other) => {
+                problems.add(&path.key("received"), format!("expected an RFC 3339 string, got {}", kind_of(other)));
+                None
+            }
+        };
+        problems.into_result(Event { id, occurred, event, resource, related, payload, follows, received })
+    }
+
+    /// The value of a `for_each` label: a label of the primary resource, or
+    /// `related:<role>:<label>` for the first related resource in that role (Prefect's
+    /// `Event.find_resource_label`).
+    pub fn find_resource_label(&self, label: &str) -> Option<&str> {
+        if let Some((directive, related_label)) = label.rsplit_once(':') {
+            let (kind, role) = directive.split_once(':').unwrap_or((directive, ""));
+            if kind == "related" {
+                if let Some(related) = self.related.iter().find(|r| r.role() == Some(role)) {
+                    return related.get(related_label);
+                }
+            }
+        }
+        self.resource.get(label)
+    }
+}
+
+fn optional_uuid(value: Option<&Value>, path: &JsonPath, problems: &mut Problems) -> Option<Uuid> {
+    match value {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => {
+            Uuid::parse_str(s).map_err(|_| problems.add(path, format!("`{s}` is not a UUID"))).ok()
+        }
+        Some(other) => {
+            problems.add(path, format!("expected a UUID string or null, got {}", kind_of(other)));
+            None
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Event {
+    /// Strict: `id` and `occurred` must be present (stored and exported events always have them).
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(d)?;
+        Event::from_json(&value, &JsonPath::root(), None).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: Value) -> Result<Event, Problems> {
+        let mut n = 0u128;
+        let mut ids = || {
+            n += 1;
+            Uuid::from_u128(n)
+        };
+        Event::from_json(
+            &v,
+            &JsonPath::root(),
+            Some(EventDefaults { occurred: Timestamp::from_micros(7), new_id: &mut ids }),
+        )
+    }
+
+    #[test]
+    fn fills_defaults_and_keeps_order_of_labels() {
+        let e = parse(json!({"event": "a", "resource": {"prefect.resource.id": "x", "b": "1", "a": "2"}})).unwrap();
+        assert_eq!(e.id, Uuid::from_u128(1));
+        assert_eq!(e.occurred, Timestamp::from_micros(7));
+        assert_eq!(e.resource.labels().map(|(k, _)| k).collect::<Vec<_>>(), ["prefect.resource.id", "b", "a"]);
+    }
+
+    #[test]
+    fn reports_every_problem_with_its_path() {
+        let err = parse(json!({"id": "nope", "event": 3, "resource": {"team": 1},
+                               "related": [{"prefect.resource.id": "r"}], "payload": []}))
+        .unwrap_err();
+        let text = err.to_string();
+        for needle in [
+            "$.id",
+            "$.event",
+            "$.resource.team",
+            "`prefect.resource.id` label is required",
+            "$.related[0]: the `prefect.resource.role`",
+            "$.payload",
+        ] {
+            assert!(text.contains(needle), "{needle} not in {text}");
+        }
+    }
+
+    #[test]
+    fn strict_parsing_requires_id_and_occurred() {
+        let err = serde_json::from_value::<Event>(json!({"event": "a", "resource": {"prefect.resource.id": "x"}}))
+            .unwrap_err();
+        assert!(err.to_string().contains("`id` field is required"));
+    }
+
+    #[test]
+    fn related_labels_read_the_first_resource_in_the_role() {
+        let mut e = Event::new(
+            Uuid::nil(),
+            Timestamp::default(),
+            "a",
+            Resource::new("x").with("related:flow:weird", "primary"),
+        );
+        e.related = vec![
+            Resource::new("f1").with(RESOURCE_ROLE, "flow"),
+            Resource::new("f2").with(RESOURCE_ROLE, "flow").with("tag", "t"),
+        ];
+        assert_eq!(e.find_resource_label("related:flow:prefect.resource.id"), Some("f1"));
+        assert_eq!(e.find_resource_label("related:flow:tag"), None);
+        assert_eq!(e.find_resource_label("related:task:prefect.resource.id"), None);
+        assert_eq!(e.find_resource_label("related:nobody:x"), None);
+        let mut lone = e.clone();
+        lone.related.clear();
+        assert_eq!(lone.find_resource_label("related:flow:weird"), Some("primary"));
+    }
+}

@@ -1,0 +1,15 @@
+//! Pure data types and their validation: events, trigger definitions, firings, time.
+//!
+//! Nothing here does I/O or reads a clock.
+
+pub mod event;
+pub mod firing;
+pub mod problems;
+pub mod time;
+pub mod trigger;
+
+pub use event::{Event, EventDefaults, Resource};
+pub use firing::Firing;
+pub use problems::{JsonPath, Problem, Problems};
+pub use time::{Span, Timestamp};
+pub use trigger::{CompoundTrigger, EventTrigger, Posture, Require, SequenceTrigger, Trigger, TriggerDefinition};
