@@ -8,9 +8,9 @@ use clap::Args;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::engine::compile_all;
+use crate::engine::compile_document;
 use crate::engine::replay::replay;
-use crate::model::{Event, EventDefaults, Firing, JsonPath, Timestamp, TriggerDefinition};
+use crate::model::{Event, EventDefaults, Firing, JsonPath, Timestamp};
 
 /// Arguments of `tripwire replay`.
 #[derive(Debug, Args)]
@@ -97,14 +97,7 @@ fn read_triggers(path: &Path, errors: &mut Vec<String>) -> Vec<crate::engine::co
             return Vec::new();
         }
     };
-    let defs = match TriggerDefinition::list_from_json(&value) {
-        Ok(d) => d,
-        Err(problems) => {
-            errors.extend(problems.0.iter().map(|p| format!("{shown}: {p}")));
-            return Vec::new();
-        }
-    };
-    match compile_all(&defs) {
+    match compile_document(&value) {
         Ok(c) => c,
         Err(problems) => {
             errors.extend(problems.0.iter().map(|p| format!("{shown}: {p}")));
@@ -146,7 +139,7 @@ fn read_events(path: &Path, errors: &mut Vec<String>) -> Vec<Event> {
                 errors.push(format!(
                     "{shown}:{line_no}: $.occurred: the first event needs an `occurred` time to start the clock"
                 ));
-                continue;
+                Timestamp::default()
             }
         };
         let defaults = EventDefaults { occurred, new_id: &mut new_id };

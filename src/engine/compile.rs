@@ -129,6 +129,34 @@ pub fn compile_all(defs: &[TriggerDefinition]) -> Result<Vec<CompiledDefinition>
     problems.into_result(compiled)
 }
 
+/// Reads and compiles a JSON array of definitions, reporting every problem in the document at
+/// once: parse problems, duplicate ids, and template and filter problems of the definitions
+/// that parsed.
+pub fn compile_document(value: &serde_json::Value) -> Result<Vec<CompiledDefinition>, Problems> {
+    let (defs, mut problems) = TriggerDefinition::parse_list(value);
+    let root = JsonPath::root();
+    let compiled = defs.iter().map(|(i, d)| compile_into(d, &root.index(*i), &mut problems)).collect();
+    // Definitions that did not parse still get their templates checked, so one pass over the
+    // file shows every problem.
+    if let Some(items) = value.as_array() {
+        for (i, item) in items.iter().enumerate() {
+            if defs.iter().any(|(parsed, _)| *parsed == i) {
+                continue;
+            }
+            if let Some(parameters) = item.get("parameters").filter(|p| p.is_object()) {
+                Parameters::compile(parameters, &root.index(i).key("parameters"), &mut problems);
+            }
+        }
+    }
+    problems.0.sort_by_key(|p| item_index(&p.path));
+    problems.into_result(compiled)
+}
+
+/// The definition index at the start of a path such as `$[3].trigger`, for ordering problems.
+fn item_index(path: &str) -> usize {
+    path.strip_prefix("$[").and_then(|rest| rest.split(']').next()).and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
 /// Compiles one definition whose JSON path is `path`.
 pub fn compile(def: &TriggerDefinition, path: &JsonPath) -> Result<CompiledDefinition, Problems> {
     let mut problems = Problems::default();

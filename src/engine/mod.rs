@@ -52,7 +52,7 @@ use self::index::{NameIndex, NodeRef};
 use self::ordering::{Ordering, MAX_FOLLOWER_DEPTH};
 use self::template::TemplateContext;
 
-pub use self::compile::{compile, compile_all};
+pub use self::compile::{compile, compile_all, compile_document};
 pub use self::state::EngineState;
 
 /// Events with this name are never evaluated (Prefect's consumer drops them).

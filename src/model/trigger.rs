@@ -372,30 +372,36 @@ impl TriggerDefinition {
 
     /// Reads a JSON array of definitions, reporting every problem in it at once.
     pub fn list_from_json(value: &Value) -> Result<Vec<TriggerDefinition>, Problems> {
+        let (defs, problems) = TriggerDefinition::parse_list(value);
+        problems.into_result(defs.into_iter().map(|(_, d)| d).collect())
+    }
+
+    /// Reads a JSON array of definitions as far as possible: the definitions that parsed, each
+    /// with its index, and every problem found (including duplicate ids).
+    pub fn parse_list(value: &Value) -> (Vec<(usize, TriggerDefinition)>, Problems) {
         let root = JsonPath::root();
-        let Some(items) = value.as_array() else {
-            let mut problems = Problems::default();
-            problems.add(&root, format!("expected a JSON array of trigger definitions, got {}", kind_of(value)));
-            return Err(problems);
-        };
         let mut problems = Problems::default();
+        let Some(items) = value.as_array() else {
+            problems.add(&root, format!("expected a JSON array of trigger definitions, got {}", kind_of(value)));
+            return (Vec::new(), problems);
+        };
         let mut defs = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
             match TriggerDefinition::from_json(item, &root.index(i)) {
-                Ok(d) => defs.push(d),
+                Ok(d) => defs.push((i, d)),
                 Err(p) => problems.extend(p),
             }
         }
         let mut seen = std::collections::HashMap::new();
-        for (i, d) in defs.iter().enumerate() {
-            if let Some(first) = seen.insert(d.id.as_str(), i) {
+        for (i, d) in &defs {
+            if let Some(first) = seen.insert(d.id.as_str(), *i) {
                 problems.add(
-                    &root.index(i).key("id"),
+                    &root.index(*i).key("id"),
                     format!("duplicate id `{}` (also used by definition {first})", d.id),
                 );
             }
         }
-        problems.into_result(defs)
+        (defs, problems)
     }
 
     /// Reads one definition: `{"id", "name"?, "enabled"?, "trigger": {...}, "deployment"?,
