@@ -3,4 +3,7 @@
 
 pub mod cli;
 pub mod engine;
+pub mod http;
 pub mod model;
+pub mod service;
+pub mod store;

@@ -1,6 +1,7 @@
 //! The `tripwire` command line: data to stdout, diagnostics to stderr.
 
 mod replay;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -19,6 +20,9 @@ enum Command {
     /// Run trigger definitions over a file of past events on a virtual clock and print one JSON
     /// line per firing ("what would have fired").
     Replay(replay::ReplayArgs),
+    /// Run the server: HTTP API on --addr, data in --data (embedded redb, nothing else to
+    /// install).
+    Serve(serve::ServeArgs),
 }
 
 /// Parses the command line and runs the command; the process exit code.
@@ -26,5 +30,6 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Replay(args) => replay::run(args),
+        Command::Serve(args) => serve::run(args),
     }
 }

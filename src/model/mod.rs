@@ -2,12 +2,14 @@
 //!
 //! Nothing here does I/O or reads a clock.
 
+pub mod deployment;
 pub mod event;
 pub mod firing;
 pub mod problems;
 pub mod time;
 pub mod trigger;
 
+pub use deployment::{Deployment, Run, RunCause, RunState};
 pub use event::{Event, EventDefaults, Resource};
 pub use firing::Firing;
 pub use problems::{JsonPath, Problem, Problems};

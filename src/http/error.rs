@@ -1,0 +1,98 @@
+//! Every failure answers with a status code and `{"error": {"code", "message"}}` naming what
+//! to fix (plus `problems`, one per field, for invalid input).
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::model::Problems;
+use crate::service::ServiceError;
+
+/// An HTTP error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    problems: Option<Problems>,
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    /// An error with a status, a stable machine-readable code and a message for people.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into(), problems: None, retry_after: None }
+    }
+
+    /// 400 for input that failed validation, listing every problem.
+    pub fn invalid(problems: Problems) -> ApiError {
+        let message = format!("invalid input: {problems}");
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid",
+            message,
+            problems: Some(problems),
+            retry_after: None,
+        }
+    }
+
+    /// 400 for a body that is not JSON.
+    pub fn malformed(e: &serde_json::Error) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("the body is not valid JSON: {e}"))
+    }
+
+    /// 404 for an unknown route.
+    pub fn no_route(method: &str, path: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_route",
+            format!("no route for {method} {path}; all routes live under /api"),
+        )
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Invalid(p) => ApiError::invalid(p),
+            ServiceError::NotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+            ServiceError::Conflict { .. } => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            ServiceError::Overloaded { retry_after_secs } => {
+                let mut err = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", e.to_string());
+                err.retry_after = Some(retry_after_secs);
+                err
+            }
+            ServiceError::ShuttingDown => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", e.to_string())
+            }
+            ServiceError::Store(inner) => {
+                tracing::error!(error = %inner, "storage error");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "storage",
+                    "tripwire could not read or write its data; see the server log",
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::warn!(status = %self.status, code = self.code, message = %self.message, "request failed");
+        }
+        let mut body = json!({"error": {"code": self.code, "message": self.message}});
+        if let Some(problems) = self.problems {
+            body["error"]["problems"] = serde_json::to_value(problems).unwrap_or_default();
+        }
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        response
+    }
+}

@@ -1,0 +1,67 @@
+//! The HTTP API (axum). `router(service)` builds the whole app; all routes live under `/api`
+//! so that Prefect clients pointed at `http://HOST:PORT/api` find them.
+
+mod deployments;
+mod error;
+mod events;
+mod triggers;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Method, StatusCode, Uri};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::Value;
+
+use crate::service::Service;
+
+pub use self::error::ApiError;
+
+/// Request bodies larger than this are refused with 413.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Events in one `POST /api/events`.
+pub const MAX_BATCH_EVENTS: usize = 10_000;
+/// The version answered to Prefect clients (they check the major version).
+pub const PREFECT_API_VERSION: &str = "3.8.8";
+
+/// The whole API.
+pub fn router(service: Service) -> Router {
+    let api = Router::new()
+        .route("/health", get(|| async { Json(true) }))
+        .route("/admin/version", get(|| async { Json(PREFECT_API_VERSION) }))
+        .merge(events::routes())
+        .merge(triggers::routes())
+        .merge(deployments::routes());
+    Router::new()
+        .nest("/api", api)
+        .fallback(|method: Method, uri: Uri| async move { ApiError::no_route(method.as_str(), uri.path()) })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(service)
+}
+
+/// Reads a JSON body, answering 413 for one over the limit and 400 for one that is not JSON.
+fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
+    let bytes = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the request body is larger than {MAX_BODY_BYTES} bytes; send fewer events per request"),
+            )
+        } else {
+            ApiError::new(rejection.status(), "bad_body", rejection.body_text())
+        }
+    })?;
+    if bytes.is_empty() {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "empty_body", "the request needs a JSON body"));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::malformed(&e))
+}
+
+/// Runs a blocking read against the store.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "a read task failed"))?
+}

@@ -1,0 +1,262 @@
+//! The service: wires the engine, the store, runs and timers together. It is the one place
+//! that owns concurrency: a single core thread owns the engine and the write transaction;
+//! requests reach it through a bounded channel, and it commits many of them at once.
+
+pub mod clock;
+mod core;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::engine::BucketView;
+use crate::model::time::Span;
+use crate::model::{Deployment, Event, Problems, Run, TriggerDefinition};
+use crate::store::{Store, StoreError, TriggerRecord};
+
+use self::clock::Clock;
+use self::core::{Command, Core};
+
+/// Service settings.
+#[derive(Clone)]
+pub struct ServiceConfig {
+    /// The data directory (holds `tripwire.redb`).
+    pub data_dir: PathBuf,
+    /// The clock; the wall clock in production.
+    pub clock: Arc<dyn Clock>,
+    /// Events received longer ago than this are pruned.
+    pub retention: Span,
+    /// Commands waiting for the core before ingestion pushes back.
+    pub queue_capacity: usize,
+    /// A snapshot of the engine is written after this many log entries.
+    pub snapshot_every: u64,
+}
+
+impl ServiceConfig {
+    /// Defaults for `dir`: wall clock, 7 days of retention.
+    pub fn new(data_dir: impl Into<PathBuf>) -> ServiceConfig {
+        ServiceConfig {
+            data_dir: data_dir.into(),
+            clock: Arc::new(clock::SystemClock),
+            retention: Span::minutes(7 * 24 * 60),
+            queue_capacity: 1024,
+            snapshot_every: 10_000,
+        }
+    }
+}
+
+/// What went wrong, for the edge to translate.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The input is invalid; every problem is listed.
+    #[error("{0}")]
+    Invalid(Problems),
+    /// No such thing.
+    #[error("{what} `{id}` does not exist")]
+    NotFound {
+        /// The kind of thing.
+        what: &'static str,
+        /// Its id or name.
+        id: String,
+    },
+    /// It exists already.
+    #[error("{what} `{id}` already exists")]
+    Conflict {
+        /// The kind of thing.
+        what: &'static str,
+        /// Its id or name.
+        id: String,
+    },
+    /// Too much work queued: retry later.
+    #[error("tripwire is busy; retry after {retry_after_secs} s")]
+    Overloaded {
+        /// Suggested wait.
+        retry_after_secs: u64,
+    },
+    /// The service is stopping.
+    #[error("tripwire is shutting down")]
+    ShuttingDown,
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The answer to an ingest: every id in the request, in order, and those seen before.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct IngestReport {
+    /// The ids acknowledged (all of them: duplicates are acknowledged too).
+    pub ids: Vec<Uuid>,
+    /// Ids that had been accepted before and were not processed again.
+    pub duplicates: Vec<Uuid>,
+}
+
+/// A handle to the running service; cheap to clone.
+#[derive(Clone)]
+pub struct Service {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    commands: mpsc::Sender<Command>,
+    store: Arc<Store>,
+    events: broadcast::Sender<Arc<Event>>,
+    config: ServiceConfig,
+    core: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Service {
+    /// Opens the data directory, rebuilds the engine from the snapshot and log, and starts the
+    /// core thread (and, on the wall clock, the timer).
+    pub async fn start(config: ServiceConfig) -> Result<Service, ServiceError> {
+        let store = {
+            let dir = config.data_dir.clone();
+            tokio::task::spawn_blocking(move || Store::open(&dir)).await.map_err(|_| ServiceError::ShuttingDown)??
+        };
+        let store = Arc::new(store);
+        let (events, _) = broadcast::channel(4096);
+        let core = {
+            let store = store.clone();
+            let config = config.clone();
+            let events = events.clone();
+            tokio::task::spawn_blocking(move || Core::recover(store, config, events))
+                .await
+                .map_err(|_| ServiceError::ShuttingDown)??
+        };
+        let (tx, rx) = mpsc::channel(config.queue_capacity);
+        let handle = std::thread::Builder::new()
+            .name("tripwire-core".into())
+            .spawn(move || core.run(rx))
+            .map_err(|e| ServiceError::Store(StoreError::Database(format!("cannot start the core thread: {e}"))))?;
+        let service = Service {
+            inner: Arc::new(Inner { commands: tx, store, events, config, core: std::sync::Mutex::new(Some(handle)) }),
+        };
+        if service.inner.config.clock.is_wall_clock() {
+            let timer = service.clone();
+            tokio::spawn(async move { timer.run_timer().await });
+        }
+        Ok(service)
+    }
+
+    async fn run_timer(&self) {
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let (reply, answer) = oneshot::channel();
+            if self.inner.commands.send(Command::Tick { reply: Some(reply) }).await.is_err() {
+                return;
+            }
+            if answer.await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, ServiceError>>) -> Command,
+    ) -> Result<T, ServiceError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner.commands.send(make(reply)).await.map_err(|_| ServiceError::ShuttingDown)?;
+        answer.await.map_err(|_| ServiceError::ShuttingDown)?
+    }
+
+    /// Makes the events durable and evaluates them, in order. Returns once they are
+    /// committed. Pushes back with [`ServiceError::Overloaded`] when the queue is full.
+    pub async fn ingest(&self, events: Vec<Event>) -> Result<IngestReport, ServiceError> {
+        let (reply, answer) = oneshot::channel();
+        match self.inner.commands.try_send(Command::Ingest { events, reply }) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => return Err(ServiceError::Overloaded { retry_after_secs: 1 }),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(ServiceError::ShuttingDown),
+        }
+        answer.await.map_err(|_| ServiceError::ShuttingDown)?
+    }
+
+    /// Like [`Service::ingest`], but waits for room in the queue instead of pushing back (for
+    /// streams, whose reader simply reads more slowly).
+    pub async fn ingest_waiting(&self, events: Vec<Event>) -> Result<IngestReport, ServiceError> {
+        self.call(|reply| Command::Ingest { events, reply }).await
+    }
+
+    /// Runs the periodic work due by the clock's "now" (the timer does this on the wall clock).
+    pub async fn tick(&self) -> Result<(), ServiceError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner.commands.send(Command::Tick { reply: Some(reply) }).await.map_err(|_| ServiceError::ShuttingDown)?;
+        answer.await.map_err(|_| ServiceError::ShuttingDown)
+    }
+
+    /// Installs or replaces a definition (`create_only`: fail if it exists).
+    pub async fn put_trigger(
+        &self,
+        definition: TriggerDefinition,
+        create_only: bool,
+    ) -> Result<(TriggerRecord, bool), ServiceError> {
+        self.call(|reply| Command::PutTrigger { definition: Box::new(definition), create_only, reply }).await
+    }
+
+    /// Removes a definition.
+    pub async fn delete_trigger(&self, id: String) -> Result<(), ServiceError> {
+        self.call(|reply| Command::DeleteTrigger { id, reply }).await
+    }
+
+    /// Enables or disables a definition.
+    pub async fn set_trigger_enabled(&self, id: String, enabled: bool) -> Result<TriggerRecord, ServiceError> {
+        self.call(|reply| Command::SetEnabled { id, enabled, reply }).await
+    }
+
+    /// The live buckets of a definition, optionally only those whose labels contain `key`
+    /// as a value.
+    pub async fn buckets(&self, id: String, key: Option<String>) -> Result<Vec<BucketView>, ServiceError> {
+        self.call(|reply| Command::Buckets { id, key, reply }).await
+    }
+
+    /// Creates or replaces a deployment.
+    pub async fn put_deployment(
+        &self,
+        deployment: Deployment,
+        create_only: bool,
+    ) -> Result<(Deployment, bool), ServiceError> {
+        self.call(|reply| Command::PutDeployment { deployment, create_only, reply }).await
+    }
+
+    /// Removes a deployment.
+    pub async fn delete_deployment(&self, name: String) -> Result<(), ServiceError> {
+        self.call(|reply| Command::DeleteDeployment { name, reply }).await
+    }
+
+    /// Creates a run by hand, with `parameters` merged over the deployment's defaults.
+    pub async fn create_run(&self, deployment: String, parameters: Option<Value>) -> Result<Run, ServiceError> {
+        self.call(|reply| Command::CreateRun { deployment, parameters, reply }).await
+    }
+
+    /// The store, for reads (call from blocking tasks).
+    pub fn store(&self) -> Arc<Store> {
+        self.inner.store.clone()
+    }
+
+    /// Accepted events, as they are committed.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.inner.events.subscribe()
+    }
+
+    /// The settings it runs with.
+    pub fn config(&self) -> &ServiceConfig {
+        &self.inner.config
+    }
+
+    /// Stops the core after the work queued so far, writing a snapshot for a fast restart.
+    pub async fn shutdown(&self) {
+        let (reply, answer) = oneshot::channel();
+        if self.inner.commands.send(Command::Shutdown { reply }).await.is_ok() {
+            let _ = answer.await;
+        }
+        let handle = self.inner.core.lock().ok().and_then(|mut h| h.take());
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+}

@@ -1,0 +1,545 @@
+//! redb persistence: the event log, events, trigger definitions, engine snapshots,
+//! firings, deployments and runs. Synchronous and narrow: the service calls it from its one
+//! writer thread, and from blocking tasks for reads.
+//!
+//! Durability model: every accepted event is appended to `events` and to the `log` in the
+//! same transaction as the firings and runs it caused. The engine's state is rebuilt on
+//! start from the latest snapshot plus the log entries after it; the engine is deterministic,
+//! so the rebuilt state is the state that produced the committed firings, and nothing is
+//! fired twice or lost.
+
+use std::path::Path;
+
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::engine::EngineState;
+use crate::model::time::Timestamp;
+use crate::model::{Deployment, Event, Firing, Run, TriggerDefinition};
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+const EVENT_IDS: TableDefinition<u128, u64> = TableDefinition::new("event_ids");
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+const TRIGGERS: TableDefinition<&str, &[u8]> = TableDefinition::new("triggers");
+const FIRINGS: TableDefinition<u64, &[u8]> = TableDefinition::new("firings");
+const DEPLOYMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("deployments");
+const RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("runs");
+const RUN_IDS: TableDefinition<u128, u64> = TableDefinition::new("run_ids");
+
+/// The schema version this code writes and reads.
+pub const SCHEMA_VERSION: u32 = 1;
+const SCHEMA_KEY: &str = "schema_version";
+const SNAPSHOT_KEY: &str = "snapshot";
+
+/// Storage failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened, read or written.
+    #[error("storage: {0}")]
+    Database(String),
+    /// A stored value did not decode: the data is corrupt or from another version.
+    #[error("corrupt stored {what}: {message}")]
+    Corrupt {
+        /// The kind of value.
+        what: &'static str,
+        /// The decoding error.
+        message: String,
+    },
+    /// The data directory was written by an incompatible version.
+    #[error("the data was written with schema version {found}; this tripwire reads version {SCHEMA_VERSION}")]
+    Version {
+        /// The version found.
+        found: u32,
+    },
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Database(e.to_string())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Our own types always serialise (no non-string map keys, no failing impls).
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { what, message: e.to_string() })
+}
+
+/// One entry of the engine's input log, in processing order.
+#[allow(clippy::large_enum_variant)] // entries are encoded one at a time
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LogEntry {
+    /// An accepted event (stored in `events` under `seq`), processed at `at`.
+    Event {
+        /// The event's sequence number.
+        seq: u64,
+        /// Processing time.
+        at: Timestamp,
+    },
+    /// The clock advanced to `at` (periodic work).
+    Tick {
+        /// The new clock.
+        at: Timestamp,
+    },
+    /// A definition was installed or replaced at `at`.
+    PutTrigger {
+        /// The definition.
+        definition: TriggerDefinition,
+        /// Processing time.
+        at: Timestamp,
+    },
+    /// A definition was removed at `at`.
+    DeleteTrigger {
+        /// Its id.
+        id: String,
+        /// Processing time.
+        at: Timestamp,
+    },
+}
+
+/// The engine state at a log position, with the definitions it belongs to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The last log position applied.
+    pub log_pos: u64,
+    /// The installed definitions, in installation order.
+    pub definitions: Vec<TriggerDefinition>,
+    /// The engine's state.
+    pub state: EngineState,
+}
+
+/// A stored trigger definition with bookkeeping.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TriggerRecord {
+    /// The definition.
+    #[serde(flatten)]
+    pub definition: TriggerDefinition,
+    /// First stored.
+    pub created: Timestamp,
+    /// Last changed.
+    pub updated: Timestamp,
+}
+
+/// A stored event with its sequence number.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredEvent {
+    /// Position in arrival order.
+    pub seq: u64,
+    /// The event (with `received` set).
+    pub event: Event,
+}
+
+/// The database.
+pub struct Store {
+    db: Database,
+}
+
+/// An open write transaction; commit with [`Tx::commit`].
+pub struct Tx {
+    tx: redb::WriteTransaction,
+}
+
+impl Store {
+    /// Opens (or creates) `dir/tripwire.redb`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Database(format!("cannot create {}: {e}", dir.display())))?;
+        let db = Database::create(dir.join("tripwire.redb"))?;
+        let store = Store { db };
+        let tx = store.begin()?;
+        {
+            // Create every table so that readers never see a missing one.
+            let mut meta = tx.tx.open_table(META)?;
+            tx.tx.open_table(EVENTS)?;
+            tx.tx.open_table(EVENT_IDS)?;
+            tx.tx.open_table(LOG)?;
+            tx.tx.open_table(TRIGGERS)?;
+            tx.tx.open_table(FIRINGS)?;
+            tx.tx.open_table(DEPLOYMENTS)?;
+            tx.tx.open_table(RUNS)?;
+            tx.tx.open_table(RUN_IDS)?;
+            let found = meta.get(SCHEMA_KEY)?.map(|v| decode::<u32>("schema version", v.value())).transpose()?;
+            match found {
+                None => {
+                    meta.insert(SCHEMA_KEY, encode(&SCHEMA_VERSION).as_slice())?;
+                }
+                Some(v) if v == SCHEMA_VERSION => {}
+                Some(found) => return Err(StoreError::Version { found }),
+            }
+        }
+        tx.commit()?;
+        Ok(store)
+    }
+
+    /// Starts the (single) write transaction.
+    pub fn begin(&self) -> Result<Tx, StoreError> {
+        Ok(Tx { tx: self.db.begin_write()? })
+    }
+
+    fn read(&self) -> Result<redb::ReadTransaction, StoreError> {
+        Ok(self.db.begin_read()?)
+    }
+
+    /// The latest snapshot, if any.
+    pub fn snapshot(&self) -> Result<Option<Snapshot>, StoreError> {
+        let rx = self.read()?;
+        let meta = rx.open_table(META)?;
+        let found = meta.get(SNAPSHOT_KEY)?;
+        found.map(|v| decode("snapshot", v.value())).transpose()
+    }
+
+    /// Log entries after `pos`, in order.
+    pub fn log_after(&self, pos: u64) -> Result<Vec<(u64, LogEntry)>, StoreError> {
+        let rx = self.read()?;
+        let log = rx.open_table(LOG)?;
+        let mut out = Vec::new();
+        for item in log.range(pos.saturating_add(1)..)? {
+            let (k, v) = item?;
+            out.push((k.value(), decode("log entry", v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// The event stored under `seq`.
+    pub fn event_by_seq(&self, seq: u64) -> Result<Option<Event>, StoreError> {
+        let rx = self.read()?;
+        let events = rx.open_table(EVENTS)?;
+        let found = events.get(seq)?;
+        found.map(|v| decode("event", v.value())).transpose()
+    }
+
+    /// The event with this id.
+    pub fn event(&self, id: &Uuid) -> Result<Option<Event>, StoreError> {
+        let rx = self.read()?;
+        let ids = rx.open_table(EVENT_IDS)?;
+        let Some(seq) = ids.get(id.as_u128())?.map(|v| v.value()) else { return Ok(None) };
+        let events = rx.open_table(EVENTS)?;
+        let found = events.get(seq)?;
+        found.map(|v| decode("event", v.value())).transpose()
+    }
+
+    /// Events newest first, starting below `before` (a sequence number), that pass `keep`,
+    /// at most `limit`; scans at most `scan_limit` events.
+    pub fn events_desc(
+        &self,
+        before: Option<u64>,
+        limit: usize,
+        scan_limit: usize,
+        mut keep: impl FnMut(&Event) -> bool,
+    ) -> Result<(Vec<StoredEvent>, Option<u64>), StoreError> {
+        let rx = self.read()?;
+        let events = rx.open_table(EVENTS)?;
+        let mut out = Vec::new();
+        let mut next = None;
+        for (scanned, item) in events.range(..before.unwrap_or(u64::MAX))?.rev().enumerate() {
+            let (k, v) = item?;
+            let seq = k.value();
+            if out.len() == limit || scanned == scan_limit {
+                next = Some(seq + 1);
+                break;
+            }
+            let event: Event = decode("event", v.value())?;
+            if keep(&event) {
+                out.push(StoredEvent { seq, event });
+            }
+        }
+        Ok((out, next))
+    }
+
+    /// Number of stored events.
+    pub fn event_count(&self) -> Result<u64, StoreError> {
+        let rx = self.read()?;
+        Ok(rx.open_table(EVENTS)?.len()?)
+    }
+
+    /// Every stored definition, by id.
+    pub fn triggers(&self) -> Result<Vec<TriggerRecord>, StoreError> {
+        let rx = self.read()?;
+        let t = rx.open_table(TRIGGERS)?;
+        let mut out = Vec::new();
+        for item in t.iter()? {
+            let (_, v) = item?;
+            out.push(decode("trigger", v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// One stored definition.
+    pub fn trigger(&self, id: &str) -> Result<Option<TriggerRecord>, StoreError> {
+        let rx = self.read()?;
+        let t = rx.open_table(TRIGGERS)?;
+        let found = t.get(id)?;
+        found.map(|v| decode("trigger", v.value())).transpose()
+    }
+
+    /// Every deployment, by name.
+    pub fn deployments(&self) -> Result<Vec<Deployment>, StoreError> {
+        let rx = self.read()?;
+        let t = rx.open_table(DEPLOYMENTS)?;
+        let mut out = Vec::new();
+        for item in t.iter()? {
+            let (_, v) = item?;
+            out.push(decode("deployment", v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// One deployment.
+    pub fn deployment(&self, name: &str) -> Result<Option<Deployment>, StoreError> {
+        let rx = self.read()?;
+        let t = rx.open_table(DEPLOYMENTS)?;
+        let found = t.get(name)?;
+        found.map(|v| decode("deployment", v.value())).transpose()
+    }
+
+    /// Runs newest first that pass `keep`, at most `limit`.
+    pub fn runs(&self, limit: usize, mut keep: impl FnMut(&Run) -> bool) -> Result<Vec<Run>, StoreError> {
+        let rx = self.read()?;
+        let t = rx.open_table(RUNS)?;
+        let mut out = Vec::new();
+        for item in t.iter()?.rev() {
+            if out.len() == limit {
+                break;
+            }
+            let (_, v) = item?;
+            let run: Run = decode("run", v.value())?;
+            if keep(&run) {
+                out.push(run);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One run.
+    pub fn run(&self, id: &Uuid) -> Result<Option<Run>, StoreError> {
+        let rx = self.read()?;
+        let ids = rx.open_table(RUN_IDS)?;
+        let Some(seq) = ids.get(id.as_u128())?.map(|v| v.value()) else { return Ok(None) };
+        let runs = rx.open_table(RUNS)?;
+        let found = runs.get(seq)?;
+        found.map(|v| decode("run", v.value())).transpose()
+    }
+
+    /// Firings newest first that pass `keep`, at most `limit`.
+    pub fn firings(&self, limit: usize, mut keep: impl FnMut(&Firing) -> bool) -> Result<Vec<Firing>, StoreError> {
+        let rx = self.read()?;
+        let t = rx.open_table(FIRINGS)?;
+        let mut out = Vec::new();
+        for item in t.iter()?.rev() {
+            if out.len() == limit {
+                break;
+            }
+            let (_, v) = item?;
+            let firing: Firing = decode("firing", v.value())?;
+            if keep(&firing) {
+                out.push(firing);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn last_key<T: ReadableTable<u64, &'static [u8]>>(table: &T) -> Result<u64, StoreError> {
+    Ok(table.last()?.map(|(k, _)| k.value()).unwrap_or(0))
+}
+
+impl Tx {
+    /// Makes everything written durable.
+    pub fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit()?;
+        Ok(())
+    }
+
+    /// True when an event with this id was stored before.
+    pub fn has_event(&self, id: &Uuid) -> Result<bool, StoreError> {
+        Ok(self.tx.open_table(EVENT_IDS)?.get(id.as_u128())?.is_some())
+    }
+
+    /// The event with this id, as the write transaction sees it.
+    pub fn event(&self, id: &Uuid) -> Result<Option<Event>, StoreError> {
+        let ids = self.tx.open_table(EVENT_IDS)?;
+        let Some(seq) = ids.get(id.as_u128())?.map(|v| v.value()) else { return Ok(None) };
+        let events = self.tx.open_table(EVENTS)?;
+        let found = events.get(seq)?;
+        found.map(|v| decode("event", v.value())).transpose()
+    }
+
+    /// Stores an accepted event; returns its sequence number.
+    pub fn put_event(&self, event: &Event) -> Result<u64, StoreError> {
+        let mut events = self.tx.open_table(EVENTS)?;
+        let seq = last_key(&events)? + 1;
+        events.insert(seq, encode(event).as_slice())?;
+        self.tx.open_table(EVENT_IDS)?.insert(event.id.as_u128(), seq)?;
+        Ok(seq)
+    }
+
+    /// Appends a log entry; returns its position.
+    pub fn append_log(&self, entry: &LogEntry) -> Result<u64, StoreError> {
+        let mut log = self.tx.open_table(LOG)?;
+        let pos = last_key(&log)? + 1;
+        log.insert(pos, encode(entry).as_slice())?;
+        Ok(pos)
+    }
+
+    /// The last log position.
+    pub fn log_pos(&self) -> Result<u64, StoreError> {
+        last_key(&self.tx.open_table(LOG)?)
+    }
+
+    /// Stores a firing.
+    pub fn put_firing(&self, firing: &Firing) -> Result<(), StoreError> {
+        let mut t = self.tx.open_table(FIRINGS)?;
+        let seq = last_key(&t)? + 1;
+        t.insert(seq, encode(firing).as_slice())?;
+        Ok(())
+    }
+
+    /// Stores a trigger definition record.
+    pub fn put_trigger(&self, record: &TriggerRecord) -> Result<(), StoreError> {
+        self.tx.open_table(TRIGGERS)?.insert(record.definition.id.as_str(), encode(record).as_slice())?;
+        Ok(())
+    }
+
+    /// One stored definition.
+    pub fn trigger(&self, id: &str) -> Result<Option<TriggerRecord>, StoreError> {
+        let t = self.tx.open_table(TRIGGERS)?;
+        let found = t.get(id)?;
+        found.map(|v| decode("trigger", v.value())).transpose()
+    }
+
+    /// Removes a definition record; false when there was none.
+    pub fn delete_trigger(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.tx.open_table(TRIGGERS)?.remove(id)?.is_some())
+    }
+
+    /// Stores a deployment.
+    pub fn put_deployment(&self, d: &Deployment) -> Result<(), StoreError> {
+        self.tx.open_table(DEPLOYMENTS)?.insert(d.name.as_str(), encode(d).as_slice())?;
+        Ok(())
+    }
+
+    /// One deployment.
+    pub fn deployment(&self, name: &str) -> Result<Option<Deployment>, StoreError> {
+        let t = self.tx.open_table(DEPLOYMENTS)?;
+        let found = t.get(name)?;
+        found.map(|v| decode("deployment", v.value())).transpose()
+    }
+
+    /// Removes a deployment; false when there was none.
+    pub fn delete_deployment(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self.tx.open_table(DEPLOYMENTS)?.remove(name)?.is_some())
+    }
+
+    /// Stores a new run.
+    pub fn put_run(&self, run: &Run) -> Result<(), StoreError> {
+        let mut runs = self.tx.open_table(RUNS)?;
+        let mut ids = self.tx.open_table(RUN_IDS)?;
+        let seq = match ids.get(run.id.as_u128())?.map(|v| v.value()) {
+            Some(seq) => seq,
+            None => last_key(&runs)? + 1,
+        };
+        runs.insert(seq, encode(run).as_slice())?;
+        ids.insert(run.id.as_u128(), seq)?;
+        Ok(())
+    }
+
+    /// Writes the engine snapshot and drops the log entries it covers.
+    pub fn put_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        self.tx.open_table(META)?.insert(SNAPSHOT_KEY, encode(snapshot).as_slice())?;
+        let mut log = self.tx.open_table(LOG)?;
+        // Keep the last entry so that positions keep increasing after a restart.
+        if snapshot.log_pos > 1 {
+            log.retain_in(..snapshot.log_pos, |_, _| false)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes events received before `cutoff` (retention); returns how many.
+    pub fn prune_events(&self, cutoff: Timestamp, max: usize) -> Result<usize, StoreError> {
+        let mut events = self.tx.open_table(EVENTS)?;
+        let mut ids = self.tx.open_table(EVENT_IDS)?;
+        let mut doomed = Vec::new();
+        for item in events.iter()? {
+            let (k, v) = item?;
+            let event: Event = decode("event", v.value())?;
+            if event.received.unwrap_or(event.occurred) >= cutoff || doomed.len() == max {
+                break;
+            }
+            doomed.push((k.value(), event.id));
+        }
+        for (seq, id) in &doomed {
+            events.remove(*seq)?;
+            ids.remove(id.as_u128())?;
+        }
+        Ok(doomed.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Resource;
+
+    fn temp(tag: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("tripwire-store-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn events_log_and_snapshot_survive_reopening() {
+        let dir = temp("reopen");
+        let t = Timestamp::from_micros(1_000_000);
+        {
+            let store = Store::open(&dir).unwrap();
+            let tx = store.begin().unwrap();
+            let mut e = Event::new(Uuid::from_u128(7), t, "a", Resource::new("x"));
+            e.received = Some(t);
+            let seq = tx.put_event(&e).unwrap();
+            assert_eq!(seq, 1);
+            assert_eq!(tx.append_log(&LogEntry::Event { seq, at: t }).unwrap(), 1);
+            assert_eq!(tx.append_log(&LogEntry::Tick { at: t }).unwrap(), 2);
+            tx.commit().unwrap();
+        }
+        let store = Store::open(&dir).unwrap();
+        assert!(store.event(&Uuid::from_u128(7)).unwrap().is_some());
+        assert_eq!(store.log_after(0).unwrap().len(), 2);
+        let tx = store.begin().unwrap();
+        assert!(tx.has_event(&Uuid::from_u128(7)).unwrap());
+        tx.put_snapshot(&Snapshot { log_pos: 2, definitions: vec![], state: EngineState::default() }).unwrap();
+        assert_eq!(tx.append_log(&LogEntry::Tick { at: t }).unwrap(), 3, "positions keep increasing");
+        tx.commit().unwrap();
+        assert_eq!(store.log_after(2).unwrap().len(), 1);
+        assert_eq!(store.snapshot().unwrap().unwrap().log_pos, 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn corrupt_values_are_errors_not_panics() {
+        let dir = temp("corrupt");
+        let store = Store::open(&dir).unwrap();
+        let tx = store.begin().unwrap();
+        tx.tx.open_table(EVENTS).unwrap().insert(1, b"not json".as_slice()).unwrap();
+        tx.commit().unwrap();
+        assert!(matches!(store.event_by_seq(1), Err(StoreError::Corrupt { what: "event", .. })));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
