@@ -1,0 +1,165 @@
+//! Shared by the server tests: start the real `tripwire serve` binary on a free port with a
+//! fresh data directory, and talk to it over HTTP.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// A fresh, empty directory for one test.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tripwire-test-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A running server process; killed when dropped.
+pub struct Server {
+    pub child: Child,
+    /// `http://127.0.0.1:PORT/api`
+    pub api: String,
+    pub data: PathBuf,
+}
+
+impl Server {
+    /// Starts `tripwire serve` on a free port over `data` and waits until it listens.
+    pub fn start(data: &Path) -> Server {
+        Server::start_on(data, "127.0.0.1:0")
+    }
+
+    /// Starts it on a given address (to restart on the same port).
+    pub fn start_on(data: &Path, addr: &str) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tripwire"))
+            .args(["serve", "--addr", addr, "--data"])
+            .arg(data)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the tripwire binary starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent {
+                    if let Some(rest) = line.split("listening on http://").nth(1) {
+                        let addr = rest.split('/').next().unwrap_or_default().to_owned();
+                        let _ = tx.send(addr);
+                        sent = true;
+                    }
+                }
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(30)).expect("the server reports where it listens");
+        Server { child, api: format!("http://{addr}/api"), data: data.to_path_buf() }
+    }
+
+    /// The `host:port` it listens on.
+    pub fn addr(&self) -> String {
+        self.api.trim_start_matches("http://").trim_end_matches("/api").to_owned()
+    }
+
+    /// SIGKILL: no chance to flush or snapshot.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit; returns whether it exited successfully.
+    pub fn terminate(mut self) -> bool {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        for _ in 0..100 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A small HTTP helper returning (status, JSON body).
+pub struct Http {
+    client: reqwest::Client,
+    pub api: String,
+}
+
+impl Http {
+    pub fn new(api: &str) -> Http {
+        Http { client: reqwest::Client::new(), api: api.to_owned() }
+    }
+
+    pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<String>) -> (u16, serde_json::Value) {
+        let mut req = self.client.request(method, format!("{}{path}", self.api));
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        let resp = req.send().await.expect("the server answers");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let value = if text.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+        };
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        self.send(reqwest::Method::POST, path, Some(body.to_string())).await
+    }
+
+    pub async fn put(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        self.send(reqwest::Method::PUT, path, Some(body.to_string())).await
+    }
+
+    pub async fn patch(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        self.send(reqwest::Method::PATCH, path, Some(body.to_string())).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, serde_json::Value) {
+        self.send(reqwest::Method::DELETE, path, None).await
+    }
+
+    pub async fn raw_post(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, serde_json::Value) {
+        let resp = self
+            .client
+            .post(format!("{}{path}", self.api))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+    }
+}
+
+/// The seed's order trigger: `order.complete` after `order.created` for each user.
+pub fn order_trigger() -> serde_json::Value {
+    serde_json::json!({
+        "id": "post-order",
+        "trigger": {"type": "event", "match": {}, "match_related": {}, "after": ["order.created"],
+                    "expect": ["order.complete"], "for_each": ["prefect.resource.id"],
+                    "posture": "Reactive", "threshold": 1, "within": 0},
+        "deployment": "post-order-complete",
+        "parameters": {"user_id": "{{ event.resource.id }}"}
+    })
+}

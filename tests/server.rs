@@ -1,0 +1,234 @@
+//! The real `tripwire serve` binary on an ephemeral port with a temporary data dir: every
+//! route, the bad input each one gets, the seed's order example, and a restart.
+
+mod common;
+
+use common::{order_trigger, temp_dir, Http, Server};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+async fn runs(http: &Http) -> Vec<Value> {
+    let (status, body) = http.get("/runs").await;
+    assert_eq!(status, 200);
+    body.as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn the_order_example_over_http_gives_one_run_for_user_123() {
+    let data = temp_dir("order");
+    let server = Server::start(&data);
+    let http = Http::new(&server.api);
+    assert_eq!(http.post("/deployments", json!({"name": "post-order-complete"})).await.0, 201);
+    assert_eq!(http.post("/triggers", order_trigger()).await.0, 201);
+    let emit = |name: &str, user: &str| json!({"event": name, "resource": {"prefect.resource.id": user}});
+    assert_eq!(http.post("/events", json!([emit("order.created", "123"), emit("order.created", "456")])).await.0, 200);
+    assert_eq!(http.post("/events", emit("order.complete", "123")).await.0, 200);
+    let runs = runs(&http).await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["parameters"], json!({"user_id": "123"}));
+    assert_eq!(runs[0]["state"], "Scheduled");
+    assert_eq!(runs[0]["cause"]["trigger"], "post-order");
+    assert_eq!(runs[0]["cause"]["bucket"], json!({"prefect.resource.id": "123"}));
+    let id = runs[0]["id"].as_str().unwrap();
+    let (status, run) = http.get(&format!("/runs/{id}")).await;
+    assert_eq!((status, &run["id"]), (200, &runs[0]["id"]));
+    // User 456's window is still open: the buckets view says so.
+    let (status, buckets) = http.get("/triggers/post-order/buckets").await;
+    assert_eq!(status, 200);
+    assert_eq!(buckets["buckets"].as_array().unwrap().len(), 1);
+    assert_eq!(buckets["buckets"][0]["labels"], json!({"prefect.resource.id": "456"}));
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+#[tokio::test]
+async fn events_routes_accept_deduplicate_filter_and_page() {
+    let data = temp_dir("events");
+    let server = Server::start(&data);
+    let http = Http::new(&server.api);
+    assert_eq!(http.get("/health").await, (200, json!(true)));
+    assert_eq!(http.get("/admin/version").await.1.as_str().unwrap().split('.').next(), Some("3"));
+
+    let id = "00000000-0000-0000-0000-0000000000aa";
+    let event = json!({"id": id, "occurred": "2026-01-01T00:00:00Z", "event": "order.created",
+                       "resource": {"prefect.resource.id": "order.1"},
+                       "related": [{"prefect.resource.id": "customer.9", "prefect.resource.role": "customer"}]});
+    let (status, body) = http.post("/events", event.clone()).await;
+    assert_eq!((status, body), (200, json!({"ids": [id], "duplicates": []})));
+    let (status, body) = http.post("/events", json!([event])).await;
+    assert_eq!(
+        (status, body),
+        (200, json!({"ids": [id], "duplicates": [id]})),
+        "seen before: acknowledged, not processed again"
+    );
+    for i in 0..5 {
+        http.post("/events", json!({"event": format!("job.{}", if i % 2 == 0 { "started" } else { "done" }), "resource": {"prefect.resource.id": format!("job.{i}")}})).await;
+    }
+    let (_, page) = http.get("/events?limit=2").await;
+    assert_eq!(page["events"].as_array().unwrap().len(), 2);
+    assert_eq!(page["events"][0]["resource"]["prefect.resource.id"], "job.4", "newest first");
+    let next = page["next_page"].as_u64().unwrap();
+    let (_, page2) = http.get(&format!("/events?limit=2&page={next}")).await;
+    assert_eq!(page2["events"][0]["resource"]["prefect.resource.id"], "job.2");
+    let (_, started) = http.get("/events?name=job.started").await;
+    assert_eq!(started["events"].as_array().unwrap().len(), 3);
+    let (_, prefixed) = http.get("/events?prefix=job.").await;
+    assert_eq!(prefixed["events"].as_array().unwrap().len(), 5);
+    let (_, by_related) = http.get("/events?related=customer.9").await;
+    assert_eq!(by_related["events"][0]["id"], id);
+    let (_, by_resource) = http.get("/events?resource=job.1").await;
+    assert_eq!(by_resource["events"].as_array().unwrap().len(), 1);
+    let (_, ranged) = http.get("/events?until=2026-01-02T00:00:00Z").await;
+    assert_eq!(ranged["events"].as_array().unwrap().len(), 1);
+    assert!(ranged["events"][0]["received"].is_string(), "stored events carry `received`");
+
+    // Bad input, each with a JSON error naming what to fix.
+    let (status, body) = http.send(Method::POST, "/events", Some("{\"event\": ".into())).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("malformed_json")));
+    let (status, body) = http.post("/events", json!({"event": "x", "resource": {}})).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["problems"][0]["path"], "$.resource");
+    assert!(body["error"]["message"].as_str().unwrap().contains("prefect.resource.id"));
+    // One bad event rejects the whole batch: the good one before it is not stored.
+    let good =
+        json!({"id": "00000000-0000-0000-0000-0000000000bb", "event": "x", "resource": {"prefect.resource.id": "r"}});
+    let (status, body) =
+        http.post("/events", json!([good, {"event": 5, "resource": {"prefect.resource.id": "r"}}])).await;
+    assert_eq!((status, body["error"]["problems"][0]["path"].as_str()), (400, Some("$[1].event")));
+    let (_, found) = http.get("/events?name=x").await;
+    assert!(found["events"].as_array().unwrap().is_empty());
+    let (status, body) = http.raw_post("/events", vec![b' '; 2 * 1024 * 1024]).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (413, Some("body_too_large")));
+    let too_many: Vec<Value> =
+        (0..10_001).map(|_| json!({"event": "y", "resource": {"prefect.resource.id": "r"}})).collect();
+    let (status, body) = http.post("/events", Value::Array(too_many)).await;
+    assert!(status == 400 || status == 413, "{status} {body}");
+    let (status, body) = http.get("/events?since=yesterday").await;
+    assert_eq!((status, body["error"]["problems"][0]["path"].as_str()), (400, Some("$.since")));
+    let (status, body) = http.get("/nowhere").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("no_route")));
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+#[tokio::test]
+async fn trigger_routes_create_upsert_list_patch_delete_and_reject_bad_definitions() {
+    let data = temp_dir("triggers");
+    let server = Server::start(&data);
+    let http = Http::new(&server.api);
+    let def = json!({"id": "signup", "trigger": {"expect": ["user:signup"]}});
+    assert_eq!(http.post("/triggers", def.clone()).await.0, 201);
+    let (status, body) = http.post("/triggers", def.clone()).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")));
+    let (status, body) = http
+        .put("/triggers/signup", json!({"trigger": {"expect": ["user:signup"], "threshold": 2, "within": 60}}))
+        .await;
+    assert_eq!(
+        (status, &body["trigger"]["threshold"]),
+        (200, &json!(2)),
+        "PUT replaces (upsert), taking the id from the URL"
+    );
+    assert_eq!(http.put("/triggers/other", json!({"trigger": {}})).await.0, 201);
+    let (_, list) = http.get("/triggers").await;
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    let (status, one) = http.get("/triggers/signup").await;
+    assert_eq!((status, one["enabled"].as_bool()), (200, Some(true)));
+    let (status, patched) = http.patch("/triggers/signup", json!({"enabled": false})).await;
+    assert_eq!((status, patched["enabled"].as_bool()), (200, Some(false)));
+    let (status, body) = http.patch("/triggers/signup", json!({"enabled": "no", "name": "x"})).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["problems"].as_array().unwrap().len(), 2);
+    assert_eq!(http.delete("/triggers/signup").await.0, 204);
+    assert_eq!(http.get("/triggers/signup").await.0, 404);
+    assert_eq!(http.delete("/triggers/signup").await.0, 404);
+    assert_eq!(http.get("/triggers/signup/buckets").await.0, 404);
+
+    let (status, body) = http
+        .post(
+            "/triggers",
+            json!({"id": "bad", "trigger": {"expect": ["x"], "colour": "red", "posture": "Proactive", "within": 3}}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    let paths: Vec<&str> =
+        body["error"]["problems"].as_array().unwrap().iter().map(|p| p["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["$.trigger.within", "$.trigger.colour"]);
+    let (status, body) =
+        http.post("/triggers", json!({"id": "tpl", "trigger": {}, "parameters": {"x": "{{ event.id "}})).await;
+    assert_eq!((status, body["error"]["problems"][0]["path"].as_str()), (400, Some("$.parameters.x")));
+    let (status, body) = http.put("/triggers/a", json!({"id": "b", "trigger": {}})).await;
+    assert_eq!((status, body["error"]["problems"][0]["path"].as_str()), (400, Some("$.id")));
+    let (status, body) = http.send(Method::POST, "/triggers", Some("[1,".into())).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("malformed_json")));
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+#[tokio::test]
+async fn deployment_and_run_routes() {
+    let data = temp_dir("deployments");
+    let server = Server::start(&data);
+    let http = Http::new(&server.api);
+    let (status, d) = http
+        .post("/deployments", json!({"name": "report", "parameters": {"format": "pdf", "pages": 1}, "retries": 2}))
+        .await;
+    assert_eq!((status, d["retries"].as_u64()), (201, Some(2)));
+    assert_eq!(http.post("/deployments", json!({"name": "report"})).await.0, 409);
+    assert_eq!(
+        http.put("/deployments/report", json!({"parameters": {"format": "pdf", "pages": 1}, "timeout_seconds": 30}))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(http.put("/deployments/other", json!({})).await.0, 201);
+    assert_eq!(http.get("/deployments").await.1.as_array().unwrap().len(), 2);
+    assert_eq!(http.get("/deployments/report").await.1["timeout_seconds"], 30.0);
+    let (status, run) = http.post("/deployments/report/runs", json!({"parameters": {"pages": 3}})).await;
+    assert_eq!(status, 201);
+    assert_eq!(run["parameters"], json!({"format": "pdf", "pages": 3}), "run parameters merge over the defaults");
+    assert_eq!(run["state"], "Scheduled");
+    assert_eq!(http.send(Method::POST, "/deployments/other/runs", None).await.0, 201, "a run without a body");
+    assert_eq!(http.get("/runs?deployment=report").await.1.as_array().unwrap().len(), 1);
+    assert_eq!(http.get("/runs?state=scheduled").await.1.as_array().unwrap().len(), 2);
+    assert_eq!(http.get("/runs?state=Completed").await.1.as_array().unwrap().len(), 0);
+
+    let (status, body) = http.get("/runs?state=Sleeping").await;
+    assert_eq!((status, body["error"]["problems"][0]["path"].as_str()), (400, Some("$.state")));
+    assert_eq!(http.get("/runs/not-a-uuid").await.0, 400);
+    assert_eq!(http.get("/runs/00000000-0000-0000-0000-000000000000").await.0, 404);
+    assert_eq!(http.post("/deployments/missing/runs", json!({})).await.0, 404);
+    let (status, body) = http.post("/deployments/report/runs", json!({"parameters": [1], "extra": 1})).await;
+    assert_eq!((status, body["error"]["problems"].as_array().unwrap().len()), (400, 2));
+    let (status, body) = http.post("/deployments", json!({"name": "has space", "retries": "many"})).await;
+    assert_eq!((status, body["error"]["problems"].as_array().unwrap().len()), (400, 2));
+    assert_eq!(http.delete("/deployments/other").await.0, 204);
+    assert_eq!(http.delete("/deployments/other").await.0, 404);
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+#[tokio::test]
+async fn state_survives_a_restart_and_windows_stay_open() {
+    let data = temp_dir("restart");
+    let server = Server::start(&data);
+    let http = Http::new(&server.api);
+    http.post("/deployments", json!({"name": "post-order-complete"})).await;
+    let mut trigger = order_trigger();
+    trigger["trigger"]["within"] = json!(3600);
+    http.post("/triggers", trigger).await;
+    http.post("/events", json!({"event": "order.created", "resource": {"prefect.resource.id": "123"}})).await;
+    assert!(server.terminate(), "SIGTERM shuts down cleanly");
+
+    let server = Server::start(&data);
+    let http = Http::new(&server.api);
+    assert_eq!(http.get("/triggers").await.1.as_array().unwrap().len(), 1);
+    http.post("/events", json!({"event": "order.complete", "resource": {"prefect.resource.id": "123"}})).await;
+    let runs = runs(&http).await;
+    assert_eq!(runs.len(), 1, "the window opened before the restart is still open");
+    assert_eq!(runs[0]["parameters"]["user_id"], "123");
+    server.kill();
+
+    // After SIGKILL (no snapshot), the log replays to the same state: nothing fires twice.
+    let server = Server::start(&data);
+    let http = Http::new(&server.api);
+    assert_eq!(self::runs(&http).await.len(), 1);
+    http.post("/events", json!({"event": "order.complete", "resource": {"prefect.resource.id": "123"}})).await;
+    assert_eq!(self::runs(&http).await.len(), 1, "the window was consumed by the first firing");
+    let _ = std::fs::remove_dir_all(&data);
+}
