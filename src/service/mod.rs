@@ -249,6 +249,7 @@ impl Service {
     }
 
     /// Stops the core after the work queued so far, writing a snapshot for a fast restart.
+    /// The database is closed when the last handle to the service is dropped.
     pub async fn shutdown(&self) {
         let (reply, answer) = oneshot::channel();
         if self.inner.commands.send(Command::Shutdown { reply }).await.is_ok() {
