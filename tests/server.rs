@@ -37,6 +37,19 @@ async fn the_order_example_over_http_gives_one_run_for_user_123() {
     assert_eq!(status, 200);
     assert_eq!(buckets["buckets"].as_array().unwrap().len(), 1);
     assert_eq!(buckets["buckets"][0]["labels"], json!({"prefect.resource.id": "456"}));
+    let b = &buckets["buckets"][0];
+    assert_eq!(
+        (b["count"].as_i64(), b["threshold"].as_i64(), b["posture"].as_str()),
+        (Some(0), Some(1), Some("Reactive"))
+    );
+    assert_eq!(b["phase"], "closed", "within 0: the window has ended and waits for the sweep");
+    assert!(b["sweep_at"].is_string());
+    let seen = b["events"].as_array().unwrap();
+    assert_eq!(seen.len(), 1, "{b}");
+    assert_eq!(
+        (seen[0]["event"].as_str(), seen[0]["opens"].as_bool(), seen[0]["counts"].as_bool()),
+        (Some("order.created"), Some(true), Some(false))
+    );
     let _ = std::fs::remove_dir_all(&data);
 }
 

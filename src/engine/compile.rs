@@ -1,9 +1,11 @@
 //! Definition → runtime: matchers, name-index keys, filters and templates are compiled once,
 //! and every problem in a set of definitions is reported at once with its JSON path.
 
+use std::sync::Arc;
+
 use crate::model::time::Span;
 use crate::model::trigger::{Posture, Require, Trigger, TriggerDefinition};
-use crate::model::{EventTrigger, JsonPath, Problems};
+use crate::model::{Event, EventTrigger, JsonPath, Problems};
 
 use super::matcher::{Glob, NamePrefixPattern, ResourceFilter, ValuePattern};
 use super::template::{Filter, Parameters};
@@ -104,6 +106,33 @@ impl EventNode {
         };
         indexed && self.name_pattern.matches(name)
     }
+
+    /// Prefect's `covers` past the name index (the regex and the resources), plus tripwire's
+    /// filter: does this trigger look at the event at all? A filter that fails to evaluate
+    /// counts as not matching.
+    pub fn covers_after_index(&self, event: &Arc<Event>) -> bool {
+        self.name_pattern.matches(&event.event)
+            && self.resources.covers(&event.resource, &event.related)
+            && self.filter.as_ref().is_none_or(|f| f.matches(event).unwrap_or(false))
+    }
+
+    /// Whether the event opens windows (`after`) and/or counts (`expect`) for this trigger,
+    /// when the trigger covers it at all.
+    pub fn role_of(&self, event: &Arc<Event>) -> Option<EventRole> {
+        if !self.covers_name(&event.event) || !self.covers_after_index(event) {
+            return None;
+        }
+        Some(EventRole { opens: self.starts_after(&event.event), counts: self.expects(&event.event) })
+    }
+}
+
+/// What an event is to a trigger that covers it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct EventRole {
+    /// It matches `after`: it opens a window.
+    pub opens: bool,
+    /// It matches `expect`: it counts toward the threshold.
+    pub counts: bool,
 }
 
 /// A compiled compound or sequence trigger.

@@ -403,13 +403,8 @@ impl Engine {
         for &(slot, node) in &candidates {
             let Some(compiled) = self.slots[slot as usize].as_ref().map(|s| s.compiled.clone()) else { continue };
             let NodeKind::Event(e) = &compiled.nodes[node as usize].kind else { continue };
-            if !e.name_pattern.matches(&event.event) || !e.resources.covers(&event.resource, &event.related) {
+            if !e.covers_after_index(event) {
                 continue;
-            }
-            if let Some(filter) = &e.filter {
-                if !filter.matches(event).unwrap_or(false) {
-                    continue;
-                }
             }
             let Some(NodeState::Event { buckets, .. }) =
                 self.slots[slot as usize].as_mut().and_then(|s| s.nodes.get_mut(node as usize))
@@ -526,7 +521,22 @@ impl Engine {
                 continue;
             };
             for (key, b) in buckets.sorted(clock) {
-                out.push(BucketView { node, labels: key.labels(&e.for_each), bucket: b });
+                let phase = if clock < b.start {
+                    BucketPhase::CoolingDown
+                } else if clock < b.end {
+                    BucketPhase::Open
+                } else {
+                    BucketPhase::Closed
+                };
+                out.push(BucketView {
+                    node,
+                    labels: key.labels(&e.for_each),
+                    phase,
+                    posture: e.posture,
+                    threshold: e.threshold,
+                    sweep_at: b.end.plus(bucket::EXPIRED_BUCKET_BUFFER),
+                    bucket: b,
+                });
             }
         }
         out
@@ -565,8 +575,28 @@ pub struct BucketView {
     pub node: usize,
     /// `{for_each label: value}`.
     pub labels: BTreeMap<String, String>,
+    /// Where the window stands by the engine's clock.
+    pub phase: BucketPhase,
+    /// The trigger's posture.
+    pub posture: Posture,
+    /// The trigger's threshold.
+    pub threshold: i64,
+    /// When the sweep deletes the bucket if nothing else does first.
+    pub sweep_at: Timestamp,
     /// Window and count.
     pub bucket: Bucket,
+}
+
+/// Where a bucket's window stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BucketPhase {
+    /// Before the window starts: the cooldown after a firing; events are ignored.
+    CoolingDown,
+    /// Counting events.
+    Open,
+    /// The window has ended: the next event or proactive pass decides, or the sweep deletes it.
+    Closed,
 }
 
 /// A firing id derived from the definition id and the engine's firing counter, so a replay

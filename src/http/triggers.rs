@@ -10,8 +10,12 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use std::sync::Arc;
+
+use crate::engine::bucket::BucketKey;
 use crate::engine::compile;
-use crate::model::{JsonPath, Problems, TriggerDefinition};
+use crate::engine::compile::NodeKind;
+use crate::model::{Event, JsonPath, Problems, TriggerDefinition};
 use crate::service::{Service, ServiceError};
 use crate::store::TriggerRecord;
 
@@ -124,24 +128,60 @@ struct BucketQuery {
     key: Option<String>,
 }
 
+/// Recent events scanned to show what each bucket has seen.
+const EXPLAIN_SCAN: usize = 10_000;
+/// Events listed per bucket.
+const EXPLAIN_EVENTS: usize = 100;
+
+/// Each live bucket with its window, count, phase, and the recent events in its window that
+/// the trigger covers for its key: the answer to "why did or didn't my trigger fire?".
 async fn buckets(
     State(service): State<Service>,
     Path(id): Path<String>,
     Query(q): Query<BucketQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let buckets = service.buckets(id.clone(), q.key).await?;
-    let items: Vec<Value> = buckets
-        .iter()
-        .map(|b| {
-            json!({
-                "node": b.node,
-                "labels": b.labels,
-                "start": b.bucket.start,
-                "end": b.bucket.end,
-                "count": b.bucket.count,
-                "last_event": b.bucket.last_event,
+    let views = service.buckets(id.clone(), q.key).await?;
+    let store = service.store();
+    let trigger_id = id.clone();
+    let items = blocking(move || {
+        let record = store.trigger(&trigger_id).map_err(|e| ApiError::from(ServiceError::from(e)))?;
+        let compiled = record.and_then(|r| compile(&r.definition, &JsonPath::root()).ok());
+        let (recent, _) = store
+            .events_desc(None, EXPLAIN_SCAN, EXPLAIN_SCAN, |_| true)
+            .map_err(|e| ApiError::from(ServiceError::from(e)))?;
+        let recent: Vec<Arc<Event>> = recent.into_iter().rev().map(|s| Arc::new(s.event)).collect();
+        let items: Vec<Value> = views
+            .iter()
+            .map(|b| {
+                let mut seen = Vec::new();
+                if let Some(NodeKind::Event(node)) = compiled.as_ref().and_then(|c| c.nodes.get(b.node)).map(|n| &n.kind) {
+                    for e in &recent {
+                        if seen.len() == EXPLAIN_EVENTS || e.occurred < b.bucket.start || e.occurred > b.bucket.end {
+                            continue;
+                        }
+                        let Some(role) = node.role_of(e) else { continue };
+                        if BucketKey::of(&node.for_each, e).labels(&node.for_each) == b.labels {
+                            seen.push(json!({"id": e.id, "event": e.event, "occurred": e.occurred, "opens": role.opens, "counts": role.counts}));
+                        }
+                    }
+                }
+                json!({
+                    "node": b.node,
+                    "labels": b.labels,
+                    "phase": b.phase,
+                    "posture": b.posture,
+                    "start": b.bucket.start,
+                    "end": b.bucket.end,
+                    "count": b.bucket.count,
+                    "threshold": b.threshold,
+                    "last_event": b.bucket.last_event,
+                    "sweep_at": b.sweep_at,
+                    "events": seen,
+                })
             })
-        })
-        .collect();
+            .collect();
+        Ok(items)
+    })
+    .await?;
     Ok(Json(json!({"trigger": id, "buckets": items})))
 }
