@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod client;
 pub mod engine;
 pub mod http;
 pub mod model;

@@ -77,3 +77,16 @@ fn engine_does_no_io_and_reads_no_clock() {
         ],
     );
 }
+
+#[test]
+fn client_speaks_http_and_knows_only_the_model() {
+    check(
+        "client",
+        &["redb", "axum", "dashmap", "crate::engine", "crate::store", "crate::service", "crate::http", "crate::cli"],
+    );
+}
+
+#[test]
+fn store_knows_nothing_of_the_edges() {
+    check("store", &["tokio", "axum", "crate::service", "crate::http", "crate::cli", "crate::client"]);
+}

@@ -245,3 +245,64 @@ async fn state_survives_a_restart_and_windows_stay_open() {
     assert_eq!(self::runs(&http).await.len(), 1, "the window was consumed by the first firing");
     let _ = std::fs::remove_dir_all(&data);
 }
+
+#[tokio::test]
+async fn scope_filters_gate_single_key_triggers_once_per_matching_filter() {
+    let data = temp_dir("filters");
+    let server = Server::start(&data);
+    let http = Http::new(&server.api);
+    for name in ["send-welcome-email", "reward-referral"] {
+        assert_eq!(http.post("/deployments", json!({"name": name})).await.0, 201);
+        let trigger = json!({"id": name, "trigger": {"expect": ["user:signup"]}, "deployment": name,
+                             "parameters": {"user": "{{ event.resource.id }}", "bonus": "{{ filter.bonus }}"}});
+        assert_eq!(http.post("/triggers", trigger).await.0, 201);
+    }
+    let (status, f1) = http
+        .post("/filters", json!({"deployment": "reward-referral", "scope": "referrals", "expression": "input.referred_by != none and payload.min <= input.amount", "payload": {"bonus": 10, "min": 0}}))
+        .await;
+    assert_eq!(status, 201, "{f1}");
+    let (status, _) = http
+        .post("/filters", json!({"deployment": "reward-referral", "scope": "referrals", "expression": "additional_metadata.source == 'partner'", "payload": {"bonus": 50}}))
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(http.get("/filters?deployment=reward-referral").await.1.as_array().unwrap().len(), 2);
+    let (status, one) = http.get(&format!("/filters/{}", f1["id"].as_str().unwrap())).await;
+    assert_eq!((status, &one["scope"]), (200, &json!("referrals")));
+
+    // Without a scope, filters do not apply: both triggers run.
+    http.post("/events", json!({"event": "user:signup", "resource": {"prefect.resource.id": "u1"}, "payload": {}}))
+        .await;
+    assert_eq!(runs(&http).await.len(), 2);
+    // With the scope, only filters of that scope let it through, once per matching filter.
+    http.post("/events", json!({"event": "user:signup", "resource": {"prefect.resource.id": "u2"}, "scope": "referrals",
+                                "payload": {"referred_by": "u1", "amount": 5}, "additional_metadata": {"source": "partner"}})).await;
+    let all = runs(&http).await;
+    let u2: Vec<&Value> = all.iter().filter(|r| r["parameters"]["user"] == "u2").collect();
+    assert_eq!(u2.len(), 2, "{u2:?}");
+    let mut bonuses: Vec<i64> = u2.iter().map(|r| r["parameters"]["bonus"].as_i64().unwrap()).collect();
+    bonuses.sort();
+    assert_eq!(bonuses, [10, 50]);
+    assert!(u2.iter().all(|r| r["deployment"] == "reward-referral"));
+    // A scoped event no filter matches runs nothing.
+    http.post(
+        "/events",
+        json!({"event": "user:signup", "resource": {"prefect.resource.id": "u3"}, "scope": "referrals", "payload": {}}),
+    )
+    .await;
+    assert_eq!(runs(&http).await.len(), 4);
+
+    let (status, body) = http.post("/filters", json!({"deployment": "nope", "scope": "s", "expression": "true"})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
+    let (status, body) =
+        http.post("/filters", json!({"deployment": "reward-referral", "scope": "s", "expression": "input.x >"})).await;
+    assert_eq!((status, body["error"]["problems"][0]["path"].as_str()), (400, Some("$.expression")));
+    let (status, body) = http.post("/filters", json!({"scope": 1, "extra": true})).await;
+    assert_eq!((status, body["error"]["problems"].as_array().unwrap().len()), (400, 4));
+    let (status, body) =
+        http.post("/events", json!({"event": "x", "resource": {"prefect.resource.id": "r"}, "scope": 5})).await;
+    assert_eq!((status, body["error"]["problems"][0]["path"].as_str()), (400, Some("$.scope")));
+    assert_eq!(http.delete(&format!("/filters/{}", f1["id"].as_str().unwrap())).await.0, 204);
+    assert_eq!(http.delete(&format!("/filters/{}", f1["id"].as_str().unwrap())).await.0, 404);
+    assert_eq!(http.get("/filters/not-a-uuid").await.0, 400);
+    let _ = std::fs::remove_dir_all(&data);
+}

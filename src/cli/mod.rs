@@ -1,7 +1,13 @@
 //! The `tripwire` command line: data to stdout, diagnostics to stderr.
 
+mod emit;
+mod events;
+mod remote;
 mod replay;
+mod runs;
+mod schemas;
 mod serve;
+mod triggers;
 
 use std::process::ExitCode;
 
@@ -17,19 +23,36 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Send one event to a server and print the accepted id as JSON.
+    Emit(emit::EmitArgs),
+    /// Read a server's events: `events tail [--follow]` prints them as JSON lines.
+    Events(events::EventsArgs),
     /// Run trigger definitions over a file of past events on a virtual clock and print one JSON
     /// line per firing ("what would have fired").
     Replay(replay::ReplayArgs),
+    /// List and show the runs on a server.
+    Runs(runs::RunsArgs),
+    /// Write the JSON Schemas of the public formats (events, trigger definitions, deployments,
+    /// runs, firings) to --out, one file each, and print the paths written.
+    Schemas(schemas::SchemasArgs),
     /// Run the server: HTTP API on --addr, data in --data (embedded redb, nothing else to
     /// install).
     Serve(serve::ServeArgs),
+    /// Manage a server's trigger definitions: apply a file, list, show, buckets, delete,
+    /// enable, disable.
+    Triggers(triggers::TriggersArgs),
 }
 
 /// Parses the command line and runs the command; the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Emit(args) => emit::run(args),
+        Command::Events(args) => events::run(args),
         Command::Replay(args) => replay::run(args),
+        Command::Runs(args) => runs::run(args),
+        Command::Schemas(args) => schemas::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Triggers(args) => triggers::run(args),
     }
 }

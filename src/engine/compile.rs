@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::model::time::Span;
 use crate::model::trigger::{Posture, Require, Trigger, TriggerDefinition};
-use crate::model::{Event, EventTrigger, JsonPath, Problems};
+use crate::model::{Event, EventTrigger, JsonPath, Problems, ScopeFilter};
 
 use super::matcher::{Glob, NamePrefixPattern, ResourceFilter, ValuePattern};
 use super::template::{Filter, Parameters};
@@ -270,5 +270,39 @@ fn event_node(e: &EventTrigger, path: &JsonPath, problems: &mut Problems) -> Eve
         within: e.within,
         filter,
         stateless,
+    }
+}
+
+/// A scope filter with its expression compiled.
+#[derive(Clone, Debug)]
+pub struct CompiledScopeFilter {
+    /// The filter as written.
+    pub filter: ScopeFilter,
+    expression: Filter,
+}
+
+impl CompiledScopeFilter {
+    /// Compiles the expression; a syntax error is reported at `path.expression`.
+    pub fn new(filter: ScopeFilter, path: &JsonPath) -> Result<CompiledScopeFilter, Problems> {
+        let mut problems = Problems::default();
+        let expression = Filter::compile(&filter.expression, &path.key("expression"), &mut problems);
+        match expression {
+            Some(expression) if problems.is_empty() => Ok(CompiledScopeFilter { filter, expression }),
+            _ => Err(problems),
+        }
+    }
+
+    /// Does it let this event through? Hatchet's variables: `input` (the event's payload),
+    /// `payload` (the filter's), `additional_metadata`, `event_key`; plus `event`. An
+    /// expression that fails to evaluate does not match.
+    pub fn matches(&self, event: &Arc<Event>) -> bool {
+        let metadata = event.additional_metadata.clone().unwrap_or_default();
+        let extra = [
+            ("input", serde_json::Value::Object(event.payload.clone())),
+            ("payload", serde_json::Value::Object(self.filter.payload.clone())),
+            ("additional_metadata", serde_json::Value::Object(metadata)),
+            ("event_key", serde_json::Value::String(event.event.clone())),
+        ];
+        self.expression.matches_with(event, &extra).unwrap_or(false)
     }
 }

@@ -46,7 +46,7 @@ use crate::model::trigger::Posture;
 use crate::model::{Event, Firing};
 
 use self::bucket::{Bucket, BucketFiring, BucketKey, Buckets};
-use self::compile::{CompiledDefinition, NodeId, NodeKind};
+use self::compile::{CompiledDefinition, CompiledScopeFilter, NodeId, NodeKind};
 use self::composite::{ChildFiring, ChildFirings};
 use self::index::{NameIndex, NodeRef};
 use self::ordering::{Ordering, MAX_FOLLOWER_DEPTH};
@@ -168,9 +168,20 @@ pub struct Engine {
     unscheduled: Vec<NodeRef>,
     firing_seq: u64,
     scratch: Vec<NodeRef>,
+    /// Hatchet-style scope filters, in installation order.
+    scope_filters: Vec<CompiledScopeFilter>,
 }
 
 struct MaxDepthExceeded;
+
+/// What a firing is rendered with besides the engine's state.
+#[derive(Clone, Copy, Default)]
+struct FiringContext<'a> {
+    /// The event being processed (found without a lookup).
+    current: Option<&'a Arc<Event>>,
+    /// The scope filter (id, payload) that let a scoped event through.
+    filter: Option<(Uuid, &'a serde_json::Map<String, serde_json::Value>)>,
+}
 
 impl Engine {
     /// An engine without triggers.
@@ -186,7 +197,28 @@ impl Engine {
             unscheduled: Vec::new(),
             firing_seq: 0,
             scratch: Vec::new(),
+            scope_filters: Vec::new(),
         }
+    }
+
+    /// Installs or replaces (by id) a scope filter.
+    pub fn put_scope_filter(&mut self, filter: CompiledScopeFilter) {
+        match self.scope_filters.iter_mut().find(|f| f.filter.id == filter.filter.id) {
+            Some(existing) => *existing = filter,
+            None => self.scope_filters.push(filter),
+        }
+    }
+
+    /// Removes a scope filter; false when there was none.
+    pub fn remove_scope_filter(&mut self, id: &Uuid) -> bool {
+        let before = self.scope_filters.len();
+        self.scope_filters.retain(|f| f.filter.id != *id);
+        self.scope_filters.len() != before
+    }
+
+    /// The installed scope filters, in installation order.
+    pub fn scope_filters(&self) -> impl Iterator<Item = &CompiledScopeFilter> {
+        self.scope_filters.iter()
     }
 
     /// The engine's clock: the latest processing time it was given.
@@ -360,7 +392,7 @@ impl Engine {
             self.passes.insert((again, slot, node));
         }
         for f in fired {
-            self.fire(slot, node as NodeId, f, None, events, step);
+            self.fire(slot, node as NodeId, f, FiringContext::default(), events, step);
         }
     }
 
@@ -406,6 +438,36 @@ impl Engine {
             if !e.covers_after_index(event) {
                 continue;
             }
+            if let (Some(scope), Some(deployment), 0, true) =
+                (&event.scope, &compiled.definition.deployment, node, e.stateless)
+            {
+                // A scoped event runs a deployment's single-key trigger once per matching
+                // filter of that scope, and not at all without one (Hatchet's rule).
+                if e.expects(&event.event) {
+                    let passed: Vec<(Uuid, serde_json::Map<String, serde_json::Value>)> = self
+                        .scope_filters
+                        .iter()
+                        .filter(|f| f.filter.deployment == *deployment && f.filter.scope == *scope && f.matches(event))
+                        .map(|f| (f.filter.id, f.filter.payload.clone()))
+                        .collect();
+                    for (id, payload) in passed {
+                        let firing = BucketFiring {
+                            key: BucketKey::of(&e.for_each, event),
+                            at: event.occurred,
+                            event: Some(event.id),
+                        };
+                        self.fire(
+                            slot,
+                            0,
+                            firing,
+                            FiringContext { current: Some(event), filter: Some((id, &payload)) },
+                            events,
+                            step,
+                        );
+                    }
+                }
+                continue;
+            }
             let Some(NodeState::Event { buckets, .. }) =
                 self.slots[slot as usize].as_mut().and_then(|s| s.nodes.get_mut(node as usize))
             else {
@@ -421,7 +483,7 @@ impl Engine {
             }
             bucket::on_event(e, buckets, clock, event, &mut fired);
             for f in fired.drain(..) {
-                self.fire(slot, node as NodeId, f, Some(event), events, step);
+                self.fire(slot, node as NodeId, f, FiringContext { current: Some(event), filter: None }, events, step);
             }
         }
         self.scratch = candidates;
@@ -434,7 +496,7 @@ impl Engine {
         slot: u32,
         node: NodeId,
         firing: BucketFiring,
-        current: Option<&Arc<Event>>,
+        context: FiringContext<'_>,
         events: &dyn EventLookup,
         step: &mut Step,
     ) {
@@ -461,7 +523,7 @@ impl Engine {
             }
             at_node = parent;
         }
-        let firing = self.render(&compiled, bucket, child, current, events);
+        let firing = self.render(&compiled, bucket, child, context, events);
         step.firings.push(firing);
     }
 
@@ -470,9 +532,10 @@ impl Engine {
         compiled: &CompiledDefinition,
         bucket: BTreeMap<String, String>,
         child: ChildFiring,
-        current: Option<&Arc<Event>>,
+        context: FiringContext<'_>,
         events: &dyn EventLookup,
     ) -> Firing {
+        let FiringContext { current, filter } = context;
         self.firing_seq += 1;
         let def = &compiled.definition;
         let mut firing = Firing {
@@ -485,6 +548,7 @@ impl Engine {
             triggering_events: child.events,
             deployment: def.deployment.clone(),
             parameters: None,
+            filter: filter.map(|(id, _)| id),
             error: None,
         };
         if let Some(parameters) = &compiled.parameters {
@@ -498,6 +562,7 @@ impl Engine {
                 labels: &firing.bucket,
                 firing: &firing,
                 events: firing.triggering_events.iter().filter_map(resolve).collect(),
+                filter: filter.map(|(_, payload)| payload),
             };
             match parameters.render(&ctx) {
                 Ok(value) => firing.parameters = Some(value),

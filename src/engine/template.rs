@@ -61,6 +61,9 @@ pub struct TemplateContext<'a> {
     pub firing: &'a Firing,
     /// Exposed as `events`: every event behind the firing.
     pub events: Vec<Arc<Event>>,
+    /// Exposed as `filter`: the payload of the scope filter that let a scoped event through
+    /// (undefined otherwise).
+    pub filter: Option<&'a serde_json::Map<String, serde_json::Value>>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -861,6 +864,7 @@ fn context_value(ctx: &TemplateContext<'_>) -> Result<Value, String> {
         ("firings", Value::from(vec![firing.clone()])),
         ("firing", firing),
         ("events", Value::from(ctx.events.iter().map(event_value).collect::<Vec<_>>())),
+        ("filter", ctx.filter.map_or(Value::UNDEFINED, Value::from_serialize)),
     ]))
 }
 
@@ -1010,6 +1014,7 @@ mod tests {
             triggering_events: event.iter().map(|e| e.id).collect(),
             deployment: None,
             parameters: None,
+            filter: None,
             error: None,
         };
         let ctx = TemplateContext {
@@ -1018,6 +1023,7 @@ mod tests {
             labels: &labels,
             firing: &firing,
             events: event.into_iter().collect(),
+            filter: None,
         };
         p.render(&ctx)
     }
@@ -1344,10 +1350,18 @@ mod tests {
             triggering_events: vec![],
             deployment: None,
             parameters: None,
+            filter: None,
             error: None,
         };
         let labels = BTreeMap::new();
-        let ctx = TemplateContext { automation: &def, event: None, labels: &labels, firing: &firing, events: vec![] };
+        let ctx = TemplateContext {
+            automation: &def,
+            event: None,
+            labels: &labels,
+            firing: &firing,
+            events: vec![],
+            filter: None,
+        };
         assert_eq!(p.render(&ctx).unwrap_err().path, "$[0].parameters.user_id");
     }
 
@@ -1577,9 +1591,9 @@ mod tests {
             let firing = Firing {
                 id: Uuid::nil(), trigger: "t".into(), bucket: BTreeMap::new(), at: Timestamp::default(),
                 triggered: Timestamp::default(), triggering_event: None, triggering_events: vec![],
-                deployment: None, parameters: None, error: None,
+                deployment: None, parameters: None, filter: None, error: None,
             };
-            let ctx = TemplateContext { automation: &def, event: Some(event(json!({"a": 1}))), labels: &labels, firing: &firing, events: vec![] };
+            let ctx = TemplateContext { automation: &def, event: Some(event(json!({"a": 1}))), labels: &labels, firing: &firing, events: vec![], filter: None };
             let _ = p.render(&ctx);
             if let Some(f) = Filter::compile(&s, &JsonPath::root(), &mut problems) {
                 let _ = f.matches(&event(json!({"a": [1, 2]})));

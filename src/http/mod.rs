@@ -4,7 +4,9 @@
 mod deployments;
 mod error;
 mod events;
+mod filters;
 mod triggers;
+mod websocket;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -31,8 +33,10 @@ pub fn router(service: Service) -> Router {
         .route("/health", get(|| async { Json(true) }))
         .route("/admin/version", get(|| async { Json(PREFECT_API_VERSION) }))
         .merge(events::routes())
+        .merge(filters::routes())
         .merge(triggers::routes())
-        .merge(deployments::routes());
+        .merge(deployments::routes())
+        .merge(websocket::routes());
     Router::new()
         .nest("/api", api)
         .fallback(|method: Method, uri: Uri| async move { ApiError::no_route(method.as_str(), uri.path()) })

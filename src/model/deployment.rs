@@ -1,5 +1,6 @@
 //! Deployments (served flows) and their runs.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -8,30 +9,38 @@ use super::problems::{kind_of, JsonPath, Problems};
 use super::time::Timestamp;
 
 /// A deployment: a named flow that runs are created for.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Deployment {
     /// Unique name, e.g. `post-order-complete`.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_.:-]+$"))]
     pub name: String,
     /// A description for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// Default parameters; a run's parameters are merged over them.
     #[serde(default)]
+    #[schemars(with = "Option<Map<String, Value>>")]
     pub parameters: Map<String, Value>,
     /// Retries after a failed attempt.
     #[serde(default)]
+    #[schemars(with = "Option<u32>", range(max = 1000))]
     pub retries: u32,
     /// Execution timeout in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("exclusiveMinimum" = 0))]
     pub timeout_seconds: Option<f64>,
     /// Runs of this deployment that may run at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub concurrency_limit: Option<u32>,
     /// When it was first created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("readOnly" = true))]
     pub created: Option<Timestamp>,
     /// When it was last changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("readOnly" = true))]
     pub updated: Option<Timestamp>,
 }
 
@@ -156,7 +165,7 @@ impl Deployment {
 }
 
 /// Where a run is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum RunState {
     /// Waiting for a worker.
     Scheduled,
@@ -180,7 +189,7 @@ impl RunState {
 }
 
 /// What caused a run that a trigger created.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RunCause {
     /// The trigger definition id.
     pub trigger: String,
@@ -196,7 +205,7 @@ pub struct RunCause {
 }
 
 /// One run of a deployment.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Run {
     /// Unique id.
     pub id: Uuid,
@@ -211,6 +220,7 @@ pub struct Run {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cause: Option<RunCause>,
     /// Attempt number, from 1.
+    #[schemars(range(min = 1))]
     pub attempt: u32,
     /// When it was created.
     pub created: Timestamp,

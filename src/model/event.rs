@@ -1,6 +1,9 @@
 //! Events in Prefect's wire format, and the resources they concern.
 
+use std::borrow::Cow;
+
 use indexmap::IndexMap;
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -112,6 +115,73 @@ impl Resource {
     }
 }
 
+/// The JSON Schema of a resource's labels; `role_required` for a related resource.
+fn resource_schema(role_required: bool) -> Schema {
+    let mut schema = json_schema!({
+        "description": "A resource: an object of string labels, one of which is `prefect.resource.id`.",
+        "type": "object",
+        "properties": {
+            RESOURCE_ID: {
+                "description": "The resource's id, e.g. `prefect.flow-run.1234`.",
+                "type": "string",
+                "minLength": 1
+            }
+        },
+        "required": [RESOURCE_ID],
+        "additionalProperties": { "type": "string" },
+        "maxProperties": limits::LABELS_PER_RESOURCE
+    });
+    if role_required {
+        schema.insert(
+            "description".into(),
+            "A related resource: like a resource, and with a `prefect.resource.role` label too.".into(),
+        );
+        if let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) {
+            properties.insert(
+                RESOURCE_ROLE.into(),
+                serde_json::json!({
+                    "description": "How the resource takes part in the event, e.g. `flow` or `tag`.",
+                    "type": "string",
+                    "minLength": 1
+                }),
+            );
+        }
+        schema.insert("required".into(), serde_json::json!([RESOURCE_ID, RESOURCE_ROLE]));
+    }
+    schema
+}
+
+impl JsonSchema for Resource {
+    fn schema_name() -> Cow<'static, str> {
+        "Resource".into()
+    }
+
+    fn schema_id() -> Cow<'static, str> {
+        concat!(module_path!(), "::Resource").into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        resource_schema(false)
+    }
+}
+
+/// The schema of an item of `related` (a [`Resource`] that must have a role).
+struct RelatedResource;
+
+impl JsonSchema for RelatedResource {
+    fn schema_name() -> Cow<'static, str> {
+        "RelatedResource".into()
+    }
+
+    fn schema_id() -> Cow<'static, str> {
+        concat!(module_path!(), "::RelatedResource").into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        resource_schema(true)
+    }
+}
+
 impl FromIterator<(String, String)> for Resource {
     fn from_iter<T: IntoIterator<Item = (String, String)>>(iter: T) -> Self {
         Resource(iter.into_iter().collect())
@@ -119,25 +189,42 @@ impl FromIterator<(String, String)> for Resource {
 }
 
 /// Something that happened to a resource, as Prefect's `ReceivedEvent` describes it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+///
+/// Its JSON Schema describes the form events are sent in: `id` and `occurred` may be left
+/// out (or null), and the receiver fills them in.
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct Event {
     /// Client-provided identifier; events are deduplicated by it.
+    /// When absent, the receiver assigns a new one.
+    #[schemars(with = "Option<Uuid>")]
     pub id: Uuid,
     /// When it happened, by the producer's clock.
+    /// When absent, the receiver's clock ("now"; in a replay, the previous event's time).
+    #[schemars(with = "Option<Timestamp>")]
     pub occurred: Timestamp,
     /// Its name, e.g. `order.created`.
+    #[schemars(length(min = 1, max = limits::EVENT_NAME_LENGTH))]
     pub event: String,
     /// The resource it concerns.
     pub resource: Resource,
     /// Other resources involved, each with a `prefect.resource.role`.
+    #[schemars(with = "Option<Vec<RelatedResource>>", length(max = limits::RELATED_RESOURCES))]
     pub related: Vec<Resource>,
     /// Free-form data.
+    #[schemars(with = "Option<Map<String, Value>>")]
     pub payload: Map<String, Value>,
     /// An event that must be processed before this one.
     pub follows: Option<Uuid>,
     /// When the server received it (absent until then).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub received: Option<Timestamp>,
+    /// tripwire's extension, Hatchet's push `scope`: an event with a scope runs a deployment's
+    /// single-key triggers only through that deployment's filters for the scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// tripwire's extension, Hatchet's `additional_metadata`: free-form data that filters read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub additional_metadata: Option<Map<String, Value>>,
 }
 
 /// What to fill in for fields an incoming event may leave out.
@@ -160,6 +247,8 @@ impl Event {
             payload: Map::new(),
             follows: None,
             received: None,
+            scope: None,
+            additional_metadata: None,
         }
     }
 
@@ -277,7 +366,34 @@ impl Event {
                 None
             }
         };
-        problems.into_result(Event { id, occurred, event, resource, related, payload, follows, received })
+        let scope = match object.get("scope") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+            Some(other) => {
+                problems.add(&path.key("scope"), format!("expected a non-empty string, got {}", kind_of(other)));
+                None
+            }
+        };
+        let additional_metadata = match object.get("additional_metadata") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(m)) => Some(m.clone()),
+            Some(other) => {
+                problems.add(&path.key("additional_metadata"), format!("expected an object, got {}", kind_of(other)));
+                None
+            }
+        };
+        problems.into_result(Event {
+            id,
+            occurred,
+            event,
+            resource,
+            related,
+            payload,
+            follows,
+            received,
+            scope,
+            additional_metadata,
+        })
     }
 
     /// The value of a `for_each` label: a label of the primary resource, or

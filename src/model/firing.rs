@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -9,7 +10,7 @@ use uuid::Uuid;
 use super::time::Timestamp;
 
 /// One firing of a trigger definition, as `replay` prints it and the server stores it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Firing {
     /// Derived from the engine's state, so a replay reproduces it.
     pub id: Uuid,
@@ -34,6 +35,9 @@ pub struct Firing {
     /// failed, see `error`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parameters: Option<Value>,
+    /// The scope filter that let a scoped event through (Hatchet-style filters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<Uuid>,
     /// Why the parameters could not be rendered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

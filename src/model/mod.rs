@@ -4,13 +4,16 @@
 
 pub mod deployment;
 pub mod event;
+pub mod filter;
 pub mod firing;
 pub mod problems;
+pub mod schema;
 pub mod time;
 pub mod trigger;
 
 pub use deployment::{Deployment, Run, RunCause, RunState};
 pub use event::{Event, EventDefaults, Resource};
+pub use filter::ScopeFilter;
 pub use firing::Firing;
 pub use problems::{JsonPath, Problem, Problems};
 pub use time::{Span, Timestamp};

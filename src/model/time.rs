@@ -3,9 +3,11 @@
 //! Prefect stores times with microsecond precision; so do we. A plain `i64` keeps bucket state
 //! small and comparisons cheap, and the same value sorts identically in memory and on disk.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// An instant in UTC, with microsecond precision.
@@ -132,6 +134,28 @@ impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         Timestamp::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for Timestamp {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        "Timestamp".into()
+    }
+
+    fn schema_id() -> Cow<'static, str> {
+        concat!(module_path!(), "::Timestamp").into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "An RFC 3339 date-time, e.g. `2026-01-01T00:00:00Z` (any offset; without one, UTC), kept to the microsecond.",
+            "type": "string",
+            "format": "date-time"
+        })
     }
 }
 

@@ -4,7 +4,10 @@
 //! Parsing is hand-written over `serde_json::Value` so that every problem in a document is
 //! reported at once, each with the JSON path of the field at fault.
 
+use std::borrow::Cow;
+
 use indexmap::IndexMap;
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
@@ -15,9 +18,18 @@ use super::time::Span;
 pub const PROACTIVE_MIN_WITHIN: Span = Span::seconds(10);
 
 /// A trigger definition: what to watch for, and what a firing runs.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+///
+/// Written `{"id", "name"?, "description"?, "enabled"?, "trigger", "deployment"?,
+/// "parameters"?}`. Prefect's flat deployment-trigger form is accepted too: no `trigger`
+/// member, the trigger's own fields beside `name`, `description`, `enabled` and `parameters`
+/// (`job_variables`, `schedule_after`, `tags`, `actions_on_trigger` and `actions_on_resolve`
+/// are then accepted and ignored), and `name` as the id when `id` is absent.
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields, transform = definition_schema)]
 pub struct TriggerDefinition {
     /// Unique id; firings are reported under it.
+    /// When absent (or null), `name` is used.
+    #[schemars(with = "Option<String>", length(min = 1))]
     pub id: String,
     /// A name for people.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -26,6 +38,7 @@ pub struct TriggerDefinition {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// Disabled definitions are kept but not evaluated.
+    #[schemars(default = "enabled_by_default")]
     pub enabled: bool,
     /// The criteria.
     pub trigger: Trigger,
@@ -34,6 +47,7 @@ pub struct TriggerDefinition {
     pub deployment: Option<String>,
     /// Parameters for the run: any JSON, every string in it a Jinja template.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Map<String, Value>>")]
     pub parameters: Option<Value>,
 }
 
@@ -53,7 +67,7 @@ pub enum Trigger {
 }
 
 /// Reactive triggers respond to the presence of events, proactive ones to their absence.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum Posture {
     /// Fire as soon as `threshold` events are seen.
     #[default]
@@ -63,11 +77,11 @@ pub enum Posture {
 }
 
 /// Label patterns a resource must match: every label (AND), any value per label (OR).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct ResourceSpec(pub IndexMap<String, LabelValues>);
 
 /// The value(s) a label may have, as written: one glob or a list of globs.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum LabelValues {
     /// One pattern.
@@ -93,7 +107,7 @@ impl Serialize for ResourceSpec {
 }
 
 /// `match_related`: one spec, or a list of specs that must each be satisfied.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum RelatedSpec {
     /// A single spec (`{}` matches every event).
@@ -119,7 +133,8 @@ impl RelatedSpec {
 }
 
 /// Prefect's `EventTrigger`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[schemars(default, deny_unknown_fields, transform = event_trigger_schema)]
 pub struct EventTrigger {
     /// Labels the primary resource must match.
     #[serde(rename = "match")]
@@ -135,9 +150,11 @@ pub struct EventTrigger {
     /// Reactive or Proactive.
     pub posture: Posture,
     /// Events needed (reactive) or expected (proactive).
+    #[schemars(range(min = 0))]
     pub threshold: i64,
     /// The window, in seconds.
     #[serde(serialize_with = "serialize_span")]
+    #[schemars(with = "Seconds")]
     pub within: Span,
     /// tripwire's extension: a minijinja expression over `event` (and `payload`/`input`)
     /// that must be true for the event to count.
@@ -167,25 +184,165 @@ impl Serialize for Require {
 }
 
 /// Prefect's `CompoundTrigger`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields, transform = compound_trigger_schema)]
 pub struct CompoundTrigger {
     /// The children.
+    #[schemars(length(min = 1))]
     pub triggers: Vec<Trigger>,
     /// How many must fire.
     pub require: Require,
-    /// Child firings older than this (processing time) no longer count; `None`: no limit.
+    /// Child firings older than this (processing time) no longer count; `None` (null): no
+    /// limit.
     #[serde(serialize_with = "serialize_opt_span")]
+    #[schemars(with = "Option<Seconds>")]
     pub within: Option<Span>,
 }
 
 /// Prefect's `SequenceTrigger`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields, transform = sequence_trigger_schema)]
 pub struct SequenceTrigger {
     /// The children, in the order they must fire.
+    #[schemars(length(min = 1))]
     pub triggers: Vec<Trigger>,
-    /// Child firings older than this (processing time) no longer count; `None`: no limit.
+    /// Child firings older than this (processing time) no longer count; `None` (null): no
+    /// limit.
     #[serde(serialize_with = "serialize_opt_span")]
+    #[schemars(with = "Option<Seconds>")]
     pub within: Option<Span>,
+}
+
+/// `"enabled"` when absent.
+fn enabled_by_default() -> bool {
+    true
+}
+
+/// The JSON of a span of time: seconds, as a number or (as Prefect also accepts) a number in
+/// a string.
+struct Seconds;
+
+impl JsonSchema for Seconds {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        "Seconds".into()
+    }
+
+    fn schema_id() -> Cow<'static, str> {
+        concat!(module_path!(), "::Seconds").into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "Seconds: a number, or a number in a string.",
+            "type": ["number", "string"],
+            "minimum": 0,
+            "pattern": r"^\s*\+?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*$"
+        })
+    }
+}
+
+impl JsonSchema for Require {
+    fn schema_name() -> Cow<'static, str> {
+        "Require".into()
+    }
+
+    fn schema_id() -> Cow<'static, str> {
+        concat!(module_path!(), "::Require").into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "How many children of a compound trigger must fire: \"any\" (one), \"all\", or a number from 1 to the number of children.",
+            "oneOf": [
+                { "type": "string", "enum": ["any", "all"] },
+                { "type": "integer", "minimum": 1 }
+            ]
+        })
+    }
+}
+
+impl JsonSchema for Trigger {
+    fn schema_name() -> Cow<'static, str> {
+        "Trigger".into()
+    }
+
+    fn schema_id() -> Cow<'static, str> {
+        concat!(module_path!(), "::Trigger").into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "One of Prefect's trigger kinds, told apart by `type`: \"event\", \"compound\" or \"sequence\". Without `type` (or with null), Prefect's rule decides: `triggers` with `require` is a compound trigger, `triggers` alone a sequence, anything else an event trigger.",
+            "oneOf": [
+                generator.subschema_for::<EventTrigger>(),
+                generator.subschema_for::<CompoundTrigger>(),
+                generator.subschema_for::<SequenceTrigger>()
+            ]
+        })
+    }
+}
+
+/// Adds the members every kind of trigger accepts to a trigger's schema, first: `type`
+/// (`kind`, or absent or null when Prefect's inference picks this kind) and Prefect's `id`.
+fn add_trigger_members(schema: &mut Schema, kind: &str) {
+    let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let mut members = Map::new();
+    members.insert(
+        "type".into(),
+        serde_json::json!({
+            "description": format!(
+                "\"{kind}\". May be left out (or null): then `triggers` with `require` means a \
+                 compound trigger, `triggers` alone a sequence, anything else an event trigger."
+            ),
+            "enum": [kind, null]
+        }),
+    );
+    members.insert(
+        "id".into(),
+        serde_json::json!({"description": "Prefect's id for the trigger (a UUID): accepted and ignored."}),
+    );
+    members.extend(std::mem::take(properties));
+    *properties = members;
+}
+
+fn event_trigger_schema(schema: &mut Schema) {
+    add_trigger_members(schema, "event");
+    schema.insert(
+        "if".into(),
+        serde_json::json!({"properties": {"posture": {"const": "Proactive"}}, "required": ["posture"]}),
+    );
+    schema.insert(
+        "then".into(),
+        serde_json::json!({"properties": {"within": {
+            "description": "A proactive trigger's window is at least 10 seconds; 0 means 10.",
+            "anyOf": [{"const": 0}, {"minimum": PROACTIVE_MIN_WITHIN.as_secs_f64()}]
+        }}}),
+    );
+}
+
+fn compound_trigger_schema(schema: &mut Schema) {
+    add_trigger_members(schema, "compound");
+}
+
+fn sequence_trigger_schema(schema: &mut Schema) {
+    add_trigger_members(schema, "sequence");
+}
+
+/// `id` may be left out when `name` is given (and is not empty).
+fn definition_schema(schema: &mut Schema) {
+    schema.insert(
+        "anyOf".into(),
+        serde_json::json!([
+            {"required": ["id"], "properties": {"id": {"type": "string"}}},
+            {"required": ["name"], "properties": {"name": {"type": "string", "minLength": 1}}}
+        ]),
+    );
 }
 
 fn serialize_span<S: Serializer>(span: &Span, s: S) -> Result<S::Ok, S::Error> {

@@ -8,10 +8,11 @@ use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use uuid::Uuid;
 
+use crate::engine::compile::CompiledScopeFilter;
 use crate::engine::{compile, BucketView, Engine, EngineConfig, EventLookup, Step};
 use crate::model::deployment::{merge_parameters, RunCause};
 use crate::model::time::{Span, Timestamp};
-use crate::model::{Deployment, Event, Firing, JsonPath, Run, RunState, TriggerDefinition};
+use crate::model::{Deployment, Event, Firing, JsonPath, Run, RunState, ScopeFilter, TriggerDefinition};
 use crate::store::{LogEntry, Snapshot, Store, StoreError, TriggerRecord, Tx};
 
 use super::clock::new_id;
@@ -31,6 +32,8 @@ pub(super) enum Command {
     PutDeployment { deployment: Deployment, create_only: bool, reply: Reply<(Deployment, bool)> },
     DeleteDeployment { name: String, reply: Reply<()> },
     CreateRun { deployment: String, parameters: Option<Value>, reply: Reply<Run> },
+    PutFilter { filter: ScopeFilter, reply: Reply<ScopeFilter> },
+    DeleteFilter { id: Uuid, reply: Reply<()> },
     Shutdown { reply: oneshot::Sender<()> },
 }
 
@@ -68,6 +71,14 @@ impl EventLookup for StoreLookup<'_> {
     }
 }
 
+fn install_filter(engine: &mut Engine, filter: ScopeFilter) {
+    let id = filter.id;
+    match CompiledScopeFilter::new(filter, &JsonPath::root()) {
+        Ok(c) => engine.put_scope_filter(c),
+        Err(problems) => tracing::error!(filter = %id, %problems, "stored filter does not compile; skipped"),
+    }
+}
+
 fn engine_config() -> EngineConfig {
     EngineConfig { seen_window: Some(ENGINE_SEEN_WINDOW), ..EngineConfig::default() }
 }
@@ -97,6 +108,9 @@ impl Core {
             for d in &snapshot.definitions {
                 install(&mut engine, d);
             }
+            for f in snapshot.filters {
+                install_filter(&mut engine, f);
+            }
             engine.restore(snapshot.state);
             from = snapshot.log_pos;
         }
@@ -121,6 +135,14 @@ impl Core {
                 LogEntry::DeleteTrigger { id, at } => {
                     engine.on_tick(at, &lookup);
                     engine.remove(&id);
+                }
+                LogEntry::PutFilter { filter, at } => {
+                    engine.on_tick(at, &lookup);
+                    install_filter(&mut engine, filter);
+                }
+                LogEntry::DeleteFilter { id, at } => {
+                    engine.on_tick(at, &lookup);
+                    engine.remove_scope_filter(&id);
                 }
             }
         }
@@ -199,6 +221,7 @@ impl Core {
             log_pos: tx.log_pos()?,
             definitions: self.engine.definitions().map(|c| c.definition.clone()).collect(),
             state: self.engine.export(),
+            filters: self.engine.scope_filters().map(|f| f.filter.clone()).collect(),
         };
         tx.put_snapshot(&snapshot)?;
         self.entries_since_snapshot = 0;
@@ -361,6 +384,35 @@ impl Core {
                 };
                 tx.put_run(&run)?;
                 answer!(reply, Ok(run));
+            }
+            Command::PutFilter { mut filter, reply } => {
+                if tx.deployment(&filter.deployment)?.is_none() {
+                    answer!(reply, Err(ServiceError::NotFound { what: "deployment", id: filter.deployment }));
+                    return Ok(());
+                }
+                filter.created = Some(now);
+                let compiled = match CompiledScopeFilter::new(filter.clone(), &JsonPath::root()) {
+                    Ok(c) => c,
+                    Err(problems) => {
+                        answer!(reply, Err(ServiceError::Invalid(problems)));
+                        return Ok(());
+                    }
+                };
+                self.advance_for_change(tx, now)?;
+                self.log(tx, &LogEntry::PutFilter { filter: filter.clone(), at: now })?;
+                self.engine.put_scope_filter(compiled);
+                tx.put_filter(&filter)?;
+                answer!(reply, Ok(filter));
+            }
+            Command::DeleteFilter { id, reply } => {
+                if !tx.delete_filter(&id)? {
+                    answer!(reply, Err(ServiceError::NotFound { what: "filter", id: id.to_string() }));
+                    return Ok(());
+                }
+                self.advance_for_change(tx, now)?;
+                self.log(tx, &LogEntry::DeleteFilter { id, at: now })?;
+                self.engine.remove_scope_filter(&id);
+                answer!(reply, Ok(()));
             }
             Command::Shutdown { .. } => {}
         }

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::engine::BucketView;
 use crate::model::time::Span;
-use crate::model::{Deployment, Event, Problems, Run, TriggerDefinition};
+use crate::model::{Deployment, Event, Problems, Run, ScopeFilter, TriggerDefinition};
 use crate::store::{Store, StoreError, TriggerRecord};
 
 use self::clock::Clock;
@@ -231,6 +231,16 @@ impl Service {
     /// Creates a run by hand, with `parameters` merged over the deployment's defaults.
     pub async fn create_run(&self, deployment: String, parameters: Option<Value>) -> Result<Run, ServiceError> {
         self.call(|reply| Command::CreateRun { deployment, parameters, reply }).await
+    }
+
+    /// Installs a Hatchet-style scope filter for an existing deployment.
+    pub async fn put_filter(&self, filter: ScopeFilter) -> Result<ScopeFilter, ServiceError> {
+        self.call(|reply| Command::PutFilter { filter, reply }).await
+    }
+
+    /// Removes a scope filter.
+    pub async fn delete_filter(&self, id: Uuid) -> Result<(), ServiceError> {
+        self.call(|reply| Command::DeleteFilter { id, reply }).await
     }
 
     /// The store, for reads (call from blocking tasks).

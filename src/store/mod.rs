@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::engine::EngineState;
 use crate::model::time::Timestamp;
-use crate::model::{Deployment, Event, Firing, Run, TriggerDefinition};
+use crate::model::{Deployment, Event, Firing, Run, ScopeFilter, TriggerDefinition};
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
@@ -27,6 +27,7 @@ const FIRINGS: TableDefinition<u64, &[u8]> = TableDefinition::new("firings");
 const DEPLOYMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("deployments");
 const RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("runs");
 const RUN_IDS: TableDefinition<u128, u64> = TableDefinition::new("run_ids");
+const FILTERS: TableDefinition<u128, &[u8]> = TableDefinition::new("filters");
 
 /// The schema version this code writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -113,6 +114,20 @@ pub enum LogEntry {
         /// Processing time.
         at: Timestamp,
     },
+    /// A scope filter was installed at `at`.
+    PutFilter {
+        /// The filter.
+        filter: ScopeFilter,
+        /// Processing time.
+        at: Timestamp,
+    },
+    /// A scope filter was removed at `at`.
+    DeleteFilter {
+        /// Its id.
+        id: Uuid,
+        /// Processing time.
+        at: Timestamp,
+    },
 }
 
 /// The engine state at a log position, with the definitions it belongs to.
@@ -124,6 +139,9 @@ pub struct Snapshot {
     pub definitions: Vec<TriggerDefinition>,
     /// The engine's state.
     pub state: EngineState,
+    /// The installed scope filters, in installation order.
+    #[serde(default)]
+    pub filters: Vec<ScopeFilter>,
 }
 
 /// A stored trigger definition with bookkeeping.
@@ -176,6 +194,7 @@ impl Store {
             tx.tx.open_table(DEPLOYMENTS)?;
             tx.tx.open_table(RUNS)?;
             tx.tx.open_table(RUN_IDS)?;
+            tx.tx.open_table(FILTERS)?;
             let found = meta.get(SCHEMA_KEY)?.map(|v| decode::<u32>("schema version", v.value())).transpose()?;
             match found {
                 None => {
@@ -338,6 +357,27 @@ impl Store {
         found.map(|v| decode("run", v.value())).transpose()
     }
 
+    /// Every scope filter, oldest first.
+    pub fn filters(&self) -> Result<Vec<ScopeFilter>, StoreError> {
+        let rx = self.read()?;
+        let t = rx.open_table(FILTERS)?;
+        let mut out: Vec<ScopeFilter> = Vec::new();
+        for item in t.iter()? {
+            let (_, v) = item?;
+            out.push(decode("filter", v.value())?);
+        }
+        out.sort_by_key(|f| (f.created, f.id));
+        Ok(out)
+    }
+
+    /// One scope filter.
+    pub fn filter(&self, id: &Uuid) -> Result<Option<ScopeFilter>, StoreError> {
+        let rx = self.read()?;
+        let t = rx.open_table(FILTERS)?;
+        let found = t.get(id.as_u128())?;
+        found.map(|v| decode("filter", v.value())).transpose()
+    }
+
     /// Firings newest first that pass `keep`, at most `limit`.
     pub fn firings(&self, limit: usize, mut keep: impl FnMut(&Firing) -> bool) -> Result<Vec<Firing>, StoreError> {
         let rx = self.read()?;
@@ -461,6 +501,17 @@ impl Tx {
         Ok(())
     }
 
+    /// Stores a scope filter.
+    pub fn put_filter(&self, filter: &ScopeFilter) -> Result<(), StoreError> {
+        self.tx.open_table(FILTERS)?.insert(filter.id.as_u128(), encode(filter).as_slice())?;
+        Ok(())
+    }
+
+    /// Removes a scope filter; false when there was none.
+    pub fn delete_filter(&self, id: &Uuid) -> Result<bool, StoreError> {
+        Ok(self.tx.open_table(FILTERS)?.remove(id.as_u128())?.is_some())
+    }
+
     /// Writes the engine snapshot and drops the log entries it covers.
     pub fn put_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
         self.tx.open_table(META)?.insert(SNAPSHOT_KEY, encode(snapshot).as_slice())?;
@@ -524,7 +575,8 @@ mod tests {
         assert_eq!(store.log_after(0).unwrap().len(), 2);
         let tx = store.begin().unwrap();
         assert!(tx.has_event(&Uuid::from_u128(7)).unwrap());
-        tx.put_snapshot(&Snapshot { log_pos: 2, definitions: vec![], state: EngineState::default() }).unwrap();
+        tx.put_snapshot(&Snapshot { log_pos: 2, definitions: vec![], state: EngineState::default(), filters: vec![] })
+            .unwrap();
         assert_eq!(tx.append_log(&LogEntry::Tick { at: t }).unwrap(), 3, "positions keep increasing");
         tx.commit().unwrap();
         assert_eq!(store.log_after(2).unwrap().len(), 1);

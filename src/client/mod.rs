@@ -1,0 +1,411 @@
+//! The typed async client of a tripwire server's HTTP API (the SDK's transport and the CLI's).
+//!
+//! It is an edge that speaks HTTP: it depends on the model's data types only, never on the
+//! service, store or HTTP internals, and it reads the server's JSON into its own small response
+//! types ([`TriggerRecord`], [`IngestReport`], [`EventPage`], [`BucketsView`]).
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), tripwire::client::ClientError> {
+//! use tripwire::client::{Client, NewEvent};
+//! use tripwire::model::Resource;
+//!
+//! let client = Client::from_env()?;
+//! let report = client.emit(NewEvent::new("order.created", Resource::new("123"))).await?;
+//! println!("accepted {:?}", report.ids);
+//! # Ok(())
+//! # }
+//! ```
+
+mod types;
+
+use std::time::Duration;
+
+use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+
+use crate::model::{Deployment, Run, RunState, TriggerDefinition};
+
+pub use self::types::{
+    BucketInfo, BucketsView, EventPage, EventQuery, IngestReport, NewEvent, TriggerRecord, Upserted,
+};
+
+/// The API address used when none is given.
+pub const DEFAULT_API: &str = "http://127.0.0.1:4200/api";
+/// The environment variable naming the API address.
+pub const API_ENV: &str = "TRIPWIRE_API";
+/// How long one request may take, connecting included, unless [`Client::with_timeout`] says
+/// otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What went wrong talking to the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error status.
+    #[error("{message} (HTTP {status}, {code})")]
+    Api {
+        /// The HTTP status.
+        status: u16,
+        /// The server's machine-readable code, e.g. `not_found` or `invalid`.
+        code: String,
+        /// The server's message (the raw body when it was not tripwire's error shape).
+        message: String,
+    },
+    /// No server could be reached at the address.
+    #[error("{message}")]
+    Unreachable {
+        /// The API address tried.
+        url: String,
+        /// Says that no server runs there, why the connection failed, and how to start one.
+        message: String,
+    },
+    /// The connection was made but the exchange failed (a timeout, a dropped connection).
+    #[error("the tripwire server at {url} did not answer: {message}")]
+    Transport {
+        /// The API address.
+        url: String,
+        /// What failed.
+        message: String,
+    },
+    /// The server's answer was not what this client expects.
+    #[error("the server's answer could not be read: {0}")]
+    Decode(String),
+    /// The request could not be made as asked (e.g. a malformed address).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The server's error body, `{"error": {"code", "message"}}`.
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Deserialize)]
+struct ErrorDetail {
+    code: String,
+    message: String,
+}
+
+/// A client of one server; cheap to clone (the connection pool is shared).
+#[derive(Clone, Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    base: Url,
+}
+
+impl Client {
+    /// A client of the API at `base_url`, e.g. `http://127.0.0.1:4200/api` (a trailing slash
+    /// is fine; without a scheme, `http://` is assumed).
+    pub fn new(base_url: &str) -> Result<Client, ClientError> {
+        let text = base_url.trim();
+        let text = if text.contains("://") { text.to_owned() } else { format!("http://{text}") };
+        let base = Url::parse(&text).map_err(|e| {
+            ClientError::Invalid(format!("`{base_url}` is not an API address ({e}); use e.g. {DEFAULT_API}"))
+        })?;
+        if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() || base.host().is_none() {
+            return Err(ClientError::Invalid(format!(
+                "`{base_url}` is not an http(s) API address; use e.g. {DEFAULT_API}"
+            )));
+        }
+        Ok(Client { http: build_http(DEFAULT_TIMEOUT)?, base })
+    }
+
+    /// A client of the API named by `TRIPWIRE_API`, or of [`DEFAULT_API`] when it is unset.
+    pub fn from_env() -> Result<Client, ClientError> {
+        match std::env::var(API_ENV) {
+            Ok(url) if !url.trim().is_empty() => Client::new(&url),
+            _ => Client::new(DEFAULT_API),
+        }
+    }
+
+    /// The same client with another per-request timeout.
+    pub fn with_timeout(mut self, timeout: Duration) -> Result<Client, ClientError> {
+        self.http = build_http(timeout)?;
+        Ok(self)
+    }
+
+    /// The API address, without a trailing slash.
+    pub fn base_url(&self) -> String {
+        self.base.as_str().trim_end_matches('/').to_owned()
+    }
+
+    /// `GET /health`: true when the server is up.
+    pub async fn health(&self) -> Result<bool, ClientError> {
+        self.get(&["health"]).await
+    }
+
+    /// `POST /events` with one event.
+    pub async fn emit(&self, event: impl Into<NewEvent>) -> Result<IngestReport, ClientError> {
+        let event = event.into();
+        let response = self.send(self.request(Method::POST, &["events"]).json(&event)).await?;
+        decode(response, "the ingest report").await
+    }
+
+    /// `POST /events` with many events in one request: all are accepted, or none when one is
+    /// invalid. The server takes at most 10,000 events and 1 MiB per request.
+    pub async fn emit_many<E: Into<NewEvent>>(
+        &self,
+        events: impl IntoIterator<Item = E>,
+    ) -> Result<IngestReport, ClientError> {
+        let events: Vec<NewEvent> = events.into_iter().map(Into::into).collect();
+        if events.is_empty() {
+            return Ok(IngestReport::default());
+        }
+        let response = self.send(self.request(Method::POST, &["events"]).json(&events)).await?;
+        decode(response, "the ingest report").await
+    }
+
+    /// `GET /events`: one page of stored events matching `query`, newest first.
+    pub async fn events(&self, query: &EventQuery) -> Result<EventPage, ClientError> {
+        let response = self.send(self.request(Method::GET, &["events"]).query(query)).await?;
+        decode(response, "the event page").await
+    }
+
+    /// `PUT /triggers/{id}`: installs or replaces a definition.
+    pub async fn put_trigger(&self, definition: &TriggerDefinition) -> Result<Upserted<TriggerRecord>, ClientError> {
+        let request = self.request(Method::PUT, &["triggers", &definition.id]).json(definition);
+        self.upsert(request, "the trigger").await
+    }
+
+    /// `POST /triggers`: installs a definition, failing with 409 `conflict` if the id exists.
+    pub async fn create_trigger(&self, definition: &TriggerDefinition) -> Result<TriggerRecord, ClientError> {
+        let response = self.send(self.request(Method::POST, &["triggers"]).json(definition)).await?;
+        decode(response, "the trigger").await
+    }
+
+    /// `GET /triggers`: every definition, by id.
+    pub async fn triggers(&self) -> Result<Vec<TriggerRecord>, ClientError> {
+        self.get(&["triggers"]).await
+    }
+
+    /// `GET /triggers/{id}`.
+    pub async fn trigger(&self, id: &str) -> Result<TriggerRecord, ClientError> {
+        self.get(&["triggers", id]).await
+    }
+
+    /// `DELETE /triggers/{id}`.
+    pub async fn delete_trigger(&self, id: &str) -> Result<(), ClientError> {
+        self.send(self.request(Method::DELETE, &["triggers", id])).await.map(drop)
+    }
+
+    /// `PATCH /triggers/{id}`: enables or disables a definition.
+    pub async fn set_trigger_enabled(&self, id: &str, enabled: bool) -> Result<TriggerRecord, ClientError> {
+        let request = self.request(Method::PATCH, &["triggers", id]).json(&json!({ "enabled": enabled }));
+        decode(self.send(request).await?, "the trigger").await
+    }
+
+    /// `GET /triggers/{id}/buckets`: its live buckets, optionally only those with `key` among
+    /// their label values.
+    pub async fn buckets(&self, id: &str, key: Option<&str>) -> Result<BucketsView, ClientError> {
+        let mut request = self.request(Method::GET, &["triggers", id, "buckets"]);
+        if let Some(key) = key {
+            request = request.query(&[("key", key)]);
+        }
+        decode(self.send(request).await?, "the buckets").await
+    }
+
+    /// `PUT /deployments/{name}`: creates or replaces a deployment.
+    pub async fn put_deployment(&self, deployment: &Deployment) -> Result<Upserted<Deployment>, ClientError> {
+        let request = self.request(Method::PUT, &["deployments", &deployment.name]).json(deployment);
+        self.upsert(request, "the deployment").await
+    }
+
+    /// `GET /deployments`.
+    pub async fn deployments(&self) -> Result<Vec<Deployment>, ClientError> {
+        self.get(&["deployments"]).await
+    }
+
+    /// `GET /deployments/{name}`.
+    pub async fn deployment(&self, name: &str) -> Result<Deployment, ClientError> {
+        self.get(&["deployments", name]).await
+    }
+
+    /// `DELETE /deployments/{name}`.
+    pub async fn delete_deployment(&self, name: &str) -> Result<(), ClientError> {
+        self.send(self.request(Method::DELETE, &["deployments", name])).await.map(drop)
+    }
+
+    /// `POST /deployments/{name}/runs`: a run by hand, with `parameters` merged over the
+    /// deployment's defaults.
+    pub async fn create_run(
+        &self,
+        deployment: &str,
+        parameters: Option<Map<String, Value>>,
+    ) -> Result<Run, ClientError> {
+        let body = json!({ "parameters": parameters });
+        let request = self.request(Method::POST, &["deployments", deployment, "runs"]).json(&body);
+        decode(self.send(request).await?, "the run").await
+    }
+
+    /// `GET /runs`: the newest runs (at most `limit`, 1 to 1000; the server's default is 100),
+    /// optionally of one deployment and in one state.
+    pub async fn runs(
+        &self,
+        deployment: Option<&str>,
+        state: Option<RunState>,
+        limit: Option<usize>,
+    ) -> Result<Vec<Run>, ClientError> {
+        #[derive(Serialize)]
+        struct Query<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            deployment: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            state: Option<RunState>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            limit: Option<usize>,
+        }
+        let request = self.request(Method::GET, &["runs"]).query(&Query { deployment, state, limit });
+        decode(self.send(request).await?, "the runs").await
+    }
+
+    /// `GET /runs/{id}`.
+    pub async fn run(&self, id: Uuid) -> Result<Run, ClientError> {
+        self.get(&["runs", &id.to_string()]).await
+    }
+
+    /// The URL of `segments` under the API address, each segment percent-encoded.
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+
+    fn request(&self, method: Method, segments: &[&str]) -> RequestBuilder {
+        self.http.request(method, self.url(segments))
+    }
+
+    async fn get<T: DeserializeOwned>(&self, segments: &[&str]) -> Result<T, ClientError> {
+        let what = segments.join("/");
+        decode(self.send(self.request(Method::GET, segments)).await?, &what).await
+    }
+
+    async fn upsert<T: DeserializeOwned>(
+        &self,
+        request: RequestBuilder,
+        what: &str,
+    ) -> Result<Upserted<T>, ClientError> {
+        let response = self.send(request).await?;
+        let created = response.status() == StatusCode::CREATED;
+        Ok(Upserted { value: decode(response, what).await?, created })
+    }
+
+    /// Sends a request; a success status passes, an error status becomes [`ClientError::Api`].
+    async fn send(&self, request: RequestBuilder) -> Result<Response, ClientError> {
+        let response = request.send().await.map_err(|e| self.transport_error(&e))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        Err(api_error(status, &text))
+    }
+
+    fn transport_error(&self, e: &reqwest::Error) -> ClientError {
+        let url = self.base_url();
+        if e.is_connect() {
+            let cause = connect_cause(e);
+            let message = format!("no tripwire server at {url} ({cause}); start one with `tripwire serve`");
+            ClientError::Unreachable { url, message }
+        } else if e.is_timeout() {
+            ClientError::Transport { url, message: "no answer within the timeout".into() }
+        } else if e.is_builder() {
+            ClientError::Invalid(format!("cannot build the request: {}", deepest_cause(e)))
+        } else {
+            ClientError::Transport { url, message: deepest_cause(e) }
+        }
+    }
+}
+
+fn build_http(timeout: Duration) -> Result<reqwest::Client, ClientError> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(CONNECT_TIMEOUT.min(timeout))
+        .user_agent(concat!("tripwire-client/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| ClientError::Invalid(format!("cannot set up the HTTP client: {e}")))
+}
+
+/// Reads a success body as `T`.
+async fn decode<T: DeserializeOwned>(response: Response, what: &str) -> Result<T, ClientError> {
+    let bytes = response.bytes().await.map_err(|e| ClientError::Decode(format!("reading {what}: {e}")))?;
+    serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(format!("{what}: {e}")))
+}
+
+/// An error answer: tripwire's `{"error": {"code", "message"}}`, or the raw text.
+fn api_error(status: StatusCode, text: &str) -> ClientError {
+    match serde_json::from_str::<ErrorBody>(text) {
+        Ok(body) => ClientError::Api { status: status.as_u16(), code: body.error.code, message: body.error.message },
+        Err(_) => {
+            let reason = status.canonical_reason().unwrap_or("error");
+            let code = reason.to_ascii_lowercase().replace([' ', '-'], "_");
+            let message = if text.trim().is_empty() { reason.to_owned() } else { text.trim().to_owned() };
+            ClientError::Api { status: status.as_u16(), code, message }
+        }
+    }
+}
+
+/// Why a connection failed, in a few words ("connection refused").
+fn connect_cause(e: &reqwest::Error) -> String {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
+                std::io::ErrorKind::TimedOut => "connection timed out".into(),
+                _ => io.to_string(),
+            };
+        }
+        source = s.source();
+    }
+    if e.is_timeout() {
+        "connection timed out".into()
+    } else {
+        deepest_cause(e)
+    }
+}
+
+/// The innermost error's message, which is usually the informative one.
+fn deepest_cause(e: &reqwest::Error) -> String {
+    let mut last: &dyn std::error::Error = e;
+    while let Some(s) = last.source() {
+        last = s;
+    }
+    last.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_with_and_without_a_trailing_slash_give_the_same_urls() {
+        for base in ["http://127.0.0.1:4200/api", "http://127.0.0.1:4200/api/", "127.0.0.1:4200/api"] {
+            let c = Client::new(base).unwrap();
+            assert_eq!(c.url(&["triggers", "a b/c"]).as_str(), "http://127.0.0.1:4200/api/triggers/a%20b%2Fc");
+            assert_eq!(c.base_url(), "http://127.0.0.1:4200/api");
+        }
+        assert!(matches!(Client::new("ftp://x/api"), Err(ClientError::Invalid(_))));
+        assert!(matches!(Client::new("http://"), Err(ClientError::Invalid(_))));
+    }
+
+    #[test]
+    fn error_bodies_map_to_api_errors() {
+        let e = api_error(
+            StatusCode::NOT_FOUND,
+            r#"{"error": {"code": "not_found", "message": "trigger `x` does not exist"}}"#,
+        );
+        assert!(matches!(&e, ClientError::Api { status: 404, code, .. } if code == "not_found"));
+        assert_eq!(e.to_string(), "trigger `x` does not exist (HTTP 404, not_found)");
+        let e = api_error(StatusCode::BAD_GATEWAY, "upstream down");
+        assert!(
+            matches!(&e, ClientError::Api { status: 502, code, message } if code == "bad_gateway" && message == "upstream down")
+        );
+    }
+}

@@ -1,0 +1,64 @@
+//! Hatchet-style scope filters: `POST /api/filters`, `GET /api/filters[?deployment=&scope=]`,
+//! `GET|DELETE /api/filters/{id}`.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::model::{JsonPath, Problems, ScopeFilter};
+use crate::service::clock::new_id;
+use crate::service::{Service, ServiceError};
+
+use super::{blocking, json_body, ApiError};
+
+pub(super) fn routes() -> Router<Service> {
+    Router::new().route("/filters", get(list).post(create)).route("/filters/{id}", get(show).delete(remove))
+}
+
+fn filter_id(text: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(text).map_err(|_| {
+        let mut p = Problems::default();
+        p.add(&JsonPath::root().key("id"), format!("`{text}` is not a filter id (a UUID)"));
+        ApiError::invalid(p)
+    })
+}
+
+async fn create(
+    State(service): State<Service>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<ScopeFilter>), ApiError> {
+    let filter = ScopeFilter::from_json(&json_body(body)?, &JsonPath::root(), new_id()).map_err(ApiError::invalid)?;
+    Ok((StatusCode::CREATED, Json(service.put_filter(filter).await?)))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    deployment: Option<String>,
+    scope: Option<String>,
+}
+
+async fn list(State(service): State<Service>, Query(q): Query<ListQuery>) -> Result<Json<Vec<ScopeFilter>>, ApiError> {
+    let store = service.store();
+    let mut filters = blocking(move || store.filters().map_err(|e| ServiceError::from(e).into())).await?;
+    filters.retain(|f| {
+        q.deployment.as_deref().is_none_or(|d| f.deployment == d) && q.scope.as_deref().is_none_or(|s| f.scope == s)
+    });
+    Ok(Json(filters))
+}
+
+async fn show(State(service): State<Service>, Path(id): Path<String>) -> Result<Json<ScopeFilter>, ApiError> {
+    let uuid = filter_id(&id)?;
+    let store = service.store();
+    let found = blocking(move || store.filter(&uuid).map_err(|e| ServiceError::from(e).into())).await?;
+    found.map(Json).ok_or_else(|| ServiceError::NotFound { what: "filter", id }.into())
+}
+
+async fn remove(State(service): State<Service>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    service.delete_filter(filter_id(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

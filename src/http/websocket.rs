@@ -1,0 +1,887 @@
+//! Prefect's event WebSockets: `GET /api/events/in` (what `emit_event` streams to) and
+//! `GET /api/events/out` (what Prefect's event subscribers read).
+//!
+//! Both accept the `prefect` subprotocol; a client that asks for it first sends
+//! `{"type": "auth", "token": ...}` and is answered `{"type": "auth_success"}` (see [`Auth`]).
+//! A client that does not ask for it skips the exchange.
+//!
+//! The per-connection loops are generic over a `Sink` of messages and a `Stream` of them, so
+//! they do not depend on a real socket.
+
+use std::collections::HashSet;
+use std::fmt::Display;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::ws::{close_code, CloseFrame, Message, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
+use serde_json::{json, Map, Value};
+use tokio::sync::broadcast::error::RecvError;
+use uuid::Uuid;
+
+use crate::model::problems::kind_of;
+use crate::model::time::Span;
+use crate::model::{Event, EventDefaults, JsonPath, Problems, Resource, Timestamp};
+use crate::service::clock::new_id;
+use crate::service::{Service, ServiceError};
+use crate::store::{Store, StoreError};
+
+pub(super) fn routes() -> Router<Service> {
+    Router::new().route("/events/in", get(events_in)).route("/events/out", get(events_out))
+}
+
+/// The subprotocol Prefect's clients ask for; choosing it turns on the auth exchange.
+const SUBPROTOCOL: &str = "prefect";
+/// Prefect's limit on one event (`PREFECT_EVENTS_MAXIMUM_SIZE_BYTES`).
+const MAX_EVENT_BYTES: usize = 1_500_000;
+/// Frames above this are refused by the WebSocket layer itself (the connection just ends);
+/// between [`MAX_EVENT_BYTES`] and this, the client is told why with close code 1009.
+const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
+/// Event frames that already arrived and are committed together.
+const INGEST_BATCH: usize = 1000;
+/// How far back, by `received`, a subscriber's backfill reaches.
+const BACKFILL_WINDOW: Span = Span::minutes(15);
+/// At most this many events are backfilled (Prefect's page of 1,000).
+const BACKFILL_LIMIT: usize = 1000;
+/// Stored events read per store call while backfilling.
+const BACKFILL_SCAN_CHUNK: usize = 1000;
+/// How long to wait for the client's reply to our close frame.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// A close reason fits in a control frame (125 bytes) after the 2-byte code.
+const MAX_CLOSE_REASON: usize = 123;
+
+/// How a connection ends.
+#[derive(Debug, PartialEq)]
+enum Stop {
+    /// The client closed it or went away: nothing more to say.
+    Disconnected,
+    /// The server closes it with this code and reason.
+    Close(u16, String),
+}
+
+fn close(code: u16, reason: impl Into<String>) -> Stop {
+    Stop::Close(code, reason.into())
+}
+
+/// Who may connect. tripwire has no API key configured yet, so [`Auth::default`] accepts any
+/// token (and `null`); once one is configured, `token` holds it and a client offering another
+/// is closed with 1008, as Prefect's server does.
+#[derive(Clone, Debug, Default)]
+struct Auth {
+    token: Option<String>,
+}
+
+impl Auth {
+    fn check(&self, offered: Option<&str>) -> Result<(), Stop> {
+        match &self.token {
+            None => Ok(()),
+            Some(expected) if offered == Some(expected.as_str()) => Ok(()),
+            Some(_) => Err(close(close_code::POLICY, "Invalid token")),
+        }
+    }
+}
+
+/// `GET /api/events/in`: one event per frame, in Prefect's JSON.
+///
+/// Durability: frames are handled strictly in order, and the events read so far are
+/// committed before the next frame is read. tungstenite queues the pong for a ping when it
+/// reads the ping and sends it on the next read or write, so the pong that follows an event
+/// always goes out after that event is durable — which is what Prefect's client relies on
+/// when it checkpoints with ping/pong and resends whatever was not checkpointed.
+/// Resent events are acknowledged and stored once: the service deduplicates by `id`.
+///
+/// An invalid event is not skipped: the connection is closed with code 1007 (1009 for an
+/// oversized one) and a reason naming the field, e.g.
+/// `$.resource: the \`prefect.resource.id\` label is required`. Skipping would lose the event
+/// without the client ever learning why, since the server sends nothing else on this socket.
+/// The valid events before it are committed first.
+async fn events_in(ws: WebSocketUpgrade, State(service): State<Service>) -> Response {
+    let ws = ws.protocols([SUBPROTOCOL]).max_message_size(MAX_MESSAGE_BYTES);
+    let handshake = ws.selected_protocol().is_some();
+    ws.on_upgrade(move |socket| async move {
+        let (mut write, mut read) = socket.split();
+        let stop = receive_events(&service, &Auth::default(), handshake, &mut write, &mut read).await;
+        if let Stop::Close(code, reason) = &stop {
+            tracing::info!(code, reason = %reason, "closing /api/events/in");
+        }
+        finish(&mut write, &mut read, stop).await;
+    })
+}
+
+/// `GET /api/events/out`: after the auth exchange, the client sends
+/// `{"type": "filter", "filter": {...}, "backfill": true}`; the server streams
+/// `{"type": "event", "event": ...}`: first the matching events received in the last 15
+/// minutes (at most 1,000, ordered by `occurred`), then live ones. See [`EventFilter`] for the
+/// filter. A subscriber too slow to keep up is closed with 1008: ingestion never waits for it.
+async fn events_out(ws: WebSocketUpgrade, State(service): State<Service>) -> Response {
+    let ws = ws.protocols([SUBPROTOCOL]);
+    let handshake = ws.selected_protocol().is_some();
+    ws.on_upgrade(move |socket| async move {
+        let (mut write, mut read) = socket.split();
+        let stop = stream_events(&service, &Auth::default(), handshake, &mut write, &mut read).await;
+        if let Stop::Close(code, reason) = &stop {
+            tracing::info!(code, reason = %reason, "closing /api/events/out");
+        }
+        finish(&mut write, &mut read, stop).await;
+    })
+}
+
+/// One message read from the client.
+enum Incoming {
+    /// A text or binary frame's payload.
+    Data(Bytes),
+    /// A ping or pong (tungstenite answers pings itself).
+    Control,
+    /// The client closed the connection, or it failed.
+    Gone,
+}
+
+fn classify<E: Display>(item: Option<Result<Message, E>>) -> Incoming {
+    match item {
+        Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => Incoming::Data(m.into_data()),
+        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Incoming::Control,
+        Some(Ok(Message::Close(_))) | None => Incoming::Gone,
+        Some(Err(e)) => {
+            tracing::debug!(error = %e, "WebSocket read failed");
+            Incoming::Gone
+        }
+    }
+}
+
+/// The next text or binary frame, skipping pings and pongs.
+async fn next_data<R, E>(read: &mut R) -> Result<Bytes, Stop>
+where
+    R: Stream<Item = Result<Message, E>> + Unpin,
+    E: Display,
+{
+    loop {
+        match classify(read.next().await) {
+            Incoming::Data(data) => return Ok(data),
+            Incoming::Control => {}
+            Incoming::Gone => return Err(Stop::Disconnected),
+        }
+    }
+}
+
+async fn send_json<W: Sink<Message> + Unpin>(write: &mut W, value: &Value) -> Result<(), Stop> {
+    write.send(Message::Text(value.to_string().into())).await.map_err(|_| Stop::Disconnected)
+}
+
+/// Prefect's auth exchange: `{"type": "auth", "token": null|string}`, answered with
+/// `{"type": "auth_success"}`.
+async fn authenticate<W, R, E>(auth: &Auth, write: &mut W, read: &mut R) -> Result<(), Stop>
+where
+    W: Sink<Message> + Unpin,
+    R: Stream<Item = Result<Message, E>> + Unpin,
+    E: Display,
+{
+    const EXPECTED: &str = r#"expected {"type": "auth", "token": null or a string} as the first message"#;
+    let data = next_data(read).await?;
+    let message: Value = serde_json::from_slice(&data).map_err(|_| close(close_code::POLICY, EXPECTED))?;
+    if message.get("type").and_then(Value::as_str) != Some("auth") {
+        return Err(close(close_code::POLICY, EXPECTED));
+    }
+    let token = match message.get("token") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.as_str()),
+        Some(_) => return Err(close(close_code::POLICY, EXPECTED)),
+    };
+    auth.check(token)?;
+    send_json(write, &json!({"type": "auth_success"})).await
+}
+
+/// Reads one event frame; `Err` closes the connection naming what is wrong.
+fn parse_event(data: &[u8], now: Timestamp) -> Result<Event, Stop> {
+    if data.len() > MAX_EVENT_BYTES {
+        return Err(close(
+            close_code::SIZE,
+            format!("an event is at most {MAX_EVENT_BYTES} bytes; this frame has {}", data.len()),
+        ));
+    }
+    let value: Value = serde_json::from_slice(data)
+        .map_err(|e| close(close_code::INVALID, format!("the frame is not valid JSON: {e}")))?;
+    // The same defaults as `POST /api/events`: a missing `id` or `occurred` is filled in.
+    let mut ids = new_id;
+    Event::from_json(&value, &JsonPath::root(), Some(EventDefaults { occurred: now, new_id: &mut ids }))
+        .map_err(|problems| close(close_code::INVALID, problems.to_string()))
+}
+
+fn ingest_failed(e: ServiceError) -> Stop {
+    match e {
+        ServiceError::ShuttingDown => close(close_code::AWAY, "tripwire is shutting down; reconnect later"),
+        ServiceError::Overloaded { .. } => close(close_code::AGAIN, "tripwire is busy; reconnect later"),
+        ServiceError::Invalid(problems) => close(close_code::INVALID, problems.to_string()),
+        other => {
+            tracing::error!(error = %other, "could not store streamed events");
+            close(close_code::ERROR, "tripwire could not store the events; see the server log")
+        }
+    }
+}
+
+/// The `/api/events/in` loop; returns how the connection ends.
+async fn receive_events<W, R, E>(service: &Service, auth: &Auth, handshake: bool, write: &mut W, read: &mut R) -> Stop
+where
+    W: Sink<Message> + Unpin,
+    R: Stream<Item = Result<Message, E>> + Unpin,
+    E: Display,
+{
+    if handshake {
+        if let Err(stop) = authenticate(auth, write, read).await {
+            return stop;
+        }
+    }
+    loop {
+        let first = match next_data(read).await {
+            Ok(data) => data,
+            Err(stop) => return stop,
+        };
+        let now = service.config().clock.now();
+        let mut batch = match parse_event(&first, now) {
+            Ok(event) => vec![event],
+            Err(stop) => return stop,
+        };
+        let mut stop = None;
+        // Take the event frames that have already arrived, without waiting for more.
+        while batch.len() < INGEST_BATCH {
+            let Some(item) = read.next().now_or_never() else { break };
+            match classify(item) {
+                Incoming::Data(data) => match parse_event(&data, now) {
+                    Ok(event) => batch.push(event),
+                    Err(s) => {
+                        stop = Some(s);
+                        break;
+                    }
+                },
+                // A ping ends the batch: its pong goes out on the next read, which must come
+                // after the events before the ping are committed.
+                Incoming::Control => break,
+                Incoming::Gone => {
+                    stop = Some(Stop::Disconnected);
+                    break;
+                }
+            }
+        }
+        if let Err(e) = service.ingest_waiting(batch).await {
+            return ingest_failed(e);
+        }
+        if let Some(stop) = stop {
+            return stop;
+        }
+    }
+}
+
+/// Reads `{"type": "filter", "filter": {...}, "backfill": bool}`.
+fn parse_subscription(data: &[u8]) -> Result<(EventFilter, bool), Stop> {
+    const EXPECTED: &str = r#"expected {"type": "filter", "filter": {...}, "backfill": true}"#;
+    let message: Value = serde_json::from_slice(data).map_err(|_| close(close_code::POLICY, EXPECTED))?;
+    if message.get("type").and_then(Value::as_str) != Some("filter") {
+        return Err(close(close_code::POLICY, EXPECTED));
+    }
+    let backfill = match message.get("backfill") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => {
+            return Err(close(
+                close_code::INVALID,
+                format!("$.backfill: expected true or false, got {}", kind_of(other)),
+            ))
+        }
+    };
+    let filter = EventFilter::from_json(message.get("filter").unwrap_or(&Value::Null), &JsonPath::root().key("filter"))
+        .map_err(|problems| close(close_code::INVALID, format!("invalid filter: {problems}")))?;
+    Ok((filter, backfill))
+}
+
+/// The matching events received since `cutoff`, newest first by arrival, at most
+/// [`BACKFILL_LIMIT`]; stops reading at the first event received before `cutoff`.
+fn read_backfill(store: &Store, filter: &EventFilter, cutoff: Timestamp) -> Result<Vec<Event>, StoreError> {
+    let mut found = Vec::new();
+    let mut before = None;
+    loop {
+        let mut reached_cutoff = false;
+        let (page, next) = store.events_desc(before, BACKFILL_LIMIT - found.len(), BACKFILL_SCAN_CHUNK, |e| {
+            if reached_cutoff || e.received.is_none_or(|r| r < cutoff) {
+                reached_cutoff = true;
+                return false;
+            }
+            filter.includes(e)
+        })?;
+        found.extend(page.into_iter().map(|stored| stored.event));
+        match next {
+            Some(seq) if !reached_cutoff && found.len() < BACKFILL_LIMIT => before = Some(seq),
+            _ => return Ok(found),
+        }
+    }
+}
+
+/// The `/api/events/out` loop; returns how the connection ends.
+async fn stream_events<W, R, E>(service: &Service, auth: &Auth, handshake: bool, write: &mut W, read: &mut R) -> Stop
+where
+    W: Sink<Message> + Unpin,
+    R: Stream<Item = Result<Message, E>> + Unpin,
+    E: Display,
+{
+    if handshake {
+        if let Err(stop) = authenticate(auth, write, read).await {
+            return stop;
+        }
+    }
+    let (filter, backfill) = match next_data(read).await.and_then(|data| parse_subscription(&data)) {
+        Ok(subscription) => subscription,
+        Err(stop) => return stop,
+    };
+    // Subscribe before reading the backfill, so that nothing committed in between is missed;
+    // what arrives both ways is sent once (by id).
+    let mut live = service.subscribe();
+    let mut sent: HashSet<Uuid> = HashSet::new();
+    if backfill {
+        let store = service.store();
+        let cutoff = service.config().clock.now().minus(BACKFILL_WINDOW);
+        let shared = filter.clone();
+        let events = match tokio::task::spawn_blocking(move || read_backfill(&store, &shared, cutoff)).await {
+            Ok(Ok(events)) => events,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "could not read the backfill");
+                return close(close_code::ERROR, "tripwire could not read stored events; see the server log");
+            }
+            Err(_) => return close(close_code::ERROR, "reading stored events failed"),
+        };
+        let mut events = events;
+        // Arrival order, then by `occurred` as Prefect's server sorts its backfill (stable,
+        // so events that occurred at the same instant keep their arrival order).
+        events.reverse();
+        events.sort_by_key(|e| e.occurred);
+        for event in &events {
+            sent.insert(event.id);
+            if let Err(stop) = send_json(write, &json!({"type": "event", "event": event})).await {
+                return stop;
+            }
+        }
+    }
+    loop {
+        tokio::select! {
+            // Keep reading so that pings are answered and a close is noticed; anything else
+            // the client sends after the filter is ignored.
+            item = read.next() => {
+                if let Incoming::Gone = classify(item) {
+                    return Stop::Disconnected;
+                }
+            }
+            received = live.recv() => match received {
+                Ok(event) => {
+                    if !filter.includes(&event) || (!sent.is_empty() && sent.remove(&event.id)) {
+                        continue;
+                    }
+                    if let Err(stop) = send_json(write, &json!({"type": "event", "event": &*event})).await {
+                        return stop;
+                    }
+                }
+                Err(RecvError::Lagged(dropped)) => {
+                    return close(
+                        close_code::POLICY,
+                        format!("subscriber too slow: {dropped} events dropped; reconnect with backfill"),
+                    );
+                }
+                Err(RecvError::Closed) => return close(close_code::AWAY, "tripwire is shutting down"),
+            }
+        }
+    }
+}
+
+/// Ends the connection: answers the client's close, or sends ours and waits briefly for the
+/// reply so that the reason is not lost to a reset.
+async fn finish<W, R, E>(write: &mut W, read: &mut R, stop: Stop)
+where
+    W: Sink<Message> + Unpin,
+    R: Stream<Item = Result<Message, E>> + Unpin,
+{
+    match stop {
+        Stop::Disconnected => {
+            let _ = write.close().await;
+        }
+        Stop::Close(code, reason) => {
+            let frame = CloseFrame { code, reason: truncate_reason(reason).into() };
+            if write.send(Message::Close(Some(frame))).await.is_ok() {
+                let drain = async { while let Some(Ok(_)) = read.next().await {} };
+                let _ = tokio::time::timeout(CLOSE_WAIT, drain).await;
+            }
+        }
+    }
+}
+
+fn truncate_reason(mut reason: String) -> String {
+    if reason.len() > MAX_CLOSE_REASON {
+        let mut end = MAX_CLOSE_REASON - "...".len();
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+        reason.push_str("...");
+    }
+    reason
+}
+
+/// The subset of Prefect's `EventFilter` a subscriber may send, with Prefect's meaning: every
+/// list is an OR of its values and is no constraint when empty; the fields are ANDed.
+///
+/// - `occurred {since, until}`: inclusive bounds on `occurred`; an absent bound is open.
+/// - `event {prefix, name, exclude_prefix, exclude_name}`.
+/// - `resource {id, id_prefix, labels}`: the primary resource.
+/// - `related {id, role, resources_in_roles, labels}` (one filter or a list, all of which
+///   must hold): some related resource satisfies every part at once.
+/// - `any_resource {id, id_prefix, labels}` (one or a list): the primary or a related
+///   resource satisfies every part.
+/// - `id {id}`: event ids.
+///
+/// `labels` maps a label to a value or a list of values, each exact, `prefix*`, or negated with
+/// a leading `!` (Prefect's `ResourceSpecification.matches`). Other fields (`order`, `text`,
+/// `resource.distinct`, ...) are ignored, as are unknown ones.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct EventFilter {
+    since: Option<Timestamp>,
+    until: Option<Timestamp>,
+    name: NameFilter,
+    resource: Option<ResourceIdFilter>,
+    related: Vec<RelatedFilter>,
+    any_resource: Vec<ResourceIdFilter>,
+    ids: Vec<Uuid>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct NameFilter {
+    prefix: Vec<String>,
+    name: Vec<String>,
+    exclude_prefix: Vec<String>,
+    exclude_name: Vec<String>,
+}
+
+/// `id`, `id_prefix` and `labels` of one resource.
+#[derive(Clone, Debug, Default)]
+struct ResourceIdFilter {
+    id: Vec<String>,
+    id_prefix: Vec<String>,
+    labels: Option<LabelFilter>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct RelatedFilter {
+    id: Vec<String>,
+    role: Vec<String>,
+    resources_in_roles: Vec<(String, String)>,
+    labels: Option<LabelFilter>,
+}
+
+/// Prefect's `ResourceSpecification` as used by event filters.
+#[derive(Clone, Debug, Default)]
+struct LabelFilter(Vec<(String, Vec<String>)>);
+
+impl EventFilter {
+    /// Reads a filter, reporting every problem with its path; `null` matches every event.
+    pub(crate) fn from_json(value: &Value, path: &JsonPath) -> Result<EventFilter, Problems> {
+        let mut problems = Problems::default();
+        let mut filter = EventFilter::default();
+        let Some(object) = object(value, path, &mut problems) else { return problems.into_result(filter) };
+        if let Some(occurred) = object.get("occurred") {
+            let path = path.key("occurred");
+            if let Some(o) = self::object(occurred, &path, &mut problems) {
+                filter.since = timestamp(o.get("since"), &path.key("since"), &mut problems);
+                filter.until = timestamp(o.get("until"), &path.key("until"), &mut problems);
+            }
+        }
+        if let Some(event) = object.get("event") {
+            let path = path.key("event");
+            if let Some(o) = self::object(event, &path, &mut problems) {
+                let mut list = |field: &str| strings(o.get(field), &path.key(field), &mut problems);
+                filter.name = NameFilter {
+                    prefix: list("prefix"),
+                    name: list("name"),
+                    exclude_prefix: list("exclude_prefix"),
+                    exclude_name: list("exclude_name"),
+                };
+            }
+        }
+        if let Some(resource) = object.get("resource") {
+            let path = path.key("resource");
+            filter.resource = self::object(resource, &path, &mut problems)
+                .map(|o| ResourceIdFilter::from_json(o, &path, &mut problems));
+        }
+        filter.related =
+            one_or_many(object.get("related"), &path.key("related"), &mut problems, RelatedFilter::from_json);
+        filter.any_resource = one_or_many(
+            object.get("any_resource"),
+            &path.key("any_resource"),
+            &mut problems,
+            ResourceIdFilter::from_json,
+        );
+        if let Some(id) = object.get("id") {
+            let path = path.key("id");
+            if let Some(o) = self::object(id, &path, &mut problems) {
+                let path = path.key("id");
+                for (i, text) in strings(o.get("id"), &path, &mut problems).into_iter().enumerate() {
+                    match Uuid::parse_str(&text) {
+                        Ok(id) => filter.ids.push(id),
+                        Err(_) => problems.add(&path.index(i), format!("`{text}` is not a UUID")),
+                    }
+                }
+            }
+        }
+        problems.into_result(filter)
+    }
+
+    /// Whether `event` passes the filter.
+    pub(crate) fn includes(&self, event: &Event) -> bool {
+        self.since.is_none_or(|since| event.occurred >= since)
+            && self.until.is_none_or(|until| event.occurred <= until)
+            && self.name.includes(&event.event)
+            && self.resource.as_ref().is_none_or(|r| r.includes(&event.resource))
+            && self.related.iter().all(|r| r.includes(&event.related))
+            && self
+                .any_resource
+                .iter()
+                .all(|f| f.includes(&event.resource) || event.related.iter().any(|r| f.includes(r)))
+            && (self.ids.is_empty() || self.ids.contains(&event.id))
+    }
+}
+
+impl NameFilter {
+    fn includes(&self, name: &str) -> bool {
+        (self.prefix.is_empty() || self.prefix.iter().any(|p| name.starts_with(p.as_str())))
+            && !self.exclude_prefix.iter().any(|p| name.starts_with(p.as_str()))
+            && (self.name.is_empty() || self.name.iter().any(|n| n == name))
+            && !self.exclude_name.iter().any(|n| n == name)
+    }
+}
+
+impl ResourceIdFilter {
+    fn from_json(object: &Map<String, Value>, path: &JsonPath, problems: &mut Problems) -> ResourceIdFilter {
+        ResourceIdFilter {
+            id: strings(object.get("id"), &path.key("id"), problems),
+            id_prefix: strings(object.get("id_prefix"), &path.key("id_prefix"), problems),
+            labels: LabelFilter::from_json(object.get("labels"), &path.key("labels"), problems),
+        }
+    }
+
+    fn includes(&self, resource: &Resource) -> bool {
+        let id = resource.id();
+        (self.id.is_empty() || self.id.iter().any(|x| x == id))
+            && (self.id_prefix.is_empty() || self.id_prefix.iter().any(|p| id.starts_with(p.as_str())))
+            && self.labels.as_ref().is_none_or(|l| l.matches(resource))
+    }
+}
+
+impl RelatedFilter {
+    fn from_json(object: &Map<String, Value>, path: &JsonPath, problems: &mut Problems) -> RelatedFilter {
+        let mut resources_in_roles = Vec::new();
+        match object.get("resources_in_roles") {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(pairs)) => {
+                for (i, pair) in pairs.iter().enumerate() {
+                    match pair.as_array().map(Vec::as_slice) {
+                        Some([Value::String(id), Value::String(role)]) => {
+                            resources_in_roles.push((id.clone(), role.clone()))
+                        }
+                        _ => problems.add(
+                            &path.key("resources_in_roles").index(i),
+                            "expected a pair of strings [resource id, role]",
+                        ),
+                    }
+                }
+            }
+            Some(other) => problems.add(
+                &path.key("resources_in_roles"),
+                format!("expected a list of [resource id, role] pairs, got {}", kind_of(other)),
+            ),
+        }
+        RelatedFilter {
+            id: strings(object.get("id"), &path.key("id"), problems),
+            role: strings(object.get("role"), &path.key("role"), problems),
+            resources_in_roles,
+            labels: LabelFilter::from_json(object.get("labels"), &path.key("labels"), problems),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.id.is_empty() && self.role.is_empty() && self.resources_in_roles.is_empty() && self.labels.is_none()
+    }
+
+    fn includes(&self, related: &[Resource]) -> bool {
+        self.is_empty()
+            || related.iter().any(|r| {
+                let (id, role) = (r.id(), r.role().unwrap_or(""));
+                (self.id.is_empty() || self.id.iter().any(|x| x == id))
+                    && (self.role.is_empty() || self.role.iter().any(|x| x == role))
+                    && (self.resources_in_roles.is_empty()
+                        || self.resources_in_roles.iter().any(|(i, o)| i == id && o == role))
+                    && self.labels.as_ref().is_none_or(|l| l.matches(r))
+            })
+    }
+}
+
+impl LabelFilter {
+    fn from_json(value: Option<&Value>, path: &JsonPath, problems: &mut Problems) -> Option<LabelFilter> {
+        let object = object(value?, path, problems)?;
+        let mut labels = Vec::with_capacity(object.len());
+        for (label, values) in object {
+            let values = match values {
+                Value::String(s) => vec![s.clone()],
+                other => strings(Some(other), &path.key(label), problems),
+            };
+            labels.push((label.clone(), values));
+        }
+        Some(LabelFilter(labels))
+    }
+
+    /// Every label matches one of its values; an empty list of values matches nothing.
+    fn matches(&self, resource: &Resource) -> bool {
+        self.0.iter().all(|(label, expected)| {
+            let value = resource.get(label);
+            expected.iter().any(|e| value_matches(e, value))
+        })
+    }
+}
+
+/// Prefect's `matches(expected, value)`: a leading `!` negates, a trailing `*` matches a
+/// prefix, and a missing value matches nothing (not even a negation).
+fn value_matches(expected: &str, value: Option<&str>) -> bool {
+    let Some(value) = value else { return false };
+    let (expected, positive) = match expected.strip_prefix('!') {
+        Some(rest) => (rest, false),
+        None => (expected, true),
+    };
+    let matched = match expected.strip_suffix('*') {
+        Some(prefix) => value.starts_with(prefix),
+        None => value == expected,
+    };
+    matched == positive
+}
+
+/// An object, or `None` for `null` (and a problem for anything else).
+fn object<'a>(value: &'a Value, path: &JsonPath, problems: &mut Problems) -> Option<&'a Map<String, Value>> {
+    match value {
+        Value::Object(o) => Some(o),
+        Value::Null => None,
+        other => {
+            problems.add(path, format!("expected an object, got {}", kind_of(other)));
+            None
+        }
+    }
+}
+
+/// A list of strings; absent or `null` is the empty list.
+fn strings(value: Option<&Value>, path: &JsonPath, problems: &mut Problems) -> Vec<String> {
+    match value {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| match item {
+                Value::String(s) => Some(s.clone()),
+                other => {
+                    problems.add(&path.index(i), format!("expected a string, got {}", kind_of(other)));
+                    None
+                }
+            })
+            .collect(),
+        Some(other) => {
+            problems.add(path, format!("expected a list of strings, got {}", kind_of(other)));
+            Vec::new()
+        }
+    }
+}
+
+fn timestamp(value: Option<&Value>, path: &JsonPath, problems: &mut Problems) -> Option<Timestamp> {
+    match value {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Timestamp::parse(s).map_err(|e| problems.add(path, e)).ok(),
+        Some(other) => {
+            problems.add(path, format!("expected an RFC 3339 string, got {}", kind_of(other)));
+            None
+        }
+    }
+}
+
+/// One filter object or a list of them (each must hold); absent or `null` is none.
+fn one_or_many<T>(
+    value: Option<&Value>,
+    path: &JsonPath,
+    problems: &mut Problems,
+    read: impl Fn(&Map<String, Value>, &JsonPath, &mut Problems) -> T,
+) -> Vec<T> {
+    match value {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Object(o)) => vec![read(o, path, problems)],
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| {
+                let path = path.index(i);
+                object(item, &path, problems).map(|o| read(o, &path, problems))
+            })
+            .collect(),
+        Some(other) => {
+            problems.add(path, format!("expected an object or a list of objects, got {}", kind_of(other)));
+            Vec::new()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::event::RESOURCE_ROLE;
+    use crate::service::ServiceConfig;
+
+    fn event(name: &str, resource: Resource, related: Vec<Resource>) -> Event {
+        let mut e = Event::new(Uuid::from_u128(1), Timestamp::from_micros(1_000), name, resource);
+        e.related = related;
+        e
+    }
+
+    fn filter(v: Value) -> EventFilter {
+        EventFilter::from_json(&v, &JsonPath::root()).unwrap()
+    }
+
+    #[test]
+    fn names_prefixes_and_exclusions() {
+        let e = event("order.created", Resource::new("order.1"), vec![]);
+        assert!(filter(json!(null)).includes(&e));
+        assert!(filter(json!({"event": {"prefix": ["user.", "order."]}})).includes(&e));
+        assert!(!filter(json!({"event": {"prefix": ["user."]}})).includes(&e));
+        assert!(!filter(json!({"event": {"exclude_prefix": ["order."]}})).includes(&e));
+        assert!(filter(json!({"event": {"name": ["order.created"], "exclude_name": ["x"]}})).includes(&e));
+        assert!(!filter(json!({"event": {"exclude_name": ["order.created"]}})).includes(&e));
+        assert!(filter(json!({"event": {"prefix": []}, "order": "ASC", "text": null, "unknown": 1})).includes(&e));
+    }
+
+    #[test]
+    fn resources_labels_and_ids() {
+        let e = event("a", Resource::new("order.1").with("team", "core"), vec![]);
+        assert!(filter(json!({"resource": {"id": ["order.1"]}})).includes(&e));
+        assert!(filter(json!({"resource": {"id_prefix": ["order."], "distinct": false}})).includes(&e));
+        assert!(!filter(json!({"resource": {"id_prefix": ["user."]}})).includes(&e));
+        assert!(filter(json!({"resource": {"labels": {"team": "co*"}}})).includes(&e));
+        assert!(filter(json!({"resource": {"labels": {"team": ["!ops"]}}})).includes(&e));
+        assert!(!filter(json!({"resource": {"labels": {"team": ["!core"]}}})).includes(&e));
+        assert!(!filter(json!({"resource": {"labels": {"missing": ["!x"]}}})).includes(&e));
+        assert!(!filter(json!({"resource": {"labels": {"team": []}}})).includes(&e));
+        let id = Uuid::from_u128(1).to_string();
+        assert!(filter(json!({"id": {"id": [id]}})).includes(&e));
+        assert!(!filter(json!({"id": {"id": [Uuid::from_u128(2).to_string()]}})).includes(&e));
+        assert!(filter(json!({"occurred": {"since": "1970-01-01T00:00:00Z", "until": null}})).includes(&e));
+        assert!(!filter(json!({"occurred": {"since": "2000-01-01T00:00:00Z"}})).includes(&e));
+    }
+
+    #[test]
+    fn related_parts_hold_on_one_resource() {
+        let e = event(
+            "a",
+            Resource::new("order.1"),
+            vec![
+                Resource::new("customer.42").with(RESOURCE_ROLE, "customer"),
+                Resource::new("flow.1").with(RESOURCE_ROLE, "flow"),
+            ],
+        );
+        assert!(filter(json!({"related": {"id": ["customer.42"], "role": ["customer"]}})).includes(&e));
+        assert!(!filter(json!({"related": {"id": ["customer.42"], "role": ["flow"]}})).includes(&e));
+        assert!(filter(json!({"related": [{"role": ["flow"]}, {"role": ["customer"]}]})).includes(&e));
+        assert!(!filter(json!({"related": [{"role": ["flow"]}, {"role": ["tag"]}]})).includes(&e));
+        assert!(filter(json!({"related": {"resources_in_roles": [["flow.1", "flow"]]}})).includes(&e));
+        assert!(!filter(json!({"related": {"id": ["order.1"]}})).includes(&e), "the primary is not related");
+        assert!(filter(json!({"related": {}})).includes(&event("a", Resource::new("x"), vec![])));
+        assert!(filter(json!({"any_resource": {"id": ["order.1"]}})).includes(&e));
+        assert!(filter(json!({"any_resource": {"id_prefix": ["flow."]}})).includes(&e));
+        assert!(!filter(json!({"any_resource": [{"id_prefix": ["flow."]}, {"id": ["nope"]}]})).includes(&e));
+    }
+
+    #[test]
+    fn malformed_filters_name_the_field() {
+        let err = EventFilter::from_json(
+            &json!({"event": {"prefix": "order."}, "id": {"id": ["nope"]}, "occurred": {"since": 3}}),
+            &JsonPath::root().key("filter"),
+        )
+        .unwrap_err()
+        .to_string();
+        for needle in ["$.filter.event.prefix", "$.filter.id.id[0]", "$.filter.occurred.since"] {
+            assert!(err.contains(needle), "{needle} not in {err}");
+        }
+    }
+
+    #[test]
+    fn close_reasons_fit_a_control_frame() {
+        let long = "é".repeat(200);
+        let cut = truncate_reason(long);
+        assert!(cut.len() <= MAX_CLOSE_REASON && cut.ends_with("..."));
+        assert_eq!(truncate_reason("short".into()), "short");
+    }
+
+    #[test]
+    fn tokens_are_checked_only_when_configured() {
+        assert!(Auth::default().check(None).is_ok());
+        assert!(Auth::default().check(Some("anything")).is_ok());
+        let auth = Auth { token: Some("secret".into()) };
+        assert!(auth.check(Some("secret")).is_ok());
+        assert_eq!(auth.check(None), Err(close(close_code::POLICY, "Invalid token")));
+    }
+
+    /// The subscriber loop over in-memory halves: its sink accepts a message only when the
+    /// test hands out a permit, standing in for a client that stops reading.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_stalled_subscriber_never_slows_ingestion_and_is_told_to_reconnect() {
+        use std::sync::{Arc, Mutex};
+        let dir = std::env::temp_dir().join(format!("tripwire-ws-unit-{}-stalled", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let service = Service::start(ServiceConfig::new(&dir)).await.unwrap();
+
+        let permits = Arc::new(tokio::sync::Semaphore::new(1));
+        let delivered = Arc::new(Mutex::new(0usize));
+        let write = {
+            let (permits, delivered) = (permits.clone(), delivered.clone());
+            Box::pin(futures_util::sink::unfold((), move |(), _message: Message| {
+                let (permits, delivered) = (permits.clone(), delivered.clone());
+                async move {
+                    permits.acquire().await.unwrap().forget();
+                    *delivered.lock().unwrap() += 1;
+                    Ok::<_, std::convert::Infallible>(())
+                }
+            }))
+        };
+        let subscription = json!({"type": "filter", "filter": {}, "backfill": false}).to_string();
+        let read = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(Message::text(subscription))])
+            .chain(futures_util::stream::pending());
+        let task = {
+            let service = service.clone();
+            tokio::spawn(async move {
+                let (mut write, mut read) = (write, read);
+                stream_events(&service, &Auth::default(), false, &mut write, &mut read).await
+            })
+        };
+
+        let event = |n: u128| Event::new(Uuid::from_u128(n), Timestamp::from_micros(1), "a", Resource::new("x"));
+        // Wait until the subscriber is live and has delivered one event (its only permit).
+        let mut n = 0;
+        while *delivered.lock().unwrap() == 0 {
+            n += 1;
+            assert!(n < 500, "the subscriber never received an event");
+            service.ingest(vec![event(n)]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The subscriber is now stuck sending; ingestion goes on regardless.
+        let burst: Vec<Event> = (0..6000).map(|i| event(1_000_000 + i)).collect();
+        tokio::time::timeout(Duration::from_secs(30), service.ingest(burst)).await.unwrap().unwrap();
+        permits.add_permits(10_000);
+        let stop = tokio::time::timeout(Duration::from_secs(30), task).await.unwrap().unwrap();
+        match stop {
+            Stop::Close(code, reason) => {
+                assert_eq!(code, close_code::POLICY);
+                assert!(reason.starts_with("subscriber too slow: ") && reason.ends_with("reconnect with backfill"));
+            }
+            other => panic!("expected a close, got {other:?}"),
+        }
+        service.shutdown().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

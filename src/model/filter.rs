@@ -1,0 +1,100 @@
+//! Hatchet-style scope filters: an event pushed with a `scope` runs a deployment's single-key
+//! triggers once per filter of that deployment and scope whose expression matches.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::problems::{kind_of, JsonPath, Problems};
+use super::time::Timestamp;
+
+/// A filter: positive (it lets matching events through), as Hatchet's are.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ScopeFilter {
+    /// Assigned by the server.
+    pub id: Uuid,
+    /// The deployment whose single-key triggers it gates.
+    pub deployment: String,
+    /// The event scope it applies to.
+    pub scope: String,
+    /// A Jinja expression over `input` (the event's payload), `payload` (this filter's
+    /// payload), `additional_metadata`, `event_key` (the event's name) and `event`.
+    pub expression: String,
+    /// Data for the expression and for the run's parameters (`filter` in templates).
+    #[serde(default)]
+    pub payload: Map<String, Value>,
+    /// When it was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<Timestamp>,
+}
+
+impl ScopeFilter {
+    /// Reads a filter from `{"deployment", "scope", "expression", "payload"?}`, reporting every
+    /// problem with its path; `id` is the id to give it.
+    pub fn from_json(value: &Value, path: &JsonPath, id: Uuid) -> Result<ScopeFilter, Problems> {
+        let mut problems = Problems::default();
+        let Some(object) = value.as_object() else {
+            problems.add(path, format!("a filter must be a JSON object, got {}", kind_of(value)));
+            return Err(problems);
+        };
+        for key in object.keys() {
+            if !["deployment", "scope", "expression", "payload"].contains(&key.as_str()) {
+                problems.add(&path.key(key), "unknown field");
+            }
+        }
+        let mut text = |field: &str| match object.get(field) {
+            Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+            Some(Value::String(_)) => {
+                problems.add(&path.key(field), "must not be empty");
+                String::new()
+            }
+            Some(other) => {
+                problems.add(&path.key(field), format!("expected a string, got {}", kind_of(other)));
+                String::new()
+            }
+            None => {
+                problems.add(path, format!("the `{field}` field is required"));
+                String::new()
+            }
+        };
+        let deployment = text("deployment");
+        let scope = text("scope");
+        let expression = text("expression");
+        let payload = match object.get("payload") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(m)) => m.clone(),
+            Some(other) => {
+                problems.add(&path.key("payload"), format!("expected an object, got {}", kind_of(other)));
+                Map::new()
+            }
+        };
+        problems.into_result(ScopeFilter { id, deployment, scope, expression, payload, created: None })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn every_problem_is_named() {
+        let err = ScopeFilter::from_json(
+            &json!({"scope": "", "expression": 3, "payload": [], "x": 1}),
+            &JsonPath::root(),
+            Uuid::nil(),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        for want in [
+            "$.x: unknown field",
+            "`deployment` field is required",
+            "$.scope: must not be empty",
+            "$.expression: expected a string",
+            "$.payload",
+        ] {
+            assert!(text.contains(want), "{want} not in {text}");
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! JSON Schemas of tripwire's public formats, generated from the model types.
+//!
+//! `tripwire schemas` writes them to `schemas/`, and a test fails when those files differ from
+//! what [`all`] generates.
+
+use schemars::generate::SchemaSettings;
+use schemars::JsonSchema;
+use serde_json::{Map, Value};
+
+use super::{Deployment, Event, Firing, Run, ScopeFilter, TriggerDefinition};
+
+/// Every schema, as `(file name, schema)`: the inputs (events, trigger definitions,
+/// deployments) as tripwire reads them, and the outputs (runs, firings) as it writes them.
+pub fn all() -> Vec<(&'static str, Value)> {
+    vec![
+        ("event.json", input::<Event>()),
+        ("trigger-definition.json", input::<TriggerDefinition>()),
+        ("deployment.json", input::<Deployment>()),
+        ("run.json", output::<Run>()),
+        ("firing.json", output::<Firing>()),
+        ("filter.json", output::<ScopeFilter>()),
+    ]
+}
+
+/// A schema as it is stored in a file: pretty-printed JSON and a trailing newline.
+pub fn to_text(schema: &Value) -> String {
+    let mut text = serde_json::to_string_pretty(schema).expect("a JSON value always serializes");
+    text.push('\n');
+    text
+}
+
+/// The schema of what tripwire accepts as a `T`.
+fn input<T: JsonSchema>() -> Value {
+    root(SchemaSettings::draft2020_12().for_deserialize().into_generator().into_root_schema_for::<T>().to_value())
+}
+
+/// The schema of a `T` as tripwire writes it.
+fn output<T: JsonSchema>() -> Value {
+    root(SchemaSettings::draft2020_12().for_serialize().into_generator().into_root_schema_for::<T>().to_value())
+}
+
+/// Puts a root schema's `$schema`, `title` and `description` first and its `$defs` last,
+/// keeping the order of everything else.
+fn root(schema: Value) -> Value {
+    let Value::Object(mut members) = schema else { return schema };
+    let mut ordered = Map::new();
+    for key in ["$schema", "title", "description"] {
+        if let Some(v) = members.shift_remove(key) {
+            ordered.insert(key.to_owned(), v);
+        }
+    }
+    let defs = members.shift_remove("$defs");
+    ordered.extend(members);
+    if let Some(defs) = defs {
+        ordered.insert("$defs".to_owned(), defs);
+    }
+    Value::Object(ordered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_schema_is_an_object_with_a_title() {
+        for (name, schema) in all() {
+            assert!(name.ends_with(".json"));
+            assert_eq!(schema["$schema"], "https://json-schema.org/draft/2020-12/schema", "{name}");
+            assert!(schema["title"].is_string(), "{name}");
+            assert!(to_text(&schema).ends_with("}\n"));
+        }
+    }
+}
