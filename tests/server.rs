@@ -94,6 +94,37 @@ async fn events_routes_accept_deduplicate_filter_and_page() {
     assert_eq!(ranged["events"].as_array().unwrap().len(), 1);
     assert!(ranged["events"][0]["received"].is_string(), "stored events carry `received`");
 
+    // Prefect's filter endpoints: a page, a total, and a next-page URL to GET.
+    let (status, page) =
+        http.post("/events/filter", json!({"filter": {"event": {"prefix": ["job."]}}, "limit": 2})).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!((page["events"].as_array().unwrap().len(), page["total"].as_u64()), (2, Some(5)));
+    let next = page["next_page"].as_str().unwrap();
+    assert!(next.starts_with("http://") && next.contains("/api/events/filter/next?page-token="), "{next}");
+    let resp = reqwest::get(next).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let page2: Value = resp.json().await.unwrap();
+    assert_eq!(page2["events"][0]["resource"]["prefect.resource.id"], "job.2");
+    let (_, asc) =
+        http.post("/events/filter", json!({"filter": {"event": {"name": ["job.started"]}, "order": "ASC"}})).await;
+    let ids: Vec<&str> = asc["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"]["prefect.resource.id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["job.0", "job.2", "job.4"]);
+    let (_, related) = http.post("/events/filter", json!({"filter": {"related": {"role": ["customer"]}}})).await;
+    assert_eq!(related["total"], 1);
+    let (status, body) = http
+        .post("/events/filter", json!({"filter": {"event": {"prefix": "job."}, "order": "sideways"}, "limit": 0}))
+        .await;
+    assert_eq!(status, 400);
+    let paths: Vec<&str> =
+        body["error"]["problems"].as_array().unwrap().iter().map(|p| p["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["$.filter.event.prefix", "$.filter.order", "$.limit"]);
+    assert_eq!(http.get("/events/filter/next?page-token=zz").await.0, 400);
+
     // Bad input, each with a JSON error naming what to fix.
     let (status, body) = http.send(Method::POST, "/events", Some("{\"event\": ".into())).await;
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("malformed_json")));
@@ -304,5 +335,35 @@ async fn scope_filters_gate_single_key_triggers_once_per_matching_filter() {
     assert_eq!(http.delete(&format!("/filters/{}", f1["id"].as_str().unwrap())).await.0, 204);
     assert_eq!(http.delete(&format!("/filters/{}", f1["id"].as_str().unwrap())).await.0, 404);
     assert_eq!(http.get("/filters/not-a-uuid").await.0, 400);
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_route() {
+    let data = temp_dir("openapi");
+    let server = Server::start(&data);
+    let http = Http::new(&server.api);
+    let (status, doc) = http.get("/openapi.json").await;
+    assert_eq!((status, doc["openapi"].as_str()), (200, Some("3.1.0")));
+    for path in [
+        "/api/events",
+        "/api/events/filter",
+        "/api/events/filter/next",
+        "/api/triggers",
+        "/api/triggers/{id}",
+        "/api/triggers/{id}/buckets",
+        "/api/deployments",
+        "/api/deployments/{name}",
+        "/api/deployments/{name}/runs",
+        "/api/runs",
+        "/api/runs/{id}",
+        "/api/filters",
+        "/api/filters/{id}",
+        "/api/health",
+        "/api/admin/version",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} missing");
+    }
+    assert!(doc["components"]["schemas"]["TriggerDefinition"].is_object());
     let _ = std::fs::remove_dir_all(&data);
 }

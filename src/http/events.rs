@@ -4,7 +4,8 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
-use axum::routing::get;
+use axum::http::{header, HeaderMap};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -14,10 +15,14 @@ use crate::service::clock::new_id;
 use crate::service::{IngestReport, Service, ServiceError};
 use crate::store::StoreError;
 
+use super::event_filter::EventFilter;
 use super::{blocking, json_body, ApiError, MAX_BATCH_EVENTS};
 
 pub(super) fn routes() -> Router<Service> {
-    Router::new().route("/events", get(list).post(create))
+    Router::new()
+        .route("/events", get(list).post(create))
+        .route("/events/filter", post(filter))
+        .route("/events/filter/next", get(filter_next))
 }
 
 /// Validates a whole request before anything is written: one bad event rejects the request.
@@ -102,4 +107,125 @@ async fn list(State(service): State<Service>, Query(q): Query<ListQuery>) -> Res
     .await?;
     let events: Vec<&Event> = events.iter().map(|s| &s.event).collect();
     Ok(Json(json!({"events": events, "next_page": next})))
+}
+
+/// Prefect's `POST /api/events/filter` body: `{"filter": {...}, "limit": n}`.
+fn filter_request(value: &Value) -> Result<(EventFilter, bool, usize), Problems> {
+    let root = JsonPath::root();
+    let mut problems = Problems::default();
+    let Some(object) = value.as_object() else {
+        problems.add(&root, "expected an object such as {\"filter\": {...}, \"limit\": 50}");
+        return Err(problems);
+    };
+    let null = Value::Null;
+    let raw = object.get("filter").unwrap_or(&null);
+    let filter = EventFilter::from_json(raw, &root.key("filter")).map_err(|p| problems.extend(p)).ok();
+    let ascending = match raw.get("order") {
+        None | Some(Value::Null) => false,
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("desc") => false,
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("asc") => true,
+        Some(other) => {
+            problems.add(&root.key("filter").key("order"), format!("expected \"ASC\" or \"DESC\", got {other}"));
+            false
+        }
+    };
+    let limit = match object.get("limit") {
+        None | Some(Value::Null) => 50,
+        Some(v) => match v.as_u64() {
+            Some(n) if (1..=1000).contains(&n) => n as usize,
+            _ => {
+                problems.add(&root.key("limit"), format!("must be from 1 to 1000, got {v}"));
+                50
+            }
+        },
+    };
+    match filter {
+        Some(f) if problems.is_empty() => Ok((f, ascending, limit)),
+        _ => Err(problems),
+    }
+}
+
+/// What a page token carries: the request, and where the next page starts.
+fn page_token(request: &Value, cursor: u64) -> String {
+    let text = json!({"request": request, "cursor": cursor}).to_string();
+    text.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn read_page_token(token: &str) -> Option<(Value, u64)> {
+    let bytes: Option<Vec<u8>> =
+        (0..token.len()).step_by(2).map(|i| token.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok())).collect();
+    let value: Value = serde_json::from_slice(&bytes?).ok()?;
+    Some((value["request"].clone(), value["cursor"].as_u64()?))
+}
+
+async fn filter_page(
+    service: &Service,
+    host: Option<&str>,
+    request: Value,
+    cursor: Option<u64>,
+) -> Result<Json<Value>, ApiError> {
+    let (filter, ascending, limit) = filter_request(&request).map_err(ApiError::invalid)?;
+    let store = service.store();
+    let filter = std::sync::Arc::new(filter);
+    let (events, next, total) = blocking(move || {
+        let page = if ascending {
+            store.events_asc(cursor, limit, SCAN_LIMIT, |e| filter.includes(e))
+        } else {
+            store.events_desc(cursor, limit, SCAN_LIMIT, |e| filter.includes(e))
+        };
+        let (events, next) = page.map_err(|e| ApiError::from(ServiceError::from(e)))?;
+        let mut total = 0usize;
+        store
+            .events_desc(None, usize::MAX, SCAN_LIMIT, |e| {
+                total += usize::from(filter.includes(e));
+                false
+            })
+            .map_err(|e| ApiError::from(ServiceError::from(e)))?;
+        Ok((events, next, total))
+    })
+    .await?;
+    let next_page = next.map(|cursor| {
+        let path = format!("/api/events/filter/next?page-token={}", page_token(&request, cursor));
+        match host {
+            Some(h) => format!("http://{h}{path}"),
+            None => path,
+        }
+    });
+    let events: Vec<&Event> = events.iter().map(|s| &s.event).collect();
+    Ok(Json(json!({"events": events, "total": total, "next_page": next_page})))
+}
+
+/// `POST /api/events/filter`, in Prefect's shape.
+async fn filter(
+    State(service): State<Service>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let request = match body {
+        Ok(b) if b.is_empty() => json!({}),
+        other => json_body(other)?,
+    };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    filter_page(&service, host, request, None).await
+}
+
+#[derive(Deserialize)]
+struct NextQuery {
+    #[serde(rename = "page-token")]
+    page_token: String,
+}
+
+/// `GET /api/events/filter/next?page-token=...`.
+async fn filter_next(
+    State(service): State<Service>,
+    headers: HeaderMap,
+    Query(q): Query<NextQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let Some((request, cursor)) = read_page_token(&q.page_token) else {
+        let mut p = Problems::default();
+        p.add(&JsonPath::root().key("page-token"), "is not a page token from this server");
+        return Err(ApiError::invalid(p));
+    };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    filter_page(&service, host, request, Some(cursor)).await
 }

@@ -3,8 +3,10 @@
 
 mod deployments;
 mod error;
+mod event_filter;
 mod events;
 mod filters;
+mod openapi;
 mod triggers;
 mod websocket;
 
@@ -32,6 +34,7 @@ pub fn router(service: Service) -> Router {
     let api = Router::new()
         .route("/health", get(|| async { Json(true) }))
         .route("/admin/version", get(|| async { Json(PREFECT_API_VERSION) }))
+        .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .merge(events::routes())
         .merge(filters::routes())
         .merge(triggers::routes())

@@ -256,31 +256,35 @@ impl Store {
     }
 
     /// Events newest first, starting below `before` (a sequence number), that pass `keep`,
-    /// at most `limit`; scans at most `scan_limit` events.
+    /// at most `limit`; scans at most `scan_limit` events. The second value is the cursor of
+    /// the next page (pass it as `before`), if there may be more.
     pub fn events_desc(
         &self,
         before: Option<u64>,
         limit: usize,
         scan_limit: usize,
-        mut keep: impl FnMut(&Event) -> bool,
+        keep: impl FnMut(&Event) -> bool,
     ) -> Result<(Vec<StoredEvent>, Option<u64>), StoreError> {
         let rx = self.read()?;
         let events = rx.open_table(EVENTS)?;
-        let mut out = Vec::new();
-        let mut next = None;
-        for (scanned, item) in events.range(..before.unwrap_or(u64::MAX))?.rev().enumerate() {
-            let (k, v) = item?;
-            let seq = k.value();
-            if out.len() == limit || scanned == scan_limit {
-                next = Some(seq + 1);
-                break;
-            }
-            let event: Event = decode("event", v.value())?;
-            if keep(&event) {
-                out.push(StoredEvent { seq, event });
-            }
-        }
-        Ok((out, next))
+        let range = events.range(..before.unwrap_or(u64::MAX))?.rev();
+        let (out, next) = collect_events(range, limit, scan_limit, keep)?;
+        Ok((out, next.map(|seq| seq + 1)))
+    }
+
+    /// Events oldest first, starting at `from` (a sequence number), like
+    /// [`Store::events_desc`]; the cursor of the next page is passed as `from`.
+    pub fn events_asc(
+        &self,
+        from: Option<u64>,
+        limit: usize,
+        scan_limit: usize,
+        keep: impl FnMut(&Event) -> bool,
+    ) -> Result<(Vec<StoredEvent>, Option<u64>), StoreError> {
+        let rx = self.read()?;
+        let events = rx.open_table(EVENTS)?;
+        let range = events.range(from.unwrap_or(0)..)?;
+        collect_events(range, limit, scan_limit, keep)
     }
 
     /// Number of stored events.
@@ -395,6 +399,31 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// Reads events from `range` until `limit` pass `keep` or `scan_limit` were read; returns them
+/// and the sequence number where reading stopped, if it stopped early.
+fn collect_events<'a>(
+    range: impl Iterator<
+        Item = Result<(redb::AccessGuard<'a, u64>, redb::AccessGuard<'a, &'static [u8]>), redb::StorageError>,
+    >,
+    limit: usize,
+    scan_limit: usize,
+    mut keep: impl FnMut(&Event) -> bool,
+) -> Result<(Vec<StoredEvent>, Option<u64>), StoreError> {
+    let mut out = Vec::new();
+    for (scanned, item) in range.enumerate() {
+        let (k, v) = item?;
+        let seq = k.value();
+        if out.len() == limit || scanned == scan_limit {
+            return Ok((out, Some(seq)));
+        }
+        let event: Event = decode("event", v.value())?;
+        if keep(&event) {
+            out.push(StoredEvent { seq, event });
+        }
+    }
+    Ok((out, None))
 }
 
 fn last_key<T: ReadableTable<u64, &'static [u8]>>(table: &T) -> Result<u64, StoreError> {

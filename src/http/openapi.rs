@@ -1,0 +1,212 @@
+//! `GET /api/openapi.json`: the API described as OpenAPI 3.1, its bodies the JSON Schemas of
+//! `schemas/` (generated from the same Rust types).
+
+use serde_json::{json, Map, Value};
+
+use crate::model::schema;
+
+/// Component name of each schema file.
+fn component(file: &str) -> &'static str {
+    match file {
+        "event.json" => "Event",
+        "trigger-definition.json" => "TriggerDefinition",
+        "deployment.json" => "Deployment",
+        "run.json" => "Run",
+        "firing.json" => "Firing",
+        "filter.json" => "ScopeFilter",
+        _ => "Unknown",
+    }
+}
+
+/// Moves every schema and its `$defs` into `components.schemas`, pointing `$ref`s there.
+fn components() -> Map<String, Value> {
+    let mut out = Map::new();
+    for (file, mut schema) in schema::all() {
+        if let Some(Value::Object(defs)) = schema.as_object_mut().and_then(|o| o.remove("$defs")) {
+            for (name, def) in defs {
+                out.insert(name, def);
+            }
+        }
+        if let Some(o) = schema.as_object_mut() {
+            o.remove("$schema");
+        }
+        out.insert(component(file).to_owned(), schema);
+    }
+    let mut all = Value::Object(out);
+    retarget(&mut all);
+    match all {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+fn retarget(value: &mut Value) {
+    match value {
+        Value::Object(o) => {
+            if let Some(Value::String(r)) = o.get_mut("$ref") {
+                if let Some(name) = r.strip_prefix("#/$defs/") {
+                    *r = format!("#/components/schemas/{name}");
+                }
+            }
+            o.values_mut().for_each(retarget);
+        }
+        Value::Array(a) => a.iter_mut().for_each(retarget),
+        _ => {}
+    }
+}
+
+fn body(schema: Value) -> Value {
+    json!({"required": true, "content": {"application/json": {"schema": schema}}})
+}
+
+fn reference(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+fn ok(description: &str, schema: Value) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": schema}}})
+}
+
+fn errors() -> Value {
+    json!({"description": "An error: `{\"error\": {\"code\", \"message\", \"problems\"?}}`",
+           "content": {"application/json": {"schema": reference("Error")}}})
+}
+
+fn op(summary: &str, request: Option<Value>, status: &str, response: Value) -> Value {
+    let mut o = json!({"summary": summary, "responses": {status: response, "default": errors()}});
+    if let Some(r) = request {
+        o["requestBody"] = r;
+    }
+    o
+}
+
+fn list(name: &str) -> Value {
+    json!({"type": "array", "items": reference(name)})
+}
+
+fn query(names: &[&str]) -> Value {
+    Value::Array(
+        names
+            .iter()
+            .map(|n| json!({"name": n, "in": "query", "required": false, "schema": {"type": "string"}}))
+            .collect(),
+    )
+}
+
+fn path_param(name: &str) -> Value {
+    json!([{"name": name, "in": "path", "required": true, "schema": {"type": "string"}}])
+}
+
+/// The document.
+pub fn document() -> Value {
+    let mut schemas = components();
+    schemas.insert(
+        "Error".into(),
+        json!({"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"},
+                           "problems": {"type": "array", "items": {"type": "object", "properties": {"path": {"type": "string"}, "message": {"type": "string"}}}}}}}}),
+    );
+    schemas.insert(
+        "IngestReport".into(),
+        json!({"type": "object", "properties": {"ids": {"type": "array", "items": {"type": "string", "format": "uuid"}},
+                                                "duplicates": {"type": "array", "items": {"type": "string", "format": "uuid"}}}}),
+    );
+    schemas.insert(
+        "TriggerRecord".into(),
+        json!({"allOf": [reference("TriggerDefinition"), {"type": "object", "properties": {"created": {"type": "string", "format": "date-time"}, "updated": {"type": "string", "format": "date-time"}}}]}),
+    );
+    let events_or_one = json!({"oneOf": [reference("Event"), list("Event")]});
+    let event_page = json!({"type": "object", "properties": {"events": list("Event"), "next_page": {}, "total": {"type": "integer"}}});
+    let record = || ok("The stored definition", reference("TriggerRecord"));
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "tripwire", "version": env!("CARGO_PKG_VERSION"),
+                 "description": "Stateful sequence triggers with Prefect's semantics. WebSockets: /api/events/in (Prefect's emit_event protocol) and /api/events/out (subscriptions)."},
+        "servers": [{"url": "/"}],
+        "paths": {
+            "/api/health": {"get": op("Health", None, "200", ok("Always true", json!({"type": "boolean"})))},
+            "/api/admin/version": {"get": op("The Prefect API version spoken", None, "200", ok("A version string", json!({"type": "string"})))},
+            "/api/openapi.json": {"get": op("This document", None, "200", ok("OpenAPI 3.1", json!({"type": "object"})))},
+            "/api/events": {
+                "post": op("Accept events (one or an array; durable when answered)", Some(body(events_or_one)), "200", ok("Ids accepted", reference("IngestReport"))),
+                "get": {"parameters": query(&["name", "prefix", "resource", "related", "since", "until", "limit", "page"]),
+                        "summary": "Events, newest first", "responses": {"200": ok("A page", event_page.clone()), "default": errors()}}
+            },
+            "/api/events/filter": {"post": op("Prefect's event filter", Some(body(json!({"type": "object", "properties": {"filter": {"type": "object"}, "limit": {"type": "integer"}}}))), "200", ok("A page", event_page.clone()))},
+            "/api/events/filter/next": {"get": {"summary": "The next page of a filter", "parameters": query(&["page-token"]), "responses": {"200": ok("A page", event_page), "default": errors()}}},
+            "/api/triggers": {
+                "get": op("Trigger definitions", None, "200", ok("All", list("TriggerRecord"))),
+                "post": op("Create a definition", Some(body(reference("TriggerDefinition"))), "201", record())
+            },
+            "/api/triggers/{id}": {
+                "parameters": path_param("id"),
+                "get": op("One definition", None, "200", record()),
+                "put": op("Create or replace a definition", Some(body(reference("TriggerDefinition"))), "200", record()),
+                "patch": op("Enable or disable", Some(body(json!({"type": "object", "required": ["enabled"], "properties": {"enabled": {"type": "boolean"}}}))), "200", record()),
+                "delete": op("Remove a definition and its state", None, "204", json!({"description": "Removed"}))
+            },
+            "/api/triggers/{id}/buckets": {
+                "parameters": path_param("id"),
+                "get": {"summary": "Live buckets: why did or didn't it fire?", "parameters": query(&["key"]), "responses": {"200": ok("Buckets", json!({"type": "object"})), "default": errors()}}
+            },
+            "/api/deployments": {
+                "get": op("Deployments", None, "200", ok("All", list("Deployment"))),
+                "post": op("Create a deployment", Some(body(reference("Deployment"))), "201", ok("Created", reference("Deployment")))
+            },
+            "/api/deployments/{name}": {
+                "parameters": path_param("name"),
+                "get": op("One deployment", None, "200", ok("It", reference("Deployment"))),
+                "put": op("Create or replace a deployment", Some(body(reference("Deployment"))), "200", ok("Stored", reference("Deployment"))),
+                "delete": op("Remove a deployment", None, "204", json!({"description": "Removed"}))
+            },
+            "/api/deployments/{name}/runs": {
+                "parameters": path_param("name"),
+                "post": op("Create a run by hand", Some(body(json!({"type": "object", "properties": {"parameters": {"type": "object"}}}))), "201", ok("The run", reference("Run")))
+            },
+            "/api/runs": {"get": {"summary": "Runs, newest first", "parameters": query(&["deployment", "state", "limit"]), "responses": {"200": ok("Runs", list("Run")), "default": errors()}}},
+            "/api/runs/{id}": {"parameters": path_param("id"), "get": op("One run", None, "200", ok("It", reference("Run")))},
+            "/api/filters": {
+                "get": {"summary": "Scope filters", "parameters": query(&["deployment", "scope"]), "responses": {"200": ok("Filters", list("ScopeFilter")), "default": errors()}},
+                "post": op("Create a scope filter", Some(body(json!({"type": "object", "required": ["deployment", "scope", "expression"],
+                    "properties": {"deployment": {"type": "string"}, "scope": {"type": "string"}, "expression": {"type": "string"}, "payload": {"type": "object"}}}))), "201", ok("Created", reference("ScopeFilter")))
+            },
+            "/api/filters/{id}": {
+                "parameters": path_param("id"),
+                "get": op("One scope filter", None, "200", ok("It", reference("ScopeFilter"))),
+                "delete": op("Remove a scope filter", None, "204", json!({"description": "Removed"}))
+            }
+        },
+        "components": {"schemas": schemas}
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refs<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+        match value {
+            Value::Object(o) => {
+                if let Some(Value::String(r)) = o.get("$ref") {
+                    out.push(r);
+                }
+                o.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_reference_resolves() {
+        let doc = document();
+        let mut all = Vec::new();
+        refs(&doc, &mut all);
+        assert!(all.len() > 10);
+        for r in all {
+            let name =
+                r.strip_prefix("#/components/schemas/").unwrap_or_else(|| panic!("{r} points outside components"));
+            assert!(doc["components"]["schemas"].get(name).is_some(), "{r} does not resolve");
+        }
+    }
+}
