@@ -323,22 +323,16 @@ fn firings_and_runs_as_written_are_valid() {
 
     let runs = validator("run.json");
     let firing = a_firing();
-    let mut run = Run {
-        id: Uuid::from_u128(3),
-        deployment: "d".into(),
-        state: RunState::Scheduled,
-        parameters: json!({"x": 1}).as_object().unwrap().clone(),
-        cause: Some(RunCause {
-            trigger: firing.trigger.clone(),
-            firing: firing.id,
-            bucket: firing.bucket.clone(),
-            triggering_event: firing.triggering_event,
-            triggering_events: firing.triggering_events.clone(),
-        }),
-        attempt: 1,
-        created: firing.triggered,
-        updated: firing.triggered,
+    let cause = RunCause {
+        trigger: firing.trigger.clone(),
+        firing: firing.id,
+        bucket: firing.bucket.clone(),
+        triggering_event: firing.triggering_event,
+        triggering_events: firing.triggering_events.clone(),
     };
+    let deployment = tripwire::model::Deployment::new("d");
+    let parameters = json!({"x": 1}).as_object().unwrap().clone();
+    let mut run = Run::scheduled(Uuid::from_u128(3), &deployment, parameters, Some(cause), firing.triggered);
     let full = serde_json::to_value(&run).unwrap();
     assert_eq!(errors(&runs, &full), None);
     run.cause = None;

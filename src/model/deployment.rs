@@ -226,6 +226,60 @@ pub struct Run {
     pub created: Timestamp,
     /// When its state last changed.
     pub updated: Timestamp,
+    /// Higher runs are claimed first.
+    #[serde(default)]
+    pub priority: i32,
+    /// Not claimed before this instant (retries with backoff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<Timestamp>,
+    /// The worker holding it, while `Running`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// When the worker's lease lapses unless a heartbeat extends it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_expires: Option<Timestamp>,
+    /// When the current attempt started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<Timestamp>,
+    /// When it reached a final state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<Timestamp>,
+    /// The flow's output, once `Completed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    /// Why the last attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Run {
+    /// A new `Scheduled` run, attempt 1.
+    pub fn scheduled(
+        id: Uuid,
+        deployment: &Deployment,
+        parameters: Map<String, Value>,
+        cause: Option<RunCause>,
+        now: Timestamp,
+    ) -> Run {
+        Run {
+            id,
+            deployment: deployment.name.clone(),
+            state: RunState::Scheduled,
+            parameters,
+            cause,
+            attempt: 1,
+            created: now,
+            updated: now,
+            priority: 0,
+            not_before: None,
+            worker: None,
+            lease_expires: None,
+            started: None,
+            finished: None,
+            output: None,
+            error: None,
+        }
+    }
 }
 
 /// Merges `over` onto `defaults`, key by key (top level), as Prefect merges run parameters

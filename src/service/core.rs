@@ -12,7 +12,7 @@ use crate::engine::compile::CompiledScopeFilter;
 use crate::engine::{compile, BucketView, Engine, EngineConfig, EventLookup, Step};
 use crate::model::deployment::{merge_parameters, RunCause};
 use crate::model::time::{Span, Timestamp};
-use crate::model::{Deployment, Event, Firing, JsonPath, Run, RunState, ScopeFilter, TriggerDefinition};
+use crate::model::{Deployment, Event, Firing, JsonPath, Run, ScopeFilter, TriggerDefinition};
 use crate::store::{LogEntry, Snapshot, Store, StoreError, TriggerRecord, Tx};
 
 use super::clock::new_id;
@@ -372,16 +372,8 @@ impl Core {
                     answer!(reply, Err(ServiceError::NotFound { what: "deployment", id: deployment }));
                     return Ok(());
                 };
-                let run = Run {
-                    id: new_id(),
-                    deployment: d.name.clone(),
-                    state: RunState::Scheduled,
-                    parameters: merge_parameters(&d.parameters, parameters.as_ref()),
-                    cause: None,
-                    attempt: 1,
-                    created: now,
-                    updated: now,
-                };
+                let parameters = merge_parameters(&d.parameters, parameters.as_ref());
+                let run = Run::scheduled(new_id(), &d, parameters, None, now);
                 tx.put_run(&run)?;
                 answer!(reply, Ok(run));
             }
@@ -461,20 +453,13 @@ impl Core {
 
 /// The run a firing creates: its id is the firing's, so it can only ever be created once.
 fn run_for(firing: &Firing, deployment: &Deployment, now: Timestamp) -> Run {
-    Run {
-        id: firing.id,
-        deployment: deployment.name.clone(),
-        state: RunState::Scheduled,
-        parameters: merge_parameters(&deployment.parameters, firing.parameters.as_ref()),
-        cause: Some(RunCause {
-            trigger: firing.trigger.clone(),
-            firing: firing.id,
-            bucket: firing.bucket.clone(),
-            triggering_event: firing.triggering_event,
-            triggering_events: firing.triggering_events.clone(),
-        }),
-        attempt: 1,
-        created: now,
-        updated: now,
-    }
+    let cause = RunCause {
+        trigger: firing.trigger.clone(),
+        firing: firing.id,
+        bucket: firing.bucket.clone(),
+        triggering_event: firing.triggering_event,
+        triggering_events: firing.triggering_events.clone(),
+    };
+    let parameters = merge_parameters(&deployment.parameters, firing.parameters.as_ref());
+    Run::scheduled(firing.id, deployment, parameters, Some(cause), now)
 }
