@@ -1,7 +1,7 @@
 //! Durable ingestion through the service (`cargo bench --bench ingest`): events/s accepted
 //! and committed to redb, with one trigger installed, for several concurrent producers and
 //! batch sizes. Every acknowledged event is committed (fsync) before its answer; concurrent
-//! requests share commits.
+//! requests share commits. `INGEST_CASE=16x100,1x1` picks producer x batch-size cases.
 #![allow(missing_docs)]
 #![allow(clippy::disallowed_methods)] // a benchmark measures wall time
 
@@ -12,7 +12,7 @@ use tripwire::model::{Event, JsonPath, Resource, Timestamp, TriggerDefinition};
 use tripwire::service::{Service, ServiceConfig};
 use uuid::Uuid;
 
-const TOTAL: usize = 200_000;
+const TOTAL: usize = 100_000;
 
 async fn run(producers: usize, batch: usize) -> (f64, Duration) {
     let dir = std::env::temp_dir().join(format!("tripwire-bench-ingest-{}-{producers}-{batch}", std::process::id()));
@@ -69,7 +69,17 @@ fn main() {
     }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     println!("ingest: {TOTAL} events through Service::ingest, committed to redb, one after/expect trigger");
-    for (producers, batch) in [(1, 1), (16, 1), (64, 1), (1, 100), (16, 100)] {
+    let cases: Vec<(usize, usize)> = match std::env::var("INGEST_CASE") {
+        Ok(c) => c
+            .split(',')
+            .map(|p| {
+                let (a, b) = p.split_once('x').unwrap();
+                (a.parse().unwrap(), b.parse().unwrap())
+            })
+            .collect(),
+        Err(_) => vec![(1, 1), (64, 1), (1, 100), (16, 100)],
+    };
+    for (producers, batch) in cases {
         let (rate, elapsed) = rt.block_on(run(producers, batch));
         println!(
             "ingest/producers={producers:<3} batch={batch:<4} {rate:>10.0} events/s ({:.2} s)",

@@ -11,7 +11,7 @@
 //! each rendering has [`TEMPLATE_FUEL`] instructions of fuel, auto-escaping is off (parameters
 //! are JSON, not HTML), and Python's string, dict and list methods are available.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::{Arc, LazyLock};
 
@@ -671,6 +671,8 @@ pub struct Parameters {
     source: Arc<Json>,
     path: String,
     root: Arc<Node>,
+    /// The context names the templates read: only those are built for a rendering.
+    used: Arc<BTreeSet<String>>,
 }
 
 enum Node {
@@ -760,21 +762,26 @@ fn is_template(s: &str) -> bool {
 
 /// Parses `source` as a template without keeping it (the shared environment only keeps
 /// `'static` sources; rendering parses again with `render_str`).
-fn check_syntax(source: &str) -> Result<(), Error> {
-    Environment::empty().template_from_str(source).map(|_| ())
+fn check_syntax(source: &str) -> Result<std::collections::HashSet<String>, Error> {
+    Environment::empty().template_from_str(source).map(|t| t.undeclared_variables(false))
 }
 
-fn compile_node(value: &Json, path: &JsonPath, problems: &mut Problems) -> Node {
+/// Compiles one value; the top-level names its templates read are added to `used`.
+fn compile_node(value: &Json, path: &JsonPath, problems: &mut Problems, used: &mut BTreeSet<String>) -> Node {
     match value {
         Json::String(s) if is_template(s) => {
             if let Some(inner) = single_expression(s) {
                 // What does not parse as one expression (e.g. `{{ a }} b }}`) is a text template.
                 if let Ok(expr) = compile_expression(inner) {
+                    used.extend(expr.undeclared_variables(false));
                     return Node::Expression { path: path.to_string(), source: s.clone(), expr };
                 }
             }
             match check_syntax(s) {
-                Ok(()) => Node::Text { path: path.to_string(), source: s.clone() },
+                Ok(names) => {
+                    used.extend(names);
+                    Node::Text { path: path.to_string(), source: s.clone() }
+                }
                 Err(e) => {
                     let message = format!("invalid template: {}", describe(&e, s));
                     problems.add(path, message.clone());
@@ -784,7 +791,7 @@ fn compile_node(value: &Json, path: &JsonPath, problems: &mut Problems) -> Node 
         }
         Json::Array(items) => {
             let nodes: Vec<Node> =
-                items.iter().enumerate().map(|(i, v)| compile_node(v, &path.index(i), problems)).collect();
+                items.iter().enumerate().map(|(i, v)| compile_node(v, &path.index(i), problems, used)).collect();
             if nodes.iter().all(|n| matches!(n, Node::Literal(_))) {
                 Node::Literal(value.clone())
             } else {
@@ -793,7 +800,7 @@ fn compile_node(value: &Json, path: &JsonPath, problems: &mut Problems) -> Node 
         }
         Json::Object(map) => {
             let nodes: Vec<(String, Node)> =
-                map.iter().map(|(k, v)| (k.clone(), compile_node(v, &path.key(k), problems))).collect();
+                map.iter().map(|(k, v)| (k.clone(), compile_node(v, &path.key(k), problems, used))).collect();
             if nodes.iter().all(|(_, n)| matches!(n, Node::Literal(_))) {
                 Node::Literal(value.clone())
             } else {
@@ -828,44 +835,62 @@ fn render_node(node: &Node, ctx: &Value) -> Result<Json, RenderError> {
     }
 }
 
-fn context_value(ctx: &TemplateContext<'_>) -> Result<Value, String> {
+/// The template context, holding only the names in `used` (building the firing and the
+/// definition as template values costs more than most renderings).
+fn context_value(ctx: &TemplateContext<'_>, used: &BTreeSet<String>) -> Result<Value, String> {
+    let wants = |name: &str| used.contains(name);
     let event = ctx.event.as_ref().map_or(Value::from(()), event_value);
-    let plain_labels = Value::from_iter(ctx.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    let firing =
-        match serde_json::to_value(ctx.firing).map_err(|e| format!("cannot expose the firing to templates: {e}"))? {
-            Json::Object(fields) => {
-                let mut entries: Vec<(String, Value)> = fields
-                    .into_iter()
-                    .map(|(k, v)| {
-                        let value = match k.as_str() {
-                            "triggering_event" => event.clone(),
-                            "at" => datetime_value(ctx.firing.at),
-                            "triggered" => datetime_value(ctx.firing.triggered),
-                            _ => Value::from_serialize(&v),
-                        };
-                        (k, value)
-                    })
-                    .collect();
-                if !entries.iter().any(|(k, _)| k == "triggering_event") {
-                    entries.push(("triggering_event".to_owned(), event.clone()));
-                }
-                entries.push(("triggering_labels".to_owned(), plain_labels));
-                Value::from_iter(entries)
-            }
-            other => Value::from_serialize(&other),
-        };
-    let labels = LabelTree(ctx.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
-    Ok(Value::from_iter([
-        ("automation", Value::from_serialize(ctx.automation)),
-        ("event", event),
-        ("labels", Value::from_object(labels)),
+    let firing = if wants("firing") || wants("firings") { firing_value(ctx, &event)? } else { Value::UNDEFINED };
+    let mut entries: Vec<(&str, Value)> = vec![("event", event)];
+    if wants("automation") {
+        entries.push(("automation", Value::from_serialize(ctx.automation)));
+    }
+    if wants("labels") {
+        let labels = LabelTree(ctx.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
+        entries.push(("labels", Value::from_object(labels)));
+    }
+    if wants("firings") {
         // Prefect's `firings` lists the firing and the child firings behind it; tripwire
         // keeps only the events of child firings, so it lists the firing itself.
-        ("firings", Value::from(vec![firing.clone()])),
-        ("firing", firing),
-        ("events", Value::from(ctx.events.iter().map(event_value).collect::<Vec<_>>())),
-        ("filter", ctx.filter.map_or(Value::UNDEFINED, Value::from_serialize)),
-    ]))
+        entries.push(("firings", Value::from(vec![firing.clone()])));
+    }
+    if wants("firing") {
+        entries.push(("firing", firing));
+    }
+    if wants("events") {
+        entries.push(("events", Value::from(ctx.events.iter().map(event_value).collect::<Vec<_>>())));
+    }
+    if let Some(filter) = ctx.filter.filter(|_| wants("filter")) {
+        entries.push(("filter", Value::from_serialize(filter)));
+    }
+    Ok(Value::from_iter(entries))
+}
+
+/// `firing`: the firing serialized, with datetimes, the event object and the labels as a dict.
+fn firing_value(ctx: &TemplateContext<'_>, event: &Value) -> Result<Value, String> {
+    let plain_labels = Value::from_iter(ctx.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    Ok(match serde_json::to_value(ctx.firing).map_err(|e| format!("cannot expose the firing to templates: {e}"))? {
+        Json::Object(fields) => {
+            let mut entries: Vec<(String, Value)> = fields
+                .into_iter()
+                .map(|(k, v)| {
+                    let value = match k.as_str() {
+                        "triggering_event" => event.clone(),
+                        "at" => datetime_value(ctx.firing.at),
+                        "triggered" => datetime_value(ctx.firing.triggered),
+                        _ => Value::from_serialize(&v),
+                    };
+                    (k, value)
+                })
+                .collect();
+            if !entries.iter().any(|(k, _)| k == "triggering_event") {
+                entries.push(("triggering_event".to_owned(), event.clone()));
+            }
+            entries.push(("triggering_labels".to_owned(), plain_labels));
+            Value::from_iter(entries)
+        }
+        other => Value::from_serialize(&other),
+    })
 }
 
 impl Parameters {
@@ -873,11 +898,9 @@ impl Parameters {
     /// path of the string (e.g. `$[0].parameters.user_id`, `$[0].parameters.list[2]`), using
     /// `path` as the path of the parameters value itself.
     pub fn compile(value: &serde_json::Value, path: &JsonPath, problems: &mut Problems) -> Parameters {
-        Parameters {
-            source: Arc::new(value.clone()),
-            path: path.to_string(),
-            root: Arc::new(compile_node(value, path, problems)),
-        }
+        let mut used = BTreeSet::new();
+        let root = Arc::new(compile_node(value, path, problems, &mut used));
+        Parameters { source: Arc::new(value.clone()), path: path.to_string(), root, used: Arc::new(used) }
     }
 
     /// Renders into JSON. The first template that fails fails the whole value, as in Prefect.
@@ -885,7 +908,7 @@ impl Parameters {
         if let Node::Literal(v) = &*self.root {
             return Ok(v.clone());
         }
-        let ctx = context_value(ctx).map_err(|message| RenderError { path: self.path.clone(), message })?;
+        let ctx = context_value(ctx, &self.used).map_err(|message| RenderError { path: self.path.clone(), message })?;
         render_node(&self.root, &ctx)
     }
 

@@ -45,7 +45,7 @@ impl ServiceConfig {
             clock: Arc::new(clock::SystemClock),
             retention: Span::minutes(7 * 24 * 60),
             queue_capacity: 1024,
-            snapshot_every: 10_000,
+            snapshot_every: 100_000,
         }
     }
 }

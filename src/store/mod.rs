@@ -334,21 +334,9 @@ impl Store {
     }
 
     /// Runs newest first that pass `keep`, at most `limit`.
-    pub fn runs(&self, limit: usize, mut keep: impl FnMut(&Run) -> bool) -> Result<Vec<Run>, StoreError> {
+    pub fn runs(&self, limit: usize, keep: impl FnMut(&Run) -> bool) -> Result<Vec<Run>, StoreError> {
         let rx = self.read()?;
-        let t = rx.open_table(RUNS)?;
-        let mut out = Vec::new();
-        for item in t.iter()?.rev() {
-            if out.len() == limit {
-                break;
-            }
-            let (_, v) = item?;
-            let run: Run = decode("run", v.value())?;
-            if keep(&run) {
-                out.push(run);
-            }
-        }
-        Ok(out)
+        newest_first(&rx.open_table(RUNS)?, "run", limit, keep)
     }
 
     /// One run.
@@ -383,21 +371,9 @@ impl Store {
     }
 
     /// Firings newest first that pass `keep`, at most `limit`.
-    pub fn firings(&self, limit: usize, mut keep: impl FnMut(&Firing) -> bool) -> Result<Vec<Firing>, StoreError> {
+    pub fn firings(&self, limit: usize, keep: impl FnMut(&Firing) -> bool) -> Result<Vec<Firing>, StoreError> {
         let rx = self.read()?;
-        let t = rx.open_table(FIRINGS)?;
-        let mut out = Vec::new();
-        for item in t.iter()?.rev() {
-            if out.len() == limit {
-                break;
-            }
-            let (_, v) = item?;
-            let firing: Firing = decode("firing", v.value())?;
-            if keep(&firing) {
-                out.push(firing);
-            }
-        }
-        Ok(out)
+        newest_first(&rx.open_table(FIRINGS)?, "firing", limit, keep)
     }
 }
 
@@ -424,6 +400,27 @@ fn collect_events<'a>(
         }
     }
     Ok((out, None))
+}
+
+/// Values of a table keyed by sequence numbers, newest first, that pass `keep`, at most `limit`.
+fn newest_first<T: DeserializeOwned>(
+    table: &impl ReadableTable<u64, &'static [u8]>,
+    what: &'static str,
+    limit: usize,
+    mut keep: impl FnMut(&T) -> bool,
+) -> Result<Vec<T>, StoreError> {
+    let mut out = Vec::new();
+    for item in table.iter()?.rev() {
+        if out.len() == limit {
+            break;
+        }
+        let (_, v) = item?;
+        let value: T = decode(what, v.value())?;
+        if keep(&value) {
+            out.push(value);
+        }
+    }
+    Ok(out)
 }
 
 fn last_key<T: ReadableTable<u64, &'static [u8]>>(table: &T) -> Result<u64, StoreError> {
