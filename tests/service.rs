@@ -1,0 +1,130 @@
+//! The service in-process on a manual clock: restarts (proactive windows that closed while
+//! the server was down fire once on start, and never again), retention, and push-back.
+
+mod common;
+
+use std::sync::Arc;
+
+use serde_json::json;
+use tripwire::model::{Span, Timestamp, TriggerDefinition};
+use tripwire::service::clock::ManualClock;
+use tripwire::service::{Service, ServiceConfig};
+
+async fn start(data: &std::path::Path, clock: &ManualClock) -> Service {
+    let mut config = ServiceConfig::new(data);
+    config.clock = Arc::new(clock.clone());
+    Service::start(config).await.unwrap()
+}
+
+fn firings(service: &Service) -> Vec<(String, Timestamp)> {
+    let mut all: Vec<(String, Timestamp)> =
+        service.store().firings(1000, |_| true).unwrap().into_iter().map(|f| (f.trigger, f.at)).collect();
+    all.sort();
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_that_closed_while_down_fire_once_on_start() {
+    let data = common::temp_dir("proactive-restart");
+    let t0 = Timestamp::parse("2026-01-01T00:00:00Z").unwrap();
+    let clock = ManualClock::new(t0);
+    let service = start(&data, &clock).await;
+    let def = TriggerDefinition::from_json(
+        &json!({"id": "heartbeat-missing", "trigger": {"posture": "Proactive", "expect": ["heartbeat"], "within": 30}}),
+        &tripwire::model::JsonPath::root(),
+    )
+    .unwrap();
+    service.put_trigger(def, true).await.unwrap();
+    clock.advance(Span::seconds(10));
+    service.tick().await.unwrap();
+    assert!(firings(&service).is_empty());
+    service.shutdown().await;
+    drop(service);
+
+    // Down for 100 s: the windows [0, 30), [30, 60) and [60, 90) closed meanwhile.
+    clock.advance(Span::seconds(100));
+    let service = start(&data, &clock).await;
+    service.tick().await.unwrap();
+    let fired = firings(&service);
+    let ends: Vec<i64> = fired.iter().map(|(_, at)| (at.as_micros() - t0.as_micros()) / 1_000_000).collect();
+    assert_eq!(ends, [30, 60, 90]);
+    service.shutdown().await;
+    drop(service);
+
+    let service = start(&data, &clock).await;
+    service.tick().await.unwrap();
+    assert_eq!(firings(&service).len(), 3, "nothing fires twice after another restart");
+    clock.advance(Span::seconds(30));
+    service.tick().await.unwrap();
+    assert_eq!(firings(&service).len(), 4, "and the schedule goes on");
+    service.shutdown().await;
+    drop(service);
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_older_than_the_retention_are_pruned() {
+    let data = common::temp_dir("retention");
+    let t0 = Timestamp::parse("2026-01-01T00:00:00Z").unwrap();
+    let clock = ManualClock::new(t0);
+    let mut config = ServiceConfig::new(&data);
+    config.clock = Arc::new(clock.clone());
+    config.retention = Span::seconds(3600);
+    let service = Service::start(config).await.unwrap();
+    let event =
+        |n: u128| tripwire::model::Event::new(uuid::Uuid::from_u128(n), t0, "e", tripwire::model::Resource::new("r"));
+    service.ingest(vec![event(1)]).await.unwrap();
+    clock.advance(Span::seconds(1800));
+    service.ingest(vec![event(2)]).await.unwrap();
+    clock.advance(Span::seconds(1900));
+    service.tick().await.unwrap();
+    let store = service.store();
+    assert!(store.event(&uuid::Uuid::from_u128(1)).unwrap().is_none(), "received 3700 s ago: pruned");
+    assert!(store.event(&uuid::Uuid::from_u128(2)).unwrap().is_some(), "received 1900 s ago: kept");
+    service.shutdown().await;
+    drop(service);
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_pushes_back_instead_of_dropping() {
+    let data = common::temp_dir("overload");
+    let mut config = ServiceConfig::new(&data);
+    config.queue_capacity = 1;
+    let service = Service::start(config).await.unwrap();
+    let t0 = Timestamp::parse("2026-01-01T00:00:00Z").unwrap();
+    let mut tasks = Vec::new();
+    for p in 0..32u128 {
+        let service = service.clone();
+        tasks.push(tokio::spawn(async move {
+            let events: Vec<_> = (0..50u128)
+                .map(|i| {
+                    tripwire::model::Event::new(
+                        uuid::Uuid::from_u128(p * 1000 + i + 1),
+                        t0,
+                        "e",
+                        tripwire::model::Resource::new("r"),
+                    )
+                })
+                .collect();
+            service.ingest(events).await
+        }));
+    }
+    let mut accepted = 0u64;
+    let mut pushed_back = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(report) => accepted += report.ids.len() as u64,
+            Err(tripwire::service::ServiceError::Overloaded { retry_after_secs }) => {
+                assert!(retry_after_secs >= 1);
+                pushed_back += 1;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(pushed_back > 0, "32 concurrent requests on a queue of one: some must be pushed back");
+    assert_eq!(service.store().event_count().unwrap(), accepted, "everything acknowledged is stored, nothing else");
+    service.shutdown().await;
+    drop(service);
+    let _ = std::fs::remove_dir_all(&data);
+}
