@@ -168,6 +168,7 @@ pub struct Engine {
     unscheduled: Vec<NodeRef>,
     firing_seq: u64,
     scratch: Vec<NodeRef>,
+    fired_scratch: Vec<BucketFiring>,
     /// Hatchet-style scope filters, in installation order.
     scope_filters: Vec<CompiledScopeFilter>,
 }
@@ -197,6 +198,7 @@ impl Engine {
             unscheduled: Vec::new(),
             firing_seq: 0,
             scratch: Vec::new(),
+            fired_scratch: Vec::new(),
             scope_filters: Vec::new(),
         }
     }
@@ -431,7 +433,7 @@ impl Engine {
         let clock = self.clock.unwrap_or(event.occurred);
         let mut candidates = std::mem::take(&mut self.scratch);
         self.index.candidates(&event.event, &mut candidates);
-        let mut fired = Vec::new();
+        let mut fired = std::mem::take(&mut self.fired_scratch);
         for &(slot, node) in &candidates {
             let Some(compiled) = self.slots[slot as usize].as_ref().map(|s| s.compiled.clone()) else { continue };
             let NodeKind::Event(e) = &compiled.nodes[node as usize].kind else { continue };
@@ -487,6 +489,7 @@ impl Engine {
             }
         }
         self.scratch = candidates;
+        self.fired_scratch = fired;
     }
 
     /// Passes a bucket firing up the trigger tree and reports the definition's firing when it

@@ -96,6 +96,10 @@ impl Ordering {
     /// The followers waiting on `leader`, in `occurred` order (they stay parked until
     /// [`Ordering::forget`]).
     pub fn followers_of(&self, leader: &Uuid) -> Vec<Waiting> {
+        if self.followers.is_empty() {
+            // The common case: nothing is parked.
+            return Vec::new();
+        }
         let mut out: Vec<Waiting> =
             self.followers.get(leader).into_iter().flatten().filter_map(|id| self.waiting.get(id).cloned()).collect();
         out.sort_by_key(|w| w.event.occurred);
