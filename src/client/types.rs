@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::model::{Event, Resource, Timestamp, TriggerDefinition};
+use crate::model::{Event, Resource, Timestamp};
 
 /// An event to send. Unlike [`Event`], `id` and `occurred` may be left out: the server then
 /// gives the event a fresh id and its receiving time.
@@ -143,17 +143,7 @@ pub struct EventPage {
     pub next_page: Option<u64>,
 }
 
-/// A stored trigger definition with the server's bookkeeping.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TriggerRecord {
-    /// The definition.
-    #[serde(flatten)]
-    pub definition: TriggerDefinition,
-    /// First stored.
-    pub created: Timestamp,
-    /// Last changed.
-    pub updated: Timestamp,
-}
+pub use crate::model::TriggerRecord;
 
 /// The answer to a PUT: the stored value, and whether it was new.
 #[derive(Clone, Debug, PartialEq)]

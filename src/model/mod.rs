@@ -17,4 +17,6 @@ pub use filter::ScopeFilter;
 pub use firing::Firing;
 pub use problems::{JsonPath, Problem, Problems};
 pub use time::{Span, Timestamp};
-pub use trigger::{CompoundTrigger, EventTrigger, Posture, Require, SequenceTrigger, Trigger, TriggerDefinition};
+pub use trigger::{
+    CompoundTrigger, EventTrigger, Posture, Require, SequenceTrigger, Trigger, TriggerDefinition, TriggerRecord,
+};

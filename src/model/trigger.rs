@@ -51,6 +51,18 @@ pub struct TriggerDefinition {
     pub parameters: Option<Value>,
 }
 
+/// A stored definition with the server's bookkeeping: what the triggers API answers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TriggerRecord {
+    /// The definition.
+    #[serde(flatten)]
+    pub definition: TriggerDefinition,
+    /// First stored.
+    pub created: super::time::Timestamp,
+    /// Last changed.
+    pub updated: super::time::Timestamp,
+}
+
 /// The three kinds of trigger Prefect has.
 // Definitions are few and compiled once, so an unboxed event trigger costs nothing that
 // matters and keeps patterns and builders simple.

@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::engine::EngineState;
 use crate::model::time::Timestamp;
+pub use crate::model::TriggerRecord;
 use crate::model::{Deployment, Event, Firing, Run, ScopeFilter, TriggerDefinition};
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -142,18 +143,6 @@ pub struct Snapshot {
     /// The installed scope filters, in installation order.
     #[serde(default)]
     pub filters: Vec<ScopeFilter>,
-}
-
-/// A stored trigger definition with bookkeeping.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TriggerRecord {
-    /// The definition.
-    #[serde(flatten)]
-    pub definition: TriggerDefinition,
-    /// First stored.
-    pub created: Timestamp,
-    /// Last changed.
-    pub updated: Timestamp,
 }
 
 /// A stored event with its sequence number.
@@ -296,13 +285,7 @@ impl Store {
     /// Every stored definition, by id.
     pub fn triggers(&self) -> Result<Vec<TriggerRecord>, StoreError> {
         let rx = self.read()?;
-        let t = rx.open_table(TRIGGERS)?;
-        let mut out = Vec::new();
-        for item in t.iter()? {
-            let (_, v) = item?;
-            out.push(decode("trigger", v.value())?);
-        }
-        Ok(out)
+        all_values(&rx.open_table(TRIGGERS)?, "trigger")
     }
 
     /// One stored definition.
@@ -316,13 +299,7 @@ impl Store {
     /// Every deployment, by name.
     pub fn deployments(&self) -> Result<Vec<Deployment>, StoreError> {
         let rx = self.read()?;
-        let t = rx.open_table(DEPLOYMENTS)?;
-        let mut out = Vec::new();
-        for item in t.iter()? {
-            let (_, v) = item?;
-            out.push(decode("deployment", v.value())?);
-        }
-        Ok(out)
+        all_values(&rx.open_table(DEPLOYMENTS)?, "deployment")
     }
 
     /// One deployment.
@@ -352,12 +329,7 @@ impl Store {
     /// Every scope filter, oldest first.
     pub fn filters(&self) -> Result<Vec<ScopeFilter>, StoreError> {
         let rx = self.read()?;
-        let t = rx.open_table(FILTERS)?;
-        let mut out: Vec<ScopeFilter> = Vec::new();
-        for item in t.iter()? {
-            let (_, v) = item?;
-            out.push(decode("filter", v.value())?);
-        }
+        let mut out: Vec<ScopeFilter> = all_values(&rx.open_table(FILTERS)?, "filter")?;
         out.sort_by_key(|f| (f.created, f.id));
         Ok(out)
     }
@@ -400,6 +372,20 @@ fn collect_events<'a>(
         }
     }
     Ok((out, None))
+}
+
+/// Every value of a table, in key order.
+fn all_values<K: redb::Key + 'static, T: DeserializeOwned>(
+    table: &impl ReadableTable<K, &'static [u8]>,
+    what: &'static str,
+) -> Result<Vec<T>, StoreError> {
+    table
+        .iter()?
+        .map(|item| {
+            let (_, v) = item?;
+            decode(what, v.value())
+        })
+        .collect()
 }
 
 /// Values of a table keyed by sequence numbers, newest first, that pass `keep`, at most `limit`.
