@@ -175,6 +175,13 @@ pub struct Engine {
 
 struct MaxDepthExceeded;
 
+/// Whether `process` must record the event as seen (it may have been already).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    Recorded,
+    NotYet,
+}
+
 /// What a firing is rendered with besides the engine's state.
 #[derive(Clone, Copy, Default)]
 struct FiringContext<'a> {
@@ -336,11 +343,20 @@ impl Engine {
         let clock = self.clock.unwrap_or(now);
         let outcome = if event.event == LOG_WRITE_EVENT {
             Outcome::Ignored
+        } else if event.follows.is_none_or(|leader| leader == event.id) {
+            // An event that follows nothing is processed now, so it can be marked seen first:
+            // one lookup both detects a duplicate and records the id.
+            if self.ordering.record_seen(event.id, clock) {
+                let _ = self.process(event, clock, 0, Seen::Recorded, events, &mut step);
+                Outcome::Processed
+            } else {
+                Outcome::Duplicate
+            }
         } else if self.ordering.has_been_seen(&event.id) {
             Outcome::Duplicate
         } else {
             let leader = event.follows;
-            match self.process(event, clock, 0, events, &mut step) {
+            match self.process(event, clock, 0, Seen::NotYet, events, &mut step) {
                 Ok(true) => Outcome::Processed,
                 Ok(false) | Err(MaxDepthExceeded) => Outcome::Parked { leader: leader.unwrap_or_default() },
             }
@@ -364,7 +380,7 @@ impl Engine {
             // Lost followers first, then proactive passes (Prefect runs both every few
             // seconds; the cases assume instantaneous polling).
             for w in self.ordering.take_lost(at) {
-                let _ = self.process(w.event, w.received, 0, events, step);
+                let _ = self.process(w.event, w.received, 0, Seen::NotYet, events, step);
             }
             while let Some(&(t, slot, node)) = self.passes.first() {
                 if t > at {
@@ -405,6 +421,7 @@ impl Engine {
         event: Arc<Event>,
         received: Timestamp,
         depth: usize,
+        seen: Seen,
         events: &dyn EventLookup,
         step: &mut Step,
     ) -> Result<bool, MaxDepthExceeded> {
@@ -417,9 +434,11 @@ impl Engine {
             return Ok(false);
         }
         self.evaluate_triggers(&event, events, step);
-        self.ordering.record_seen(event.id, clock);
+        if seen == Seen::NotYet {
+            self.ordering.record_seen(event.id, clock);
+        }
         for follower in self.ordering.followers_of(&event.id) {
-            if self.process(follower.event, follower.received, depth + 1, events, step).is_err() {
+            if self.process(follower.event, follower.received, depth + 1, Seen::NotYet, events, step).is_err() {
                 break;
             }
         }

@@ -51,11 +51,13 @@ impl Ordering {
         self.seen.contains(id)
     }
 
-    /// Records that an id was processed at `clock`.
-    pub fn record_seen(&mut self, id: Uuid, clock: Timestamp) {
-        if self.seen.insert(id) && self.seen_window.is_some() {
+    /// Records that an id was processed at `clock`; false when it had been already.
+    pub fn record_seen(&mut self, id: Uuid, clock: Timestamp) -> bool {
+        let new = self.seen.insert(id);
+        if new && self.seen_window.is_some() {
             self.seen_order.push_back((clock, id));
         }
+        new
     }
 
     /// Forgets seen ids older than the window.
