@@ -138,9 +138,11 @@ impl Http {
         self.send(reqwest::Method::DELETE, path, None).await
     }
 
+    /// A POST with raw bytes, on a connection of its own: a server that refuses a body before
+    /// reading all of it closes that connection, which must not be reused for later requests.
     pub async fn raw_post(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, serde_json::Value) {
-        let resp = self
-            .client
+        let once = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+        let resp = once
             .post(format!("{}{path}", self.api))
             .header("content-type", "application/json")
             .body(body)
