@@ -323,13 +323,7 @@ fn firings_and_runs_as_written_are_valid() {
 
     let runs = validator("run.json");
     let firing = a_firing();
-    let cause = RunCause {
-        trigger: firing.trigger.clone(),
-        firing: firing.id,
-        bucket: firing.bucket.clone(),
-        triggering_event: firing.triggering_event,
-        triggering_events: firing.triggering_events.clone(),
-    };
+    let cause = RunCause::of(&firing);
     let deployment = tripwire::model::Deployment::new("d");
     let parameters = json!({"x": 1}).as_object().unwrap().clone();
     let mut run = Run::scheduled(Uuid::from_u128(3), &deployment, parameters, Some(cause), firing.triggered);

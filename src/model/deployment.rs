@@ -204,6 +204,19 @@ pub struct RunCause {
     pub triggering_events: Vec<Uuid>,
 }
 
+impl RunCause {
+    /// What a run created by this firing records of it.
+    pub fn of(firing: &super::Firing) -> RunCause {
+        RunCause {
+            trigger: firing.trigger.clone(),
+            firing: firing.id,
+            bucket: firing.bucket.clone(),
+            triggering_event: firing.triggering_event,
+            triggering_events: firing.triggering_events.clone(),
+        }
+    }
+}
+
 /// One run of a deployment.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Run {

@@ -453,13 +453,6 @@ impl Core {
 
 /// The run a firing creates: its id is the firing's, so it can only ever be created once.
 fn run_for(firing: &Firing, deployment: &Deployment, now: Timestamp) -> Run {
-    let cause = RunCause {
-        trigger: firing.trigger.clone(),
-        firing: firing.id,
-        bucket: firing.bucket.clone(),
-        triggering_event: firing.triggering_event,
-        triggering_events: firing.triggering_events.clone(),
-    };
     let parameters = merge_parameters(&deployment.parameters, firing.parameters.as_ref());
-    Run::scheduled(firing.id, deployment, parameters, Some(cause), now)
+    Run::scheduled(firing.id, deployment, parameters, Some(RunCause::of(firing)), now)
 }

@@ -291,9 +291,7 @@ impl Store {
     /// One stored definition.
     pub fn trigger(&self, id: &str) -> Result<Option<TriggerRecord>, StoreError> {
         let rx = self.read()?;
-        let t = rx.open_table(TRIGGERS)?;
-        let found = t.get(id)?;
-        found.map(|v| decode("trigger", v.value())).transpose()
+        by_name(&rx.open_table(TRIGGERS)?, id, "trigger")
     }
 
     /// Every deployment, by name.
@@ -305,9 +303,7 @@ impl Store {
     /// One deployment.
     pub fn deployment(&self, name: &str) -> Result<Option<Deployment>, StoreError> {
         let rx = self.read()?;
-        let t = rx.open_table(DEPLOYMENTS)?;
-        let found = t.get(name)?;
-        found.map(|v| decode("deployment", v.value())).transpose()
+        by_name(&rx.open_table(DEPLOYMENTS)?, name, "deployment")
     }
 
     /// Runs newest first that pass `keep`, at most `limit`.
@@ -372,6 +368,16 @@ fn collect_events<'a>(
         }
     }
     Ok((out, None))
+}
+
+/// The value stored under a name, if any.
+fn by_name<T: DeserializeOwned>(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    name: &str,
+    what: &'static str,
+) -> Result<Option<T>, StoreError> {
+    let found = table.get(name)?;
+    found.map(|v| decode(what, v.value())).transpose()
 }
 
 /// Every value of a table, in key order.
@@ -472,9 +478,7 @@ impl Tx {
 
     /// One stored definition.
     pub fn trigger(&self, id: &str) -> Result<Option<TriggerRecord>, StoreError> {
-        let t = self.tx.open_table(TRIGGERS)?;
-        let found = t.get(id)?;
-        found.map(|v| decode("trigger", v.value())).transpose()
+        by_name(&self.tx.open_table(TRIGGERS)?, id, "trigger")
     }
 
     /// Removes a definition record; false when there was none.
@@ -490,9 +494,7 @@ impl Tx {
 
     /// One deployment.
     pub fn deployment(&self, name: &str) -> Result<Option<Deployment>, StoreError> {
-        let t = self.tx.open_table(DEPLOYMENTS)?;
-        let found = t.get(name)?;
-        found.map(|v| decode("deployment", v.value())).transpose()
+        by_name(&self.tx.open_table(DEPLOYMENTS)?, name, "deployment")
     }
 
     /// Removes a deployment; false when there was none.
