@@ -26,10 +26,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use crate::model::{Deployment, Run, RunState, TriggerDefinition};
+use crate::model::{
+    ClaimRequest, ClaimedRun, Completion, Deployment, FailureReport, Heartbeat, HeartbeatReply, LogBatch, Run,
+    RunState, TriggerDefinition, TriggerSync,
+};
 
 pub use self::types::{
-    BucketInfo, BucketsView, EventPage, EventQuery, IngestReport, NewEvent, TriggerRecord, Upserted,
+    BucketInfo, BucketsView, EventPage, EventQuery, IngestReport, LogPage, NewEvent, TriggerRecord, Upserted,
 };
 
 /// The API address used when none is given.
@@ -266,6 +269,70 @@ impl Client {
     /// `GET /runs/{id}`.
     pub async fn run(&self, id: Uuid) -> Result<Run, ClientError> {
         self.get(&["runs", &id.to_string()]).await
+    }
+
+    /// `PUT /deployments/{name}/triggers`: makes `definitions` exactly the deployment's
+    /// triggers (unchanged ones keep their state, the others are removed).
+    pub async fn sync_triggers(
+        &self,
+        deployment: &str,
+        definitions: &[TriggerDefinition],
+    ) -> Result<TriggerSync, ClientError> {
+        let request = self.request(Method::PUT, &["deployments", deployment, "triggers"]).json(definitions);
+        decode(self.send(request).await?, "the trigger sync").await
+    }
+
+    /// `GET /deployments/{name}/triggers`.
+    pub async fn deployment_triggers(&self, deployment: &str) -> Result<Vec<TriggerRecord>, ClientError> {
+        self.get(&["deployments", deployment, "triggers"]).await
+    }
+
+    /// `POST /runs/claim`: ready runs of the worker's deployments, leased to it; waits up to
+    /// `wait_seconds` for one.
+    pub async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedRun>, ClientError> {
+        let patience = Duration::from_secs_f64(request.wait_seconds.max(0.0)) + DEFAULT_TIMEOUT;
+        let request = self.request(Method::POST, &["runs", "claim"]).json(request).timeout(patience);
+        decode(self.send(request).await?, "the claimed runs").await
+    }
+
+    /// `POST /runs/{id}/heartbeat`: extends the lease; `cancel` in the answer says to stop.
+    pub async fn heartbeat(&self, id: Uuid, heartbeat: &Heartbeat) -> Result<HeartbeatReply, ClientError> {
+        self.post(&["runs", &id.to_string(), "heartbeat"], heartbeat, "the heartbeat answer").await
+    }
+
+    /// `POST /runs/{id}/complete`.
+    pub async fn complete(&self, id: Uuid, completion: &Completion) -> Result<Run, ClientError> {
+        self.post(&["runs", &id.to_string(), "complete"], completion, "the run").await
+    }
+
+    /// `POST /runs/{id}/fail`.
+    pub async fn fail(&self, id: Uuid, failure: &FailureReport) -> Result<Run, ClientError> {
+        self.post(&["runs", &id.to_string(), "fail"], failure, "the run").await
+    }
+
+    /// `POST /runs/{id}/cancel`.
+    pub async fn cancel_run(&self, id: Uuid) -> Result<Run, ClientError> {
+        self.post(&["runs", &id.to_string(), "cancel"], &json!({}), "the run").await
+    }
+
+    /// `POST /runs/{id}/logs`: appends lines to the run's log.
+    pub async fn append_logs(&self, id: Uuid, batch: &LogBatch) -> Result<(), ClientError> {
+        self.send(self.request(Method::POST, &["runs", &id.to_string(), "logs"]).json(batch)).await.map(drop)
+    }
+
+    /// `GET /runs/{id}/logs`: the run's log lines from position `from`.
+    pub async fn run_logs(&self, id: Uuid, from: u64) -> Result<LogPage, ClientError> {
+        let request = self.request(Method::GET, &["runs", &id.to_string(), "logs"]).query(&[("from", from)]);
+        decode(self.send(request).await?, "the run's log").await
+    }
+
+    async fn post<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        body: &impl Serialize,
+        what: &str,
+    ) -> Result<T, ClientError> {
+        decode(self.send(self.request(Method::POST, segments).json(body)).await?, what).await
     }
 
     /// The URL of `segments` under the API address, each segment percent-encoded.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::model::{Event, Resource, Timestamp};
+use crate::model::{Event, LogLine, Resource, Timestamp};
 
 /// An event to send. Unlike [`Event`], `id` and `occurred` may be left out: the server then
 /// gives the event a fresh id and its receiving time.
@@ -178,4 +178,14 @@ pub struct BucketInfo {
     pub count: i64,
     /// The last event the bucket saw.
     pub last_event: Option<Uuid>,
+}
+
+/// A page of a run's log (`GET /runs/{id}/logs`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LogPage {
+    /// The lines, oldest first.
+    pub lines: Vec<LogLine>,
+    /// The position after the last line, to pass as `from` for newer lines.
+    #[serde(default)]
+    pub next: Option<u64>,
 }

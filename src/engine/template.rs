@@ -925,6 +925,54 @@ impl fmt::Debug for Parameters {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Concurrency keys
+// ---------------------------------------------------------------------------------------------
+
+/// A compiled concurrency key: a string template over a run's parameters (`params`, with
+/// `parameters` and `input` as aliases), e.g. `{{ params.user_id }}`.
+#[derive(Clone)]
+pub struct KeyTemplate {
+    source: Arc<str>,
+    path: String,
+}
+
+impl KeyTemplate {
+    /// Checks the syntax; a syntax error is added to `problems` at `path` and None returned.
+    pub fn compile(source: &str, path: &JsonPath, problems: &mut Problems) -> Option<KeyTemplate> {
+        match ENV.template_from_str(source) {
+            Ok(_) => Some(KeyTemplate { source: Arc::from(source), path: path.to_string() }),
+            Err(e) => {
+                problems.add(path, format!("invalid key template: {}", describe(&e, source)));
+                None
+            }
+        }
+    }
+
+    /// Renders the key for these parameters. An empty key is an error: it would put every run
+    /// whose parameter is missing into one group by accident.
+    pub fn render(&self, parameters: &serde_json::Map<String, Json>) -> Result<String, RenderError> {
+        let params = Value::from_serialize(parameters);
+        let ctx = Value::from_iter([("params", params.clone()), ("parameters", params.clone()), ("input", params)]);
+        let key = ENV
+            .render_str(&self.source, ctx)
+            .map_err(|e| RenderError { path: self.path.clone(), message: describe(&e, &self.source) })?;
+        if key.trim().is_empty() {
+            return Err(RenderError {
+                path: self.path.clone(),
+                message: format!("`{}` rendered an empty key for these parameters", self.source),
+            });
+        }
+        Ok(key)
+    }
+}
+
+impl fmt::Debug for KeyTemplate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("KeyTemplate").field(&&*self.source).finish()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Filters
 // ---------------------------------------------------------------------------------------------
 
@@ -997,6 +1045,23 @@ mod tests {
     use crate::model::EventTrigger;
     use serde_json::json;
     use uuid::Uuid;
+
+    #[test]
+    fn concurrency_keys_render_from_parameters() {
+        let mut problems = Problems::default();
+        let key = KeyTemplate::compile(
+            "{{ params.user_id }}-{{ input.tier | default('free') }}",
+            &JsonPath::root(),
+            &mut problems,
+        )
+        .unwrap();
+        let params = json!({"user_id": 7}).as_object().unwrap().clone();
+        assert_eq!(key.render(&params).unwrap(), "7-free");
+        let missing = KeyTemplate::compile("{{ params.nope }}", &JsonPath::root(), &mut problems).unwrap();
+        assert!(missing.render(&params).unwrap_err().message.contains("empty key"));
+        assert!(KeyTemplate::compile("{{ params.", &JsonPath::root().key("key"), &mut problems).is_none());
+        assert!(problems.to_string().starts_with("$.key: invalid key template"), "{problems}");
+    }
 
     fn event(payload: Json) -> Arc<Event> {
         Arc::new(

@@ -1,16 +1,14 @@
-//! Deployments and runs.
+//! Deployments, their triggers, and runs created by hand.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
 use serde_json::Value;
-use uuid::Uuid;
 
-use crate::model::{Deployment, JsonPath, Problems, Run, RunState};
+use crate::model::{Deployment, JsonPath, Problems, Run, TriggerDefinition, TriggerRecord, TriggerSync};
 use crate::service::{Service, ServiceError};
 
 use super::{blocking, json_body, ApiError};
@@ -20,8 +18,7 @@ pub(super) fn routes() -> Router<Service> {
         .route("/deployments", get(list).post(create))
         .route("/deployments/{name}", get(show).put(upsert).delete(remove))
         .route("/deployments/{name}/runs", post(create_run))
-        .route("/runs", get(list_runs))
-        .route("/runs/{id}", get(show_run))
+        .route("/deployments/{name}/triggers", get(list_triggers).put(sync_triggers))
 }
 
 async fn create(
@@ -75,10 +72,18 @@ async fn create_run(
     };
     let mut problems = Problems::default();
     let root = JsonPath::root();
+    let mut priority = None;
     let parameters = match &value {
         Value::Object(o) => {
-            for k in o.keys().filter(|k| *k != "parameters") {
-                problems.add(&root.key(k), "unknown field");
+            for k in o.keys().filter(|k| !["parameters", "priority"].contains(&k.as_str())) {
+                problems.add(&root.key(k), "unknown field; use `parameters` and `priority`");
+            }
+            match o.get("priority") {
+                None | Some(Value::Null) => {}
+                Some(v) => match v.as_i64().and_then(|n| i32::try_from(n).ok()) {
+                    Some(n) => priority = Some(n),
+                    None => problems.add(&root.key("priority"), format!("expected a whole number, got {v}")),
+                },
             }
             match o.get("parameters") {
                 None | Some(Value::Null) => None,
@@ -97,57 +102,41 @@ async fn create_run(
     if !problems.is_empty() {
         return Err(ApiError::invalid(problems));
     }
-    Ok((StatusCode::CREATED, Json(service.create_run(name, parameters).await?)))
+    Ok((StatusCode::CREATED, Json(service.create_run(name, parameters, priority).await?)))
 }
 
-#[derive(Deserialize)]
-struct RunQuery {
-    deployment: Option<String>,
-    state: Option<String>,
-    limit: Option<usize>,
-}
-
-async fn list_runs(State(service): State<Service>, Query(q): Query<RunQuery>) -> Result<Json<Vec<Run>>, ApiError> {
-    let mut problems = Problems::default();
-    let state = match q.state.as_deref() {
-        None => None,
-        Some(s) => match RunState::parse(s) {
-            Some(s) => Some(s),
-            None => {
-                problems.add(
-                    &JsonPath::root().key("state"),
-                    format!("unknown state `{s}`; use Scheduled, Running, Completed, Failed or Cancelled"),
-                );
-                None
-            }
-        },
-    };
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        problems.add(&JsonPath::root().key("limit"), format!("must be from 1 to 1000, got {limit}"));
-    }
-    if !problems.is_empty() {
-        return Err(ApiError::invalid(problems));
-    }
+/// The triggers that run this deployment.
+async fn list_triggers(
+    State(service): State<Service>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<TriggerRecord>>, ApiError> {
     let store = service.store();
-    let runs = blocking(move || {
-        store
-            .runs(limit, |r| {
-                q.deployment.as_deref().is_none_or(|d| r.deployment == d) && state.is_none_or(|s| r.state == s)
-            })
-            .map_err(|e| ServiceError::from(e).into())
+    let records = blocking(move || {
+        if store.deployment(&name)?.is_none() {
+            return Err(ServiceError::NotFound { what: "deployment", id: name }.into());
+        }
+        let all = store.triggers()?;
+        Ok(all.into_iter().filter(|r| r.definition.deployment.as_deref() == Some(name.as_str())).collect())
     })
     .await?;
-    Ok(Json(runs))
+    Ok(Json(records))
 }
 
-async fn show_run(State(service): State<Service>, Path(id): Path<String>) -> Result<Json<Run>, ApiError> {
-    let Ok(uuid) = Uuid::parse_str(&id) else {
-        let mut p = Problems::default();
-        p.add(&JsonPath::root().key("id"), format!("`{id}` is not a run id (a UUID)"));
-        return Err(ApiError::invalid(p));
-    };
-    let store = service.store();
-    let found = blocking(move || store.run(&uuid).map_err(|e| ServiceError::from(e).into())).await?;
-    found.map(Json).ok_or_else(|| ServiceError::NotFound { what: "run", id }.into())
+/// Replaces the deployment's triggers with the list (what a worker does when it serves a
+/// flow): unchanged ones keep their state, missing ones are removed.
+async fn sync_triggers(
+    State(service): State<Service>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<TriggerSync>, ApiError> {
+    let mut value = json_body(body)?;
+    if let Value::Array(items) = &mut value {
+        for item in items.iter_mut() {
+            if let Some(o) = item.as_object_mut() {
+                o.entry("deployment").or_insert_with(|| Value::String(name.clone()));
+            }
+        }
+    }
+    let definitions = TriggerDefinition::list_from_json(&value).map_err(ApiError::invalid)?;
+    Ok(Json(service.sync_triggers(name, definitions).await?))
 }

@@ -58,6 +58,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Invalid(p) => ApiError::invalid(p),
             ServiceError::NotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
             ServiceError::Conflict { .. } => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            ServiceError::RunRefused { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
             ServiceError::Overloaded { retry_after_secs } => {
                 let mut err = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", e.to_string());
                 err.retry_after = Some(retry_after_secs);
@@ -75,6 +76,12 @@ impl From<ServiceError> for ApiError {
                 )
             }
         }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ServiceError::from(e).into()
     }
 }
 

@@ -117,6 +117,9 @@ fn filter_request(value: &Value) -> Result<(EventFilter, bool, usize), Problems>
         problems.add(&root, "expected an object such as {\"filter\": {...}, \"limit\": 50}");
         return Err(problems);
     };
+    for key in object.keys().filter(|k| !["filter", "limit"].contains(&k.as_str())) {
+        problems.add(&root.key(key), "unknown field; the body is {\"filter\": {...}, \"limit\": n}, with `resource`, `event`, `order`, ... inside `filter`");
+    }
     let null = Value::Null;
     let raw = object.get("filter").unwrap_or(&null);
     let filter = EventFilter::from_json(raw, &root.key("filter")).map_err(|p| problems.extend(p)).ok();

@@ -7,6 +7,7 @@ mod event_filter;
 mod events;
 mod filters;
 mod openapi;
+mod runs;
 mod triggers;
 mod websocket;
 
@@ -39,6 +40,7 @@ pub fn router(service: Service) -> Router {
         .merge(filters::routes())
         .merge(triggers::routes())
         .merge(deployments::routes())
+        .merge(runs::routes())
         .merge(websocket::routes());
     Router::new()
         .nest("/api", api)
@@ -64,6 +66,17 @@ fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "empty_body", "the request needs a JSON body"));
     }
     serde_json::from_slice(&bytes).map_err(|e| ApiError::malformed(&e))
+}
+
+/// Reads a JSON body into a typed request; a field of the wrong type, a missing or an unknown
+/// field is reported as a problem naming it.
+fn typed_body<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let value = json_body(body)?;
+    serde_json::from_value(value).map_err(|e| {
+        let mut problems = crate::model::Problems::default();
+        problems.add(&crate::model::JsonPath::root(), e.to_string());
+        ApiError::invalid(problems)
+    })
 }
 
 /// Runs a blocking read against the store.

@@ -1,12 +1,15 @@
-//! Deployments (served flows) and their runs.
+//! Deployments: served flows that runs are created for, with their run settings
+//! (retries, timeouts, concurrency, priority).
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use uuid::Uuid;
 
 use super::problems::{kind_of, JsonPath, Problems};
 use super::time::Timestamp;
+
+/// Longest delay between retries that a deployment may ask for, and the default cap.
+pub const MAX_RETRY_DELAY_SECONDS: f64 = 86_400.0;
 
 /// A deployment: a named flow that runs are created for.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -22,18 +25,44 @@ pub struct Deployment {
     #[serde(default)]
     #[schemars(with = "Option<Map<String, Value>>")]
     pub parameters: Map<String, Value>,
-    /// Retries after a failed attempt.
+    /// Retries after a failed attempt (a run is tried at most `retries + 1` times).
     #[serde(default)]
     #[schemars(with = "Option<u32>", range(max = 1000))]
     pub retries: u32,
-    /// Execution timeout in seconds.
+    /// Wait before the first retry, in seconds; each later retry waits
+    /// `retry_backoff_factor` times longer, up to `retry_max_delay_seconds`.
+    #[serde(default = "default_retry_delay")]
+    #[schemars(with = "Option<f64>", range(min = 0, max = 86400))]
+    pub retry_delay_seconds: f64,
+    /// Multiplier of the delay from one retry to the next (exponential backoff).
+    #[serde(default = "default_backoff_factor")]
+    #[schemars(with = "Option<f64>", range(min = 1, max = 100))]
+    pub retry_backoff_factor: f64,
+    /// The longest wait between retries, in seconds.
+    #[serde(default = "default_max_delay")]
+    #[schemars(with = "Option<f64>", range(min = 0, max = 86400))]
+    pub retry_max_delay_seconds: f64,
+    /// Execution timeout of one attempt, in seconds: the attempt fails (and may be retried)
+    /// and its worker is told to cancel it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("exclusiveMinimum" = 0))]
     pub timeout_seconds: Option<f64>,
-    /// Runs of this deployment that may run at once.
+    /// A run that no worker claims within this many seconds of becoming claimable is
+    /// cancelled with the reason `schedule_timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("exclusiveMinimum" = 0))]
+    pub schedule_timeout_seconds: Option<f64>,
+    /// Runs of this deployment that may run at once (the rest wait their turn).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub concurrency_limit: Option<u32>,
+    /// A concurrency limit per key, as in Hatchet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<Concurrency>,
+    /// Runs with a higher priority are claimed first (ties: oldest first).
+    #[serde(default)]
+    #[schemars(with = "Option<i32>")]
+    pub priority: i32,
     /// When it was first created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("readOnly" = true))]
@@ -44,6 +73,61 @@ pub struct Deployment {
     pub updated: Option<Timestamp>,
 }
 
+fn default_retry_delay() -> f64 {
+    1.0
+}
+
+fn default_backoff_factor() -> f64 {
+    2.0
+}
+
+fn default_max_delay() -> f64 {
+    300.0
+}
+
+/// A concurrency limit per key: runs whose `key` renders to the same string share `max_runs`
+/// slots, and `strategy` says what happens to runs beyond them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct Concurrency {
+    /// A minijinja template over the run's parameters, e.g. `{{ params.user_id }}`
+    /// (`parameters` and `input` name the same object).
+    pub key: String,
+    /// Runs per key at once.
+    #[serde(default = "one")]
+    #[schemars(with = "Option<u32>", range(min = 1))]
+    pub max_runs: u32,
+    /// What happens to runs beyond `max_runs`.
+    #[serde(default)]
+    pub strategy: ConcurrencyStrategy,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Hatchet's concurrency strategies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ConcurrencyStrategy {
+    /// Runs beyond the limit wait; keys take turns, so one busy key cannot starve the others.
+    #[default]
+    GroupRoundRobin,
+    /// A new run takes a slot: the oldest runs of its key (waiting or running) are cancelled
+    /// to make room.
+    CancelInProgress,
+    /// A new run that finds its key's slots taken is cancelled; the runs in progress go on.
+    CancelNewest,
+}
+
+impl ConcurrencyStrategy {
+    const ALL: [(&'static str, ConcurrencyStrategy); 3] = [
+        ("GROUP_ROUND_ROBIN", ConcurrencyStrategy::GroupRoundRobin),
+        ("CANCEL_IN_PROGRESS", ConcurrencyStrategy::CancelInProgress),
+        ("CANCEL_NEWEST", ConcurrencyStrategy::CancelNewest),
+    ];
+}
+
 impl Deployment {
     /// A deployment with defaults.
     pub fn new(name: impl Into<String>) -> Deployment {
@@ -52,11 +136,23 @@ impl Deployment {
             description: None,
             parameters: Map::new(),
             retries: 0,
+            retry_delay_seconds: default_retry_delay(),
+            retry_backoff_factor: default_backoff_factor(),
+            retry_max_delay_seconds: default_max_delay(),
             timeout_seconds: None,
+            schedule_timeout_seconds: None,
             concurrency_limit: None,
+            concurrency: None,
+            priority: 0,
             created: None,
             updated: None,
         }
+    }
+
+    /// The wait before attempt `attempt + 1` after attempt `attempt` failed, in seconds.
+    pub fn retry_delay(&self, attempt: u32) -> f64 {
+        let exponent = attempt.saturating_sub(1).min(64) as i32;
+        (self.retry_delay_seconds * self.retry_backoff_factor.powi(exponent)).min(self.retry_max_delay_seconds)
     }
 
     /// Reads a deployment, reporting every problem with its path. `name` may come from the
@@ -72,8 +168,14 @@ impl Deployment {
             "description",
             "parameters",
             "retries",
+            "retry_delay_seconds",
+            "retry_backoff_factor",
+            "retry_max_delay_seconds",
             "timeout_seconds",
+            "schedule_timeout_seconds",
             "concurrency_limit",
+            "concurrency",
+            "priority",
             "created",
             "updated",
         ];
@@ -103,208 +205,181 @@ impl Deployment {
         } else if !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)) {
             problems.add(&path.key("name"), "may only contain letters, digits, `-`, `_`, `.` and `:`");
         }
-        let description = match object.get("description") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(other) => {
-                problems.add(&path.key("description"), format!("expected a string, got {}", kind_of(other)));
-                None
-            }
-        };
+        let mut fields = Fields { object, path, problems: &mut problems };
+        let description = fields.string("description");
         let parameters = match object.get("parameters") {
             None | Some(Value::Null) => Map::new(),
             Some(Value::Object(m)) => m.clone(),
             Some(other) => {
-                problems.add(&path.key("parameters"), format!("expected an object, got {}", kind_of(other)));
+                fields.problems.add(&path.key("parameters"), format!("expected an object, got {}", kind_of(other)));
                 Map::new()
             }
         };
-        let retries = match object.get("retries") {
-            None | Some(Value::Null) => 0,
-            Some(v) => match v.as_u64() {
-                Some(n) if n <= 1000 => n as u32,
-                _ => {
-                    problems.add(&path.key("retries"), format!("expected a whole number from 0 to 1000, got {v}"));
-                    0
-                }
-            },
-        };
-        let timeout_seconds = match object.get("timeout_seconds") {
+        let retries = fields.whole("retries", 0, 1000).unwrap_or(0) as u32;
+        let retry_delay_seconds =
+            fields.number("retry_delay_seconds", 0.0, MAX_RETRY_DELAY_SECONDS, true).unwrap_or(default_retry_delay());
+        let retry_backoff_factor =
+            fields.number("retry_backoff_factor", 1.0, 100.0, true).unwrap_or(default_backoff_factor());
+        let retry_max_delay_seconds =
+            fields.number("retry_max_delay_seconds", 0.0, MAX_RETRY_DELAY_SECONDS, true).unwrap_or(default_max_delay());
+        let timeout_seconds = fields.number("timeout_seconds", 0.0, f64::MAX, false);
+        let schedule_timeout_seconds = fields.number("schedule_timeout_seconds", 0.0, f64::MAX, false);
+        let concurrency_limit = fields.whole("concurrency_limit", 1, u32::MAX as u64).map(|n| n as u32);
+        let priority = fields.whole_signed("priority").unwrap_or(0);
+        let concurrency = match object.get("concurrency") {
             None | Some(Value::Null) => None,
-            Some(v) => match v.as_f64() {
-                Some(s) if s > 0.0 => Some(s),
-                _ => {
-                    problems
-                        .add(&path.key("timeout_seconds"), format!("expected a positive number of seconds, got {v}"));
-                    None
-                }
-            },
-        };
-        let concurrency_limit = match object.get("concurrency_limit") {
-            None | Some(Value::Null) => None,
-            Some(v) => match v.as_u64() {
-                Some(n) if (1..=u32::MAX as u64).contains(&n) => Some(n as u32),
-                _ => {
-                    problems
-                        .add(&path.key("concurrency_limit"), format!("expected a whole number of at least 1, got {v}"));
-                    None
-                }
-            },
+            Some(v) => Concurrency::from_json(v, &path.key("concurrency"), fields.problems),
         };
         problems.into_result(Deployment {
             name,
             description,
             parameters,
             retries,
+            retry_delay_seconds,
+            retry_backoff_factor,
+            retry_max_delay_seconds,
             timeout_seconds,
+            schedule_timeout_seconds,
             concurrency_limit,
+            concurrency,
+            priority,
             created: None,
             updated: None,
         })
     }
 }
 
-/// Where a run is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-pub enum RunState {
-    /// Waiting for a worker.
-    Scheduled,
-    /// Claimed by a worker, running.
-    Running,
-    /// Finished with an output.
-    Completed,
-    /// Failed after its last attempt.
-    Failed,
-    /// Cancelled before it finished.
-    Cancelled,
-}
+impl Concurrency {
+    /// A limit of `max_runs` per key with the default strategy, `GROUP_ROUND_ROBIN`.
+    pub fn new(key: impl Into<String>, max_runs: u32) -> Concurrency {
+        Concurrency { key: key.into(), max_runs, strategy: ConcurrencyStrategy::default() }
+    }
 
-impl RunState {
-    /// Parses `Scheduled`, `Running`, ... (case-insensitive).
-    pub fn parse(text: &str) -> Option<RunState> {
-        [RunState::Scheduled, RunState::Running, RunState::Completed, RunState::Failed, RunState::Cancelled]
-            .into_iter()
-            .find(|s| format!("{s:?}").eq_ignore_ascii_case(text))
+    /// Sets the strategy.
+    pub fn strategy(mut self, strategy: ConcurrencyStrategy) -> Concurrency {
+        self.strategy = strategy;
+        self
+    }
+
+    fn from_json(value: &Value, path: &JsonPath, problems: &mut Problems) -> Option<Concurrency> {
+        let Some(object) = value.as_object() else {
+            problems.add(
+                path,
+                format!(
+                    "expected an object such as {{\"key\": \"{{{{ params.user_id }}}}\", \"max_runs\": 1}}, got {}",
+                    kind_of(value)
+                ),
+            );
+            return None;
+        };
+        for key in object.keys() {
+            if !["key", "max_runs", "strategy"].contains(&key.as_str()) {
+                problems.add(&path.key(key), "unknown field; use `key`, `max_runs` and `strategy`");
+            }
+        }
+        let mut fields = Fields { object, path, problems };
+        let key = match object.get("key") {
+            Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
+            Some(Value::String(_)) => {
+                fields.problems.add(&path.key("key"), "must not be empty");
+                None
+            }
+            None => {
+                fields.problems.add(path, "the `key` field is required, e.g. \"{{ params.user_id }}\"");
+                None
+            }
+            Some(other) => {
+                fields.problems.add(&path.key("key"), format!("expected a template string, got {}", kind_of(other)));
+                None
+            }
+        };
+        let max_runs = fields.whole("max_runs", 1, u32::MAX as u64).map_or(1, |n| n as u32);
+        let strategy = match object.get("strategy") {
+            None | Some(Value::Null) => ConcurrencyStrategy::default(),
+            Some(Value::String(s)) => {
+                match ConcurrencyStrategy::ALL.iter().find(|(name, _)| name.eq_ignore_ascii_case(s)) {
+                    Some((_, strategy)) => *strategy,
+                    None => {
+                        fields.problems.add(
+                            &path.key("strategy"),
+                            format!(
+                                "unknown strategy `{s}`; use GROUP_ROUND_ROBIN, CANCEL_IN_PROGRESS or CANCEL_NEWEST"
+                            ),
+                        );
+                        ConcurrencyStrategy::default()
+                    }
+                }
+            }
+            Some(other) => {
+                fields.problems.add(&path.key("strategy"), format!("expected a string, got {}", kind_of(other)));
+                ConcurrencyStrategy::default()
+            }
+        };
+        Some(Concurrency { key: key?, max_runs, strategy })
     }
 }
 
-/// What caused a run that a trigger created.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct RunCause {
-    /// The trigger definition id.
-    pub trigger: String,
-    /// The firing's id.
-    pub firing: Uuid,
-    /// The bucket's labels.
-    pub bucket: std::collections::BTreeMap<String, String>,
-    /// The event the firing carries.
-    pub triggering_event: Option<Uuid>,
-    /// Every event behind the firing.
-    #[serde(default)]
-    pub triggering_events: Vec<Uuid>,
+/// Reads optional fields of an object, recording a problem for each bad one.
+struct Fields<'a, 'p> {
+    object: &'a Map<String, Value>,
+    path: &'a JsonPath,
+    problems: &'p mut Problems,
 }
 
-impl RunCause {
-    /// What a run created by this firing records of it.
-    pub fn of(firing: &super::Firing) -> RunCause {
-        RunCause {
-            trigger: firing.trigger.clone(),
-            firing: firing.id,
-            bucket: firing.bucket.clone(),
-            triggering_event: firing.triggering_event,
-            triggering_events: firing.triggering_events.clone(),
+impl Fields<'_, '_> {
+    fn present(&self, key: &str) -> Option<&Value> {
+        self.object.get(key).filter(|v| !v.is_null())
+    }
+
+    fn string(&mut self, key: &str) -> Option<String> {
+        match self.present(key)? {
+            Value::String(s) => Some(s.clone()),
+            other => {
+                let message = format!("expected a string, got {}", kind_of(other));
+                self.problems.add(&self.path.key(key), message);
+                None
+            }
         }
     }
-}
 
-/// One run of a deployment.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct Run {
-    /// Unique id.
-    pub id: Uuid,
-    /// The deployment's name.
-    pub deployment: String,
-    /// Current state.
-    pub state: RunState,
-    /// Parameters: the firing's rendered parameters (or the request's) over the
-    /// deployment's defaults.
-    pub parameters: Map<String, Value>,
-    /// The trigger firing that created it (absent for runs created by hand).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cause: Option<RunCause>,
-    /// Attempt number, from 1.
-    #[schemars(range(min = 1))]
-    pub attempt: u32,
-    /// When it was created.
-    pub created: Timestamp,
-    /// When its state last changed.
-    pub updated: Timestamp,
-    /// Higher runs are claimed first.
-    #[serde(default)]
-    pub priority: i32,
-    /// Not claimed before this instant (retries with backoff).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub not_before: Option<Timestamp>,
-    /// The worker holding it, while `Running`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub worker: Option<String>,
-    /// When the worker's lease lapses unless a heartbeat extends it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lease_expires: Option<Timestamp>,
-    /// When the current attempt started.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started: Option<Timestamp>,
-    /// When it reached a final state.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished: Option<Timestamp>,
-    /// The flow's output, once `Completed`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub output: Option<Value>,
-    /// Why the last attempt failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-impl Run {
-    /// A new `Scheduled` run, attempt 1.
-    pub fn scheduled(
-        id: Uuid,
-        deployment: &Deployment,
-        parameters: Map<String, Value>,
-        cause: Option<RunCause>,
-        now: Timestamp,
-    ) -> Run {
-        Run {
-            id,
-            deployment: deployment.name.clone(),
-            state: RunState::Scheduled,
-            parameters,
-            cause,
-            attempt: 1,
-            created: now,
-            updated: now,
-            priority: 0,
-            not_before: None,
-            worker: None,
-            lease_expires: None,
-            started: None,
-            finished: None,
-            output: None,
-            error: None,
+    fn whole(&mut self, key: &str, min: u64, max: u64) -> Option<u64> {
+        let v = self.present(key)?;
+        match v.as_u64() {
+            Some(n) if (min..=max).contains(&n) => Some(n),
+            _ => {
+                let message = format!("expected a whole number from {min} to {max}, got {v}");
+                self.problems.add(&self.path.key(key), message);
+                None
+            }
         }
     }
-}
 
-/// Merges `over` onto `defaults`, key by key (top level), as Prefect merges run parameters
-/// over deployment defaults.
-pub fn merge_parameters(defaults: &Map<String, Value>, over: Option<&Value>) -> Map<String, Value> {
-    let mut merged = defaults.clone();
-    if let Some(Value::Object(o)) = over {
-        for (k, v) in o {
-            merged.insert(k.clone(), v.clone());
+    fn whole_signed(&mut self, key: &str) -> Option<i32> {
+        let v = self.present(key)?;
+        match v.as_i64().and_then(|n| i32::try_from(n).ok()) {
+            Some(n) => Some(n),
+            None => {
+                let message = format!("expected a whole number, got {v}");
+                self.problems.add(&self.path.key(key), message);
+                None
+            }
         }
     }
-    merged
+
+    /// A number of seconds from `min` to `max` (`min` itself allowed when `inclusive`).
+    fn number(&mut self, key: &str, min: f64, max: f64, inclusive: bool) -> Option<f64> {
+        let v = self.present(key)?;
+        match v.as_f64() {
+            Some(s) if (s > min || (inclusive && s == min)) && s <= max => Some(s),
+            _ => {
+                let bound = if inclusive { "at least" } else { "more than" };
+                let upper = if max < f64::MAX { format!(" and at most {max}") } else { String::new() };
+                let message = format!("expected a number of seconds {bound} {min}{upper}, got {v}");
+                self.problems.add(&self.path.key(key), message);
+                None
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -324,13 +399,36 @@ mod tests {
         assert_eq!(paths, ["$.x", "$.name", "$.retries", "$.timeout_seconds"]);
         let d = Deployment::from_json(&json!({"parameters": {"a": 1}}), &JsonPath::root(), Some("flow")).unwrap();
         assert_eq!(d.name, "flow");
+        assert_eq!(d.retry_delay_seconds, 1.0);
     }
 
     #[test]
-    fn run_parameters_merge_over_defaults() {
-        let defaults = json!({"a": 1, "b": 2}).as_object().unwrap().clone();
-        let merged = merge_parameters(&defaults, Some(&json!({"b": 3, "c": 4})));
-        assert_eq!(Value::Object(merged), json!({"a": 1, "b": 3, "c": 4}));
-        assert_eq!(RunState::parse("scheduled"), Some(RunState::Scheduled));
+    fn concurrency_and_retry_settings_are_checked() {
+        let err = Deployment::from_json(
+            &json!({"name": "f", "concurrency": {"max_runs": 0, "strategy": "FIFO", "x": 1}, "retry_backoff_factor": 0.5}),
+            &JsonPath::root(),
+            None,
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("$.concurrency.x: unknown field"), "{text}");
+        assert!(text.contains("$.concurrency: the `key` field is required"), "{text}");
+        assert!(text.contains("$.concurrency.max_runs"), "{text}");
+        assert!(text.contains("unknown strategy `FIFO`"), "{text}");
+        assert!(text.contains("$.retry_backoff_factor"), "{text}");
+        let d = Deployment::from_json(
+            &json!({"name": "f", "retries": 3, "retry_delay_seconds": 2, "retry_max_delay_seconds": 5,
+                    "concurrency": {"key": "{{ params.user }}", "strategy": "cancel_newest"}}),
+            &JsonPath::root(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            d.concurrency,
+            Some(Concurrency::new("{{ params.user }}", 1).strategy(ConcurrencyStrategy::CancelNewest))
+        );
+        assert_eq!([d.retry_delay(1), d.retry_delay(2), d.retry_delay(3)], [2.0, 4.0, 5.0]);
+        let back: Deployment = serde_json::from_value(serde_json::to_value(&d).unwrap()).unwrap();
+        assert_eq!(back, d);
     }
 }

@@ -1,4 +1,5 @@
-//! Pure data types and their validation: events, trigger definitions, firings, time.
+//! Pure data types and their validation: events, trigger definitions, firings, deployments,
+//! runs and the worker protocol's messages, time.
 //!
 //! Nothing here does I/O or reads a clock.
 
@@ -7,16 +8,22 @@ pub mod event;
 pub mod filter;
 pub mod firing;
 pub mod problems;
+pub mod run;
 pub mod schema;
 pub mod time;
 pub mod trigger;
 
-pub use deployment::{Deployment, Run, RunCause, RunState};
+pub use deployment::{Concurrency, ConcurrencyStrategy, Deployment};
 pub use event::{Event, EventDefaults, Resource};
 pub use filter::ScopeFilter;
 pub use firing::Firing;
 pub use problems::{JsonPath, Problem, Problems};
+pub use run::{
+    ClaimRequest, ClaimedRun, Completion, FailureReport, Heartbeat, HeartbeatReply, LogBatch, LogLevel, LogLine,
+    NewLogLine, Run, RunCause, RunState, StateReason, TriggerSync, DEFAULT_LEASE_SECONDS,
+};
 pub use time::{Span, Timestamp};
 pub use trigger::{
-    CompoundTrigger, EventTrigger, Posture, Require, SequenceTrigger, Trigger, TriggerDefinition, TriggerRecord,
+    CompoundTrigger, EventTrigger, Posture, Require, ResourceSpec, SequenceTrigger, Trigger, TriggerDefinition,
+    TriggerRecord,
 };

@@ -7,10 +7,14 @@ use schemars::generate::SchemaSettings;
 use schemars::JsonSchema;
 use serde_json::{Map, Value};
 
-use super::{Deployment, Event, Firing, Run, ScopeFilter, TriggerDefinition};
+use super::{
+    ClaimRequest, ClaimedRun, Completion, Deployment, Event, FailureReport, Firing, Heartbeat, HeartbeatReply,
+    LogBatch, LogLine, Run, ScopeFilter, TriggerDefinition, TriggerSync,
+};
 
 /// Every schema, as `(file name, schema)`: the inputs (events, trigger definitions,
-/// deployments) as tripwire reads them, and the outputs (runs, firings) as it writes them.
+/// deployments, the worker protocol's requests) as tripwire reads them, and the outputs
+/// (runs, firings, log lines, the worker protocol's answers) as it writes them.
 pub fn all() -> Vec<(&'static str, Value)> {
     vec![
         ("event.json", input::<Event>()),
@@ -19,6 +23,16 @@ pub fn all() -> Vec<(&'static str, Value)> {
         ("run.json", output::<Run>()),
         ("firing.json", output::<Firing>()),
         ("filter.json", output::<ScopeFilter>()),
+        ("log-line.json", output::<LogLine>()),
+        ("trigger-sync.json", output::<TriggerSync>()),
+        // The worker protocol.
+        ("claim-request.json", input::<ClaimRequest>()),
+        ("claimed-run.json", output::<ClaimedRun>()),
+        ("heartbeat.json", input::<Heartbeat>()),
+        ("heartbeat-reply.json", output::<HeartbeatReply>()),
+        ("completion.json", input::<Completion>()),
+        ("failure-report.json", input::<FailureReport>()),
+        ("log-batch.json", input::<LogBatch>()),
     ]
 }
 

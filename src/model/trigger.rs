@@ -112,6 +112,19 @@ impl LabelValues {
     }
 }
 
+impl ResourceSpec {
+    /// A spec that matches every resource until labels are added.
+    pub fn new() -> ResourceSpec {
+        ResourceSpec::default()
+    }
+
+    /// Requires `label` to match `pattern` (a glob; a leading `!` negates).
+    pub fn label(mut self, label: impl Into<String>, pattern: impl Into<String>) -> ResourceSpec {
+        self.0.insert(label.into(), LabelValues::One(pattern.into()));
+        self
+    }
+}
+
 impl Serialize for ResourceSpec {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         self.0.serialize(s)

@@ -2,20 +2,25 @@
 //! a batch of commands is applied to the engine and written in one transaction; replies and
 //! event notifications go out only after the commit.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
-use serde_json::Value;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use serde_json::{json, Map, Value};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use crate::engine::compile::CompiledScopeFilter;
 use crate::engine::{compile, BucketView, Engine, EngineConfig, EventLookup, Step};
-use crate::model::deployment::{merge_parameters, RunCause};
+use crate::model::run::{merge_parameters, RunCause, RUN_EVENT_PREFIX};
 use crate::model::time::{Span, Timestamp};
-use crate::model::{Deployment, Event, Firing, JsonPath, Run, ScopeFilter, TriggerDefinition};
+use crate::model::{
+    ClaimRequest, ClaimedRun, Completion, Deployment, Event, FailureReport, Firing, Heartbeat, HeartbeatReply,
+    JsonPath, LogBatch, LogLine, Problems, Resource, Run, ScopeFilter, TriggerDefinition, TriggerSync,
+};
 use crate::store::{LogEntry, Snapshot, Store, StoreError, TriggerRecord, Tx};
 
 use super::clock::new_id;
+use super::runs::{compile_key, Change, Refusal, RunQueue};
 use super::{IngestReport, ServiceConfig, ServiceError};
 
 type Reply<T> = oneshot::Sender<Result<T, ServiceError>>;
@@ -31,7 +36,14 @@ pub(super) enum Command {
     Buckets { id: String, key: Option<String>, reply: Reply<Vec<BucketView>> },
     PutDeployment { deployment: Deployment, create_only: bool, reply: Reply<(Deployment, bool)> },
     DeleteDeployment { name: String, reply: Reply<()> },
-    CreateRun { deployment: String, parameters: Option<Value>, reply: Reply<Run> },
+    CreateRun { deployment: String, parameters: Option<Value>, priority: Option<i32>, reply: Reply<Run> },
+    SyncTriggers { deployment: String, definitions: Vec<TriggerDefinition>, reply: Reply<TriggerSync> },
+    Claim { request: ClaimRequest, reply: Reply<Vec<ClaimedRun>> },
+    Heartbeat { id: Uuid, heartbeat: Heartbeat, reply: Reply<HeartbeatReply> },
+    Complete { id: Uuid, completion: Completion, reply: Reply<Run> },
+    Fail { id: Uuid, failure: FailureReport, reply: Reply<Run> },
+    Cancel { id: Uuid, reply: Reply<Run> },
+    AppendLogs { id: Uuid, batch: LogBatch, reply: Reply<usize> },
     PutFilter { filter: ScopeFilter, reply: Reply<ScopeFilter> },
     DeleteFilter { id: Uuid, reply: Reply<()> },
     Shutdown { reply: oneshot::Sender<()> },
@@ -44,6 +56,10 @@ const ENGINE_SEEN_WINDOW: Span = Span::minutes(60);
 const MAX_BATCH: usize = 256;
 /// How often old events are pruned.
 const PRUNE_EVERY: Span = Span::seconds(60);
+/// Run-state events one command may feed back into the engine. A trigger on
+/// `tripwire.run.scheduled` that runs its own deployment would otherwise loop forever; the
+/// events past the cap are stored but not evaluated, and a warning says why.
+const MAX_CASCADE: usize = 1000;
 
 pub(super) struct Core {
     store: Arc<Store>,
@@ -52,6 +68,12 @@ pub(super) struct Core {
     events: broadcast::Sender<Arc<Event>>,
     entries_since_snapshot: u64,
     last_prune: Option<Timestamp>,
+    runs: RunQueue,
+    /// Run-state events waiting to be stored and evaluated, in order.
+    outbox: VecDeque<Event>,
+    /// Bumped after a commit that changed runs, so that waiting claims look again.
+    runs_changed: Arc<watch::Sender<u64>>,
+    runs_touched: bool,
 }
 
 /// Past events for the engine, read through the open write transaction.
@@ -101,6 +123,7 @@ impl Core {
         store: Arc<Store>,
         config: ServiceConfig,
         events: broadcast::Sender<Arc<Event>>,
+        runs_changed: Arc<watch::Sender<u64>>,
     ) -> Result<Core, ServiceError> {
         let mut engine = Engine::new(engine_config());
         let mut from = 0;
@@ -146,8 +169,26 @@ impl Core {
                 }
             }
         }
-        tracing::info!(snapshot_at = from, replayed, buckets = engine.bucket_count(), "engine state restored");
-        Ok(Core { store, engine, config, events, entries_since_snapshot: replayed as u64, last_prune: None })
+        let runs = RunQueue::new(store.deployments()?, store.active_runs()?);
+        tracing::info!(
+            snapshot_at = from,
+            replayed,
+            buckets = engine.bucket_count(),
+            active_runs = runs.active_count(),
+            "engine state restored"
+        );
+        Ok(Core {
+            store,
+            engine,
+            config,
+            events,
+            entries_since_snapshot: replayed as u64,
+            last_prune: None,
+            runs,
+            outbox: VecDeque::new(),
+            runs_changed,
+            runs_touched: false,
+        })
     }
 
     pub(super) fn run(mut self, mut rx: mpsc::Receiver<Command>) {
@@ -178,6 +219,7 @@ impl Core {
                     continue;
                 }
                 self.handle(&tx, command, &mut done, &mut accepted)?;
+                self.drain_outbox(&tx, &mut accepted)?;
             }
             if stop.is_some() || self.entries_since_snapshot >= self.config.snapshot_every {
                 self.snapshot(&tx)?;
@@ -192,13 +234,17 @@ impl Core {
                 for e in accepted {
                     let _ = self.events.send(e);
                 }
+                if std::mem::take(&mut self.runs_touched) {
+                    self.runs_changed.send_modify(|n| *n += 1);
+                }
             }
             Err(e) => {
                 // Nothing of the batch was committed: the requests fail, and the engine is
                 // rebuilt from what is durable so that it matches the store again.
                 tracing::error!(error = %e, "commit failed; rebuilding the engine from storage");
                 drop(done);
-                match Core::recover(self.store.clone(), self.config.clone(), self.events.clone()) {
+                let changed = self.runs_changed.clone();
+                match Core::recover(self.store.clone(), self.config.clone(), self.events.clone(), changed) {
                     Ok(fresh) => *self = fresh,
                     Err(e) => {
                         tracing::error!(error = %e, "cannot rebuild the engine; stopping");
@@ -267,6 +313,7 @@ impl Core {
                     let step = self.engine.on_event(now, event.clone(), &TxLookup(tx));
                     self.record(tx, step, now)?;
                     accepted.push(event);
+                    self.drain_outbox(tx, accepted)?;
                 }
                 answer!(reply, Ok(report));
             }
@@ -276,6 +323,8 @@ impl Core {
                     self.log(tx, &LogEntry::Tick { at: now })?;
                     self.record(tx, step, now)?;
                 }
+                let due = self.runs.due(now);
+                self.changed(tx, due, now)?;
                 if self.last_prune.is_none_or(|t| now.since(t) >= PRUNE_EVERY) {
                     self.last_prune = Some(now);
                     let pruned = tx.prune_events(now.minus(self.config.retention), 10_000)?;
@@ -355,27 +404,120 @@ impl Core {
                     answer!(reply, Err(ServiceError::Conflict { what: "deployment", id: deployment.name }));
                     return Ok(());
                 }
+                if let Err(problems) = compile_key(&deployment) {
+                    answer!(reply, Err(ServiceError::Invalid(problems)));
+                    return Ok(());
+                }
                 deployment.created = Some(existing.as_ref().and_then(|d| d.created).unwrap_or(now));
                 deployment.updated = Some(now);
                 tx.put_deployment(&deployment)?;
+                self.runs.set_deployment(deployment.clone());
                 answer!(reply, Ok((deployment, existing.is_none())));
             }
             Command::DeleteDeployment { name, reply } => {
                 let removed = tx.delete_deployment(&name)?;
+                self.runs.remove_deployment(&name);
                 answer!(
                     reply,
                     if removed { Ok(()) } else { Err(ServiceError::NotFound { what: "deployment", id: name }) }
                 );
             }
-            Command::CreateRun { deployment, parameters, reply } => {
+            Command::CreateRun { deployment, parameters, priority, reply } => {
                 let Some(d) = tx.deployment(&deployment)? else {
                     answer!(reply, Err(ServiceError::NotFound { what: "deployment", id: deployment }));
                     return Ok(());
                 };
                 let parameters = merge_parameters(&d.parameters, parameters.as_ref());
-                let run = Run::scheduled(new_id(), &d, parameters, None, now);
-                tx.put_run(&run)?;
+                let mut run = Run::scheduled(new_id(), &d, parameters, None, now);
+                if let Some(p) = priority {
+                    run.priority = p;
+                }
+                let run = self.admit(tx, run, now)?;
                 answer!(reply, Ok(run));
+            }
+            Command::SyncTriggers { deployment, definitions, reply } => {
+                let result = self.sync_triggers(tx, &deployment, definitions, now)?;
+                answer!(reply, result);
+            }
+            Command::Claim { request, reply } => {
+                let changes = self.runs.claim(&request, now);
+                let mut claimed = Vec::with_capacity(changes.len());
+                for change in &changes {
+                    let ids = change.run.cause.as_ref().map(|c| c.triggering_events.clone()).unwrap_or_default();
+                    let mut events = Vec::new();
+                    for id in ids {
+                        events.extend(tx.event(&id)?);
+                    }
+                    claimed.push(ClaimedRun { run: change.run.clone(), events });
+                }
+                self.changed(tx, changes, now)?;
+                answer!(reply, Ok(claimed));
+            }
+            Command::Heartbeat { id, heartbeat, reply } => {
+                let answer = match self.runs.heartbeat(&id, &heartbeat.worker, heartbeat.lease_seconds, now) {
+                    Ok(run) => {
+                        tx.put_run(&run)?;
+                        Ok(HeartbeatReply { run, cancel: false })
+                    }
+                    Err(Refusal::NotHeld(run)) => Ok(HeartbeatReply { run: *run, cancel: true }),
+                    Err(Refusal::Final) => match tx.run(&id)? {
+                        Some(run) => Ok(HeartbeatReply { run, cancel: true }),
+                        None => Err(ServiceError::NotFound { what: "run", id: id.to_string() }),
+                    },
+                };
+                answer!(reply, answer);
+            }
+            Command::Complete { id, completion, reply } => {
+                let result = self.runs.complete(&id, &completion.worker, completion.output, now);
+                let answer = self.settle(tx, id, &completion.worker, result, now)?;
+                answer!(reply, answer);
+            }
+            Command::Fail { id, failure, reply } => {
+                let result = self.runs.fail(&id, &failure.worker, failure.error, failure.retry, now);
+                let answer = self.settle(tx, id, &failure.worker, result, now)?;
+                answer!(reply, answer);
+            }
+            Command::Cancel { id, reply } => {
+                let answer = match self.runs.cancel(&id, now) {
+                    Ok(change) => {
+                        let run = change.run.clone();
+                        self.changed(tx, vec![change], now)?;
+                        Ok(run)
+                    }
+                    Err(_) => Err(match tx.run(&id)? {
+                        Some(run) => ServiceError::RunRefused {
+                            code: "run_finished",
+                            message: format!(
+                                "run {id} is already {:?}; only waiting or running runs can be cancelled",
+                                run.state
+                            ),
+                        },
+                        None => ServiceError::NotFound { what: "run", id: id.to_string() },
+                    }),
+                };
+                answer!(reply, answer);
+            }
+            Command::AppendLogs { id, batch, reply } => {
+                let run = match self.runs.get(&id) {
+                    Some(run) => Some(run.clone()),
+                    None => tx.run(&id)?,
+                };
+                let Some(run) = run else {
+                    answer!(reply, Err(ServiceError::NotFound { what: "run", id: id.to_string() }));
+                    return Ok(());
+                };
+                let lines: Vec<LogLine> = batch
+                    .lines
+                    .into_iter()
+                    .map(|l| LogLine {
+                        at: l.at.unwrap_or(now),
+                        level: l.level,
+                        message: clip(l.message),
+                        attempt: run.attempt,
+                    })
+                    .collect();
+                tx.append_run_logs(&id, &lines)?;
+                answer!(reply, Ok(lines.len()));
             }
             Command::PutFilter { mut filter, reply } => {
                 if tx.deployment(&filter.deployment)?.is_none() {
@@ -431,7 +573,9 @@ impl Core {
             if let Some(name) = firing.deployment.clone() {
                 if firing.error.is_none() {
                     match tx.deployment(&name)? {
-                        Some(d) => tx.put_run(&run_for(&firing, &d, now))?,
+                        Some(d) => {
+                            self.admit(tx, run_for(&firing, &d, now), now)?;
+                        }
                         None => firing.error = Some(format!("deployment `{name}` does not exist; no run was created")),
                     }
                 }
@@ -444,11 +588,236 @@ impl Core {
         Ok(())
     }
 
+    /// A new run enters the queue (its concurrency strategy may cancel it or others).
+    /// Returns the run as stored.
+    fn admit(&mut self, tx: &Tx, run: Run, now: Timestamp) -> Result<Run, StoreError> {
+        let changes = self.runs.admit(run, now);
+        let run = changes[0].run.clone();
+        self.changed(tx, changes, now)?;
+        Ok(run)
+    }
+
+    /// Stores changed runs and queues the events of their state changes.
+    fn changed(&mut self, tx: &Tx, changes: Vec<Change>, now: Timestamp) -> Result<(), StoreError> {
+        for change in changes {
+            tx.put_run(&change.run)?;
+            self.runs_touched = true;
+            if change.previous != Some(change.run.state) {
+                self.outbox.push_back(run_event(&change, now));
+            }
+        }
+        Ok(())
+    }
+
+    /// The answer to a worker's result: the run as stored, or why the result was refused.
+    fn settle(
+        &mut self,
+        tx: &Tx,
+        id: Uuid,
+        worker: &str,
+        result: Result<Change, Refusal>,
+        now: Timestamp,
+    ) -> Result<Result<Run, ServiceError>, StoreError> {
+        Ok(match result {
+            Ok(change) => {
+                let run = change.run.clone();
+                self.changed(tx, vec![change], now)?;
+                Ok(run)
+            }
+            Err(Refusal::NotHeld(run)) => Err(ServiceError::RunRefused {
+                code: "run_not_held",
+                message: match &run.worker {
+                    Some(other) => {
+                        format!("run {id} is held by worker `{other}`, not `{worker}`; the result was discarded")
+                    }
+                    None => format!(
+                        "run {id} is {:?} and held by no worker (its lease lapsed); the result was discarded",
+                        run.state
+                    ),
+                },
+            }),
+            Err(Refusal::Final) => match tx.run(&id)? {
+                Some(run) => Err(ServiceError::RunRefused {
+                    code: "run_finished",
+                    message: format!(
+                        "run {id} is already {:?}{}; the result was discarded",
+                        run.state,
+                        run.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+                    ),
+                }),
+                None => Err(ServiceError::NotFound { what: "run", id: id.to_string() }),
+            },
+        })
+    }
+
+    /// Stores and evaluates the run-state events queued so far, and those they cause.
+    fn drain_outbox(&mut self, tx: &Tx, accepted: &mut Vec<Arc<Event>>) -> Result<(), StoreError> {
+        let mut evaluated = 0;
+        while let Some(mut event) = self.outbox.pop_front() {
+            let now = self.now();
+            event.received = Some(now);
+            let seq = tx.put_event(&event)?;
+            let event = Arc::new(event);
+            if evaluated < MAX_CASCADE {
+                evaluated += 1;
+                self.log(tx, &LogEntry::Event { seq, at: now })?;
+                let step = self.engine.on_event(now, event.clone(), &TxLookup(tx));
+                self.record(tx, step, now)?;
+            } else {
+                tracing::warn!(
+                    event = %event.event,
+                    id = %event.id,
+                    "more than {MAX_CASCADE} run events in one step (a trigger that runs its own deployment?); \
+                     stored without evaluating"
+                );
+            }
+            accepted.push(event);
+        }
+        Ok(())
+    }
+
+    /// Makes `definitions` exactly the triggers of `deployment`: new ones are installed,
+    /// changed ones replaced, the same ones left alone (their buckets keep their state), and
+    /// the deployment's other triggers removed. All or nothing.
+    fn sync_triggers(
+        &mut self,
+        tx: &Tx,
+        deployment: &str,
+        definitions: Vec<TriggerDefinition>,
+        now: Timestamp,
+    ) -> Result<Result<TriggerSync, ServiceError>, StoreError> {
+        if tx.deployment(deployment)?.is_none() {
+            return Ok(Err(ServiceError::NotFound { what: "deployment", id: deployment.to_owned() }));
+        }
+        let mut problems = Problems::default();
+        let mut compiled = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (i, definition) in definitions.iter().enumerate() {
+            let path = JsonPath::root().index(i);
+            if !seen.insert(definition.id.clone()) {
+                problems.add(&path.key("id"), format!("`{}` appears twice in the list", definition.id));
+            }
+            if definition.deployment.as_deref() != Some(deployment) {
+                problems.add(
+                    &path.key("deployment"),
+                    format!("must be `{deployment}` (or left out), got {:?}", definition.deployment),
+                );
+            }
+            match compile(definition, &path) {
+                Ok(c) => compiled.push(c),
+                Err(p) => problems.0.extend(p.0),
+            }
+        }
+        let existing = tx.triggers()?;
+        for (definition, record) in
+            definitions.iter().filter_map(|d| existing.iter().find(|r| r.definition.id == d.id).map(|r| (d, r)))
+        {
+            if record.definition.deployment.as_deref() != Some(deployment) {
+                problems.add(
+                    &JsonPath::root(),
+                    format!(
+                        "trigger `{}` already exists for {}; give this one another id",
+                        definition.id,
+                        record
+                            .definition
+                            .deployment
+                            .as_deref()
+                            .map_or("no deployment".into(), |d| format!("deployment `{d}`"))
+                    ),
+                );
+            }
+        }
+        if !problems.is_empty() {
+            return Ok(Err(ServiceError::Invalid(problems)));
+        }
+        let mut report = TriggerSync::default();
+        self.advance_for_change(tx, now)?;
+        for record in existing.iter().filter(|r| r.definition.deployment.as_deref() == Some(deployment)) {
+            if !definitions.iter().any(|d| d.id == record.definition.id) {
+                self.log(tx, &LogEntry::DeleteTrigger { id: record.definition.id.clone(), at: now })?;
+                self.engine.remove(&record.definition.id);
+                tx.delete_trigger(&record.definition.id)?;
+                report.deleted.push(record.definition.id.clone());
+            }
+        }
+        for (definition, c) in definitions.into_iter().zip(compiled) {
+            let old = existing.iter().find(|r| r.definition.id == definition.id);
+            if old.is_some_and(|r| r.definition == definition) {
+                report.unchanged.push(definition.id);
+                continue;
+            }
+            self.log(tx, &LogEntry::PutTrigger { definition: definition.clone(), at: now })?;
+            self.engine.upsert(c);
+            let record = TriggerRecord { created: old.map_or(now, |r| r.created), updated: now, definition };
+            tx.put_trigger(&record)?;
+            if old.is_some() { &mut report.updated } else { &mut report.created }.push(record.definition.id);
+        }
+        Ok(Ok(report))
+    }
+
     fn now(&self) -> Timestamp {
         let now = self.config.clock.now();
         // The engine's clock never goes backwards, even if the wall clock does.
         self.engine.clock().map_or(now, |c| c.max(now))
     }
+}
+
+/// Longest log line kept.
+fn clip(mut message: String) -> String {
+    let max = crate::model::run::MAX_LOG_LINE_BYTES;
+    if message.len() > max {
+        let mut cut = max;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push_str(" [cut: line longer than 16 KiB]");
+    }
+    message
+}
+
+/// The event a run's state change emits, so that triggers can chain on run outcomes (as on
+/// Prefect's `prefect.flow-run.Completed`): the run is the resource, its deployment (and the
+/// trigger that caused it) are related resources.
+fn run_event(change: &Change, now: Timestamp) -> Event {
+    let run = &change.run;
+    let resource = Resource::new(format!("{RUN_EVENT_PREFIX}{}", run.id))
+        .with("prefect.resource.name", run.deployment.clone())
+        .with("tripwire.deployment", run.deployment.clone())
+        .with("tripwire.run.state", format!("{:?}", run.state));
+    let mut event = Event::new(new_id(), now, format!("{RUN_EVENT_PREFIX}{}", run.state.as_lower()), resource);
+    event.related.push(
+        Resource::new(format!("tripwire.deployment.{}", run.deployment))
+            .with("prefect.resource.role", "deployment")
+            .with("prefect.resource.name", run.deployment.clone()),
+    );
+    if let Some(cause) = &run.cause {
+        event.related.push(
+            Resource::new(format!("tripwire.trigger.{}", cause.trigger))
+                .with("prefect.resource.role", "trigger")
+                .with("prefect.resource.name", cause.trigger.clone()),
+        );
+    }
+    let mut payload = Map::new();
+    payload.insert("run_id".into(), json!(run.id));
+    payload.insert("deployment".into(), json!(run.deployment));
+    payload.insert("state".into(), json!(run.state));
+    payload.insert("previous_state".into(), json!(change.previous));
+    payload.insert("attempt".into(), json!(run.attempt));
+    payload.insert("parameters".into(), Value::Object(run.parameters.clone()));
+    for (key, value) in [
+        ("output", run.output.clone()),
+        ("error", run.error.clone().map(Value::String)),
+        ("reason", run.reason.map(|r| json!(r))),
+        ("worker", run.worker.clone().map(Value::String)),
+        ("concurrency_key", run.concurrency_key.clone().map(Value::String)),
+    ] {
+        if let Some(value) = value {
+            payload.insert(key.into(), value);
+        }
+    }
+    event.payload = payload;
+    event
 }
 
 /// The run a firing creates: its id is the firing's, so it can only ever be created once.

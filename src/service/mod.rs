@@ -4,6 +4,7 @@
 
 pub mod clock;
 mod core;
+mod runs;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,12 +12,15 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use crate::engine::BucketView;
 use crate::model::time::Span;
-use crate::model::{Deployment, Event, Problems, Run, ScopeFilter, TriggerDefinition};
+use crate::model::{
+    ClaimRequest, ClaimedRun, Completion, Deployment, Event, FailureReport, Heartbeat, HeartbeatReply, LogBatch,
+    Problems, Run, ScopeFilter, Timestamp, TriggerDefinition, TriggerSync,
+};
 use crate::store::{Store, StoreError, TriggerRecord};
 
 use self::clock::Clock;
@@ -78,6 +82,15 @@ pub enum ServiceError {
         /// Suggested wait.
         retry_after_secs: u64,
     },
+    /// A worker's request about a run was refused: the run is final, or another worker
+    /// holds it.
+    #[error("{message}")]
+    RunRefused {
+        /// `run_finished` or `run_not_held`.
+        code: &'static str,
+        /// What happened to the run.
+        message: String,
+    },
     /// The service is stopping.
     #[error("tripwire is shutting down")]
     ShuttingDown,
@@ -105,6 +118,7 @@ struct Inner {
     commands: mpsc::Sender<Command>,
     store: Arc<Store>,
     events: broadcast::Sender<Arc<Event>>,
+    runs_changed: Arc<watch::Sender<u64>>,
     config: ServiceConfig,
     core: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -119,11 +133,13 @@ impl Service {
         };
         let store = Arc::new(store);
         let (events, _) = broadcast::channel(4096);
+        let runs_changed = Arc::new(watch::channel(0u64).0);
         let core = {
             let store = store.clone();
             let config = config.clone();
             let events = events.clone();
-            tokio::task::spawn_blocking(move || Core::recover(store, config, events))
+            let runs_changed = runs_changed.clone();
+            tokio::task::spawn_blocking(move || Core::recover(store, config, events, runs_changed))
                 .await
                 .map_err(|_| ServiceError::ShuttingDown)??
         };
@@ -133,7 +149,14 @@ impl Service {
             .spawn(move || core.run(rx))
             .map_err(|e| ServiceError::Store(StoreError::Database(format!("cannot start the core thread: {e}"))))?;
         let service = Service {
-            inner: Arc::new(Inner { commands: tx, store, events, config, core: std::sync::Mutex::new(Some(handle)) }),
+            inner: Arc::new(Inner {
+                commands: tx,
+                store,
+                events,
+                runs_changed,
+                config,
+                core: std::sync::Mutex::new(Some(handle)),
+            }),
         };
         if service.inner.config.clock.is_wall_clock() {
             let timer = service.clone();
@@ -228,9 +251,81 @@ impl Service {
         self.call(|reply| Command::DeleteDeployment { name, reply }).await
     }
 
-    /// Creates a run by hand, with `parameters` merged over the deployment's defaults.
-    pub async fn create_run(&self, deployment: String, parameters: Option<Value>) -> Result<Run, ServiceError> {
-        self.call(|reply| Command::CreateRun { deployment, parameters, reply }).await
+    /// Creates a run by hand, with `parameters` merged over the deployment's defaults and
+    /// `priority` (default: the deployment's).
+    pub async fn create_run(
+        &self,
+        deployment: String,
+        parameters: Option<Value>,
+        priority: Option<i32>,
+    ) -> Result<Run, ServiceError> {
+        self.call(|reply| Command::CreateRun { deployment, parameters, priority, reply }).await
+    }
+
+    /// Makes `definitions` exactly the triggers of `deployment` (see [`TriggerSync`]):
+    /// unchanged ones keep their state, the deployment's others are removed. All or nothing.
+    pub async fn sync_triggers(
+        &self,
+        deployment: String,
+        definitions: Vec<TriggerDefinition>,
+    ) -> Result<TriggerSync, ServiceError> {
+        self.call(|reply| Command::SyncTriggers { deployment, definitions, reply }).await
+    }
+
+    /// Claims up to `request.limit` ready runs for a worker, waiting up to
+    /// `request.wait_seconds` for one when none is ready (long-poll). Each is leased to the
+    /// worker for `lease_seconds`.
+    pub async fn claim(&self, request: ClaimRequest) -> Result<Vec<ClaimedRun>, ServiceError> {
+        request.validate().map_err(ServiceError::Invalid)?;
+        let wait = Duration::from_secs_f64(request.wait_seconds);
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut changed = self.inner.runs_changed.subscribe();
+        loop {
+            changed.mark_unchanged();
+            let request = request.clone();
+            let claimed = self.call(|reply| Command::Claim { request, reply }).await?;
+            let now = tokio::time::Instant::now();
+            if !claimed.is_empty() || now >= deadline {
+                return Ok(claimed);
+            }
+            // Wake on any run change; look again at least every 250 ms for retries whose
+            // backoff ends.
+            let nap = (deadline - now).min(Duration::from_millis(250));
+            let _ = tokio::time::timeout(nap, changed.changed()).await;
+        }
+    }
+
+    /// Extends a run's lease; the answer says whether the worker must cancel the run.
+    pub async fn heartbeat(&self, id: Uuid, heartbeat: Heartbeat) -> Result<HeartbeatReply, ServiceError> {
+        heartbeat.validate().map_err(ServiceError::Invalid)?;
+        self.call(|reply| Command::Heartbeat { id, heartbeat, reply }).await
+    }
+
+    /// The run's worker reports its output: the run is Completed.
+    pub async fn complete(&self, id: Uuid, completion: Completion) -> Result<Run, ServiceError> {
+        self.call(|reply| Command::Complete { id, completion, reply }).await
+    }
+
+    /// The run's worker reports a failed attempt: the run is retried after its backoff while
+    /// retries remain, otherwise Failed.
+    pub async fn fail(&self, id: Uuid, failure: FailureReport) -> Result<Run, ServiceError> {
+        self.call(|reply| Command::Fail { id, failure, reply }).await
+    }
+
+    /// Cancels a waiting or running run (its worker is told at its next heartbeat).
+    pub async fn cancel_run(&self, id: Uuid) -> Result<Run, ServiceError> {
+        self.call(|reply| Command::Cancel { id, reply }).await
+    }
+
+    /// Appends lines to a run's log; returns how many.
+    pub async fn append_logs(&self, id: Uuid, batch: LogBatch) -> Result<usize, ServiceError> {
+        batch.validate().map_err(ServiceError::Invalid)?;
+        self.call(|reply| Command::AppendLogs { id, batch, reply }).await
+    }
+
+    /// The service clock's "now".
+    pub fn now(&self) -> Timestamp {
+        self.inner.config.clock.now()
     }
 
     /// Installs a Hatchet-style scope filter for an existing deployment.

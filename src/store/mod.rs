@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::engine::EngineState;
 use crate::model::time::Timestamp;
 pub use crate::model::TriggerRecord;
-use crate::model::{Deployment, Event, Firing, Run, ScopeFilter, TriggerDefinition};
+use crate::model::{Deployment, Event, Firing, LogLine, Run, ScopeFilter, TriggerDefinition};
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
@@ -29,6 +29,7 @@ const DEPLOYMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("deployme
 const RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("runs");
 const RUN_IDS: TableDefinition<u128, u64> = TableDefinition::new("run_ids");
 const FILTERS: TableDefinition<u128, &[u8]> = TableDefinition::new("filters");
+const RUN_LOGS: TableDefinition<(u128, u64), &[u8]> = TableDefinition::new("run_logs");
 
 /// The schema version this code writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -184,6 +185,7 @@ impl Store {
             tx.tx.open_table(RUNS)?;
             tx.tx.open_table(RUN_IDS)?;
             tx.tx.open_table(FILTERS)?;
+            tx.tx.open_table(RUN_LOGS)?;
             let found = meta.get(SCHEMA_KEY)?.map(|v| decode::<u32>("schema version", v.value())).transpose()?;
             match found {
                 None => {
@@ -320,6 +322,35 @@ impl Store {
         let runs = rx.open_table(RUNS)?;
         let found = runs.get(seq)?;
         found.map(|v| decode("run", v.value())).transpose()
+    }
+
+    /// Every run that is not final (Scheduled or Running), oldest first.
+    pub fn active_runs(&self) -> Result<Vec<Run>, StoreError> {
+        let rx = self.read()?;
+        let runs = rx.open_table(RUNS)?;
+        let mut out = Vec::new();
+        for item in runs.iter()? {
+            let (_, v) = item?;
+            let run: Run = decode("run", v.value())?;
+            if !run.is_final() {
+                out.push(run);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A run's log lines from position `from` (0 is the first), at most `limit`, with the
+    /// position of each.
+    pub fn run_logs(&self, run: &Uuid, from: u64, limit: usize) -> Result<Vec<(u64, LogLine)>, StoreError> {
+        let rx = self.read()?;
+        let logs = rx.open_table(RUN_LOGS)?;
+        let id = run.as_u128();
+        let mut out = Vec::new();
+        for item in logs.range((id, from)..=(id, u64::MAX))?.take(limit) {
+            let (k, v) = item?;
+            out.push((k.value().1, decode("log line", v.value())?));
+        }
+        Ok(out)
     }
 
     /// Every scope filter, oldest first.
@@ -502,7 +533,7 @@ impl Tx {
         Ok(self.tx.open_table(DEPLOYMENTS)?.remove(name)?.is_some())
     }
 
-    /// Stores a new run.
+    /// Stores a run, new or changed.
     pub fn put_run(&self, run: &Run) -> Result<(), StoreError> {
         let mut runs = self.tx.open_table(RUNS)?;
         let mut ids = self.tx.open_table(RUN_IDS)?;
@@ -513,6 +544,34 @@ impl Tx {
         runs.insert(seq, encode(run).as_slice())?;
         ids.insert(run.id.as_u128(), seq)?;
         Ok(())
+    }
+
+    /// One run, as the write transaction sees it.
+    pub fn run(&self, id: &Uuid) -> Result<Option<Run>, StoreError> {
+        let ids = self.tx.open_table(RUN_IDS)?;
+        let Some(seq) = ids.get(id.as_u128())?.map(|v| v.value()) else { return Ok(None) };
+        let runs = self.tx.open_table(RUNS)?;
+        let found = runs.get(seq)?;
+        found.map(|v| decode("run", v.value())).transpose()
+    }
+
+    /// Appends lines to a run's log.
+    pub fn append_run_logs(&self, run: &Uuid, lines: &[LogLine]) -> Result<(), StoreError> {
+        let mut logs = self.tx.open_table(RUN_LOGS)?;
+        let id = run.as_u128();
+        let next = match logs.range((id, 0)..=(id, u64::MAX))?.next_back() {
+            Some(item) => item?.0.value().1 + 1,
+            None => 0,
+        };
+        for (pos, line) in (next..).zip(lines) {
+            logs.insert((id, pos), encode(line).as_slice())?;
+        }
+        Ok(())
+    }
+
+    /// Every stored definition, by id.
+    pub fn triggers(&self) -> Result<Vec<TriggerRecord>, StoreError> {
+        all_values(&self.tx.open_table(TRIGGERS)?, "trigger")
     }
 
     /// Stores a scope filter.

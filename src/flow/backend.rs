@@ -1,0 +1,88 @@
+//! What a worker needs from tripwire, behind one trait: the HTTP [`Client`] implements it
+//! for a remote server, and [`crate::Embedded`] for an engine in the same process.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use uuid::Uuid;
+
+use crate::client::{Client, ClientError, NewEvent};
+use crate::model::{
+    ClaimRequest, ClaimedRun, Completion, Deployment, FailureReport, Heartbeat, HeartbeatReply, LogBatch, Run,
+    TriggerDefinition, TriggerSync,
+};
+
+/// A boxed, sendable future (the trait is object-safe so that flows can share one backend).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The worker protocol and the few other calls a served flow makes. Errors use
+/// [`ClientError`] in both modes, so that a worker handles them one way (a refused result is
+/// `ClientError::Api` with status 409 in both).
+pub trait Backend: Send + Sync + 'static {
+    /// Creates or replaces the deployment.
+    fn put_deployment<'a>(&'a self, deployment: &'a Deployment) -> BoxFuture<'a, Result<(), ClientError>>;
+    /// Makes `definitions` exactly the deployment's triggers.
+    fn sync_triggers<'a>(
+        &'a self,
+        deployment: &'a str,
+        definitions: &'a [TriggerDefinition],
+    ) -> BoxFuture<'a, Result<TriggerSync, ClientError>>;
+    /// Claims ready runs (long-poll).
+    fn claim<'a>(&'a self, request: &'a ClaimRequest) -> BoxFuture<'a, Result<Vec<ClaimedRun>, ClientError>>;
+    /// Extends a lease.
+    fn heartbeat<'a>(
+        &'a self,
+        id: Uuid,
+        heartbeat: &'a Heartbeat,
+    ) -> BoxFuture<'a, Result<HeartbeatReply, ClientError>>;
+    /// Reports an output.
+    fn complete<'a>(&'a self, id: Uuid, completion: &'a Completion) -> BoxFuture<'a, Result<Run, ClientError>>;
+    /// Reports a failed attempt.
+    fn fail<'a>(&'a self, id: Uuid, failure: &'a FailureReport) -> BoxFuture<'a, Result<Run, ClientError>>;
+    /// Appends log lines to a run.
+    fn append_logs<'a>(&'a self, id: Uuid, batch: &'a LogBatch) -> BoxFuture<'a, Result<(), ClientError>>;
+    /// Sends events; returns their ids.
+    fn emit(&self, events: Vec<NewEvent>) -> BoxFuture<'_, Result<Vec<Uuid>, ClientError>>;
+}
+
+impl Backend for Client {
+    fn put_deployment<'a>(&'a self, deployment: &'a Deployment) -> BoxFuture<'a, Result<(), ClientError>> {
+        Box::pin(async move { Client::put_deployment(self, deployment).await.map(drop) })
+    }
+
+    fn sync_triggers<'a>(
+        &'a self,
+        deployment: &'a str,
+        definitions: &'a [TriggerDefinition],
+    ) -> BoxFuture<'a, Result<TriggerSync, ClientError>> {
+        Box::pin(Client::sync_triggers(self, deployment, definitions))
+    }
+
+    fn claim<'a>(&'a self, request: &'a ClaimRequest) -> BoxFuture<'a, Result<Vec<ClaimedRun>, ClientError>> {
+        Box::pin(Client::claim(self, request))
+    }
+
+    fn heartbeat<'a>(
+        &'a self,
+        id: Uuid,
+        heartbeat: &'a Heartbeat,
+    ) -> BoxFuture<'a, Result<HeartbeatReply, ClientError>> {
+        Box::pin(Client::heartbeat(self, id, heartbeat))
+    }
+
+    fn complete<'a>(&'a self, id: Uuid, completion: &'a Completion) -> BoxFuture<'a, Result<Run, ClientError>> {
+        Box::pin(Client::complete(self, id, completion))
+    }
+
+    fn fail<'a>(&'a self, id: Uuid, failure: &'a FailureReport) -> BoxFuture<'a, Result<Run, ClientError>> {
+        Box::pin(Client::fail(self, id, failure))
+    }
+
+    fn append_logs<'a>(&'a self, id: Uuid, batch: &'a LogBatch) -> BoxFuture<'a, Result<(), ClientError>> {
+        Box::pin(Client::append_logs(self, id, batch))
+    }
+
+    fn emit(&self, events: Vec<NewEvent>) -> BoxFuture<'_, Result<Vec<Uuid>, ClientError>> {
+        Box::pin(async move { Ok(self.emit_many(events).await?.ids) })
+    }
+}

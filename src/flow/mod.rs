@@ -1,0 +1,184 @@
+//! Flows: Rust async functions that a worker serves together with their triggers, like
+//! Prefect's `flow.serve(triggers=[...])` and a Hatchet worker.
+//!
+//! ```no_run
+//! use serde::Deserialize;
+//! use serde_json::json;
+//! use tripwire::client::Client;
+//! use tripwire::flow::{Flow, FlowContext};
+//! use tripwire::model::{EventTrigger, TriggerDefinition};
+//!
+//! #[derive(Deserialize)]
+//! struct OrderParams {
+//!     user_id: String,
+//! }
+//!
+//! # async fn example() -> Result<(), tripwire::client::ClientError> {
+//! let flow = Flow::new("post-order-complete", |_ctx: FlowContext, params: OrderParams| async move {
+//!     println!("User {} has completed an order -- doing stuff now", params.user_id);
+//!     Ok::<_, String>(())
+//! });
+//! let trigger = TriggerDefinition::new(
+//!     "order-complete",
+//!     EventTrigger::new().after("order.created").expect("order.complete").for_each("prefect.resource.id").within(60),
+//! )
+//! .parameters(json!({"user_id": "{{ event.resource.id }}"}));
+//! flow.serve(&Client::from_env()?, [trigger]).await
+//! # }
+//! ```
+
+mod backend;
+mod context;
+mod worker;
+
+use std::fmt::Display;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::client::ClientError;
+use crate::model::{Concurrency, Deployment, TriggerDefinition};
+
+pub use self::backend::{Backend, BoxFuture};
+pub use self::context::{FlowContext, Logger};
+pub use self::worker::{serve_many, Worker};
+
+/// Why an attempt failed, as the worker reports it.
+pub(crate) enum Failure {
+    /// The parameters do not deserialise into the flow's type: no retry can help.
+    Parameters(String),
+    /// The flow returned an error (or its output does not serialise).
+    Error(String),
+}
+
+type Handler = dyn Fn(FlowContext, Value) -> BoxFuture<'static, Result<Value, Failure>> + Send + Sync;
+
+/// A flow: a name (its deployment's), an async function of typed parameters, and the
+/// deployment's run settings.
+#[derive(Clone)]
+pub struct Flow {
+    deployment: Deployment,
+    handler: Arc<Handler>,
+}
+
+impl Flow {
+    /// A flow named `name` running `f`. The run's parameters are deserialised into `P` (a
+    /// run whose parameters do not fit fails at once, naming the field, and is not retried);
+    /// `f`'s output is serialised and stored with the run; an error fails the attempt (it is
+    /// retried while the deployment's retries last).
+    pub fn new<P, O, E, F, Fut>(name: impl Into<String>, f: F) -> Flow
+    where
+        P: DeserializeOwned + Send + 'static,
+        O: Serialize + 'static,
+        E: Display + 'static,
+        F: Fn(FlowContext, P) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, E>> + Send + 'static,
+    {
+        let name = name.into();
+        let flow_name = name.clone();
+        let f = Arc::new(f);
+        let handler = move |ctx: FlowContext, parameters: Value| -> BoxFuture<'static, Result<Value, Failure>> {
+            let f = f.clone();
+            let flow_name = flow_name.clone();
+            Box::pin(async move {
+                let params: P = serde_json::from_value(parameters)
+                    .map_err(|e| Failure::Parameters(format!("the parameters do not fit flow `{flow_name}`: {e}")))?;
+                let output = f(ctx, params).await.map_err(|e| Failure::Error(e.to_string()))?;
+                serde_json::to_value(&output)
+                    .map_err(|e| Failure::Error(format!("the flow's output does not serialise to JSON: {e}")))
+            })
+        };
+        Flow { deployment: Deployment::new(name), handler: Arc::new(handler) }
+    }
+
+    /// The flow's name (its deployment's).
+    pub fn name(&self) -> &str {
+        &self.deployment.name
+    }
+
+    /// The deployment this flow registers.
+    pub fn deployment(&self) -> &Deployment {
+        &self.deployment
+    }
+
+    /// A description for people.
+    pub fn description(mut self, text: impl Into<String>) -> Flow {
+        self.deployment.description = Some(text.into());
+        self
+    }
+
+    /// Default parameters, under a run's own.
+    pub fn default_parameters(mut self, parameters: Map<String, Value>) -> Flow {
+        self.deployment.parameters = parameters;
+        self
+    }
+
+    /// Retries after a failed attempt, with exponential backoff from `delay` (doubling each
+    /// time, at most 5 minutes by default).
+    pub fn retries(mut self, retries: u32, delay: Duration) -> Flow {
+        self.deployment.retries = retries;
+        self.deployment.retry_delay_seconds = delay.as_secs_f64();
+        self
+    }
+
+    /// Execution timeout of one attempt.
+    pub fn timeout(mut self, timeout: Duration) -> Flow {
+        self.deployment.timeout_seconds = Some(timeout.as_secs_f64());
+        self
+    }
+
+    /// A run nobody claims within this long is cancelled.
+    pub fn schedule_timeout(mut self, timeout: Duration) -> Flow {
+        self.deployment.schedule_timeout_seconds = Some(timeout.as_secs_f64());
+        self
+    }
+
+    /// Runs of this flow at once, across all workers.
+    pub fn concurrency_limit(mut self, limit: u32) -> Flow {
+        self.deployment.concurrency_limit = Some(limit);
+        self
+    }
+
+    /// A concurrency limit per key, e.g. `Concurrency::new("{{ params.user_id }}", 1)`.
+    pub fn concurrency(mut self, concurrency: Concurrency) -> Flow {
+        self.deployment.concurrency = Some(concurrency);
+        self
+    }
+
+    /// The priority of its runs (higher first).
+    pub fn priority(mut self, priority: i32) -> Flow {
+        self.deployment.priority = priority;
+        self
+    }
+
+    /// Replaces the deployment settings wholesale (the name stays the flow's).
+    pub fn with_deployment(mut self, mut deployment: Deployment) -> Flow {
+        deployment.name = self.deployment.name.clone();
+        self.deployment = deployment;
+        self
+    }
+
+    /// Registers the deployment and exactly these triggers, then runs a worker for this flow
+    /// until Ctrl-C; in-flight runs finish before it returns. See [`Worker`] for more control.
+    pub async fn serve<B: Backend + Clone>(
+        self,
+        backend: &B,
+        triggers: impl IntoIterator<Item = TriggerDefinition>,
+    ) -> Result<(), ClientError> {
+        Worker::new(backend.clone()).flow(self, triggers).run().await
+    }
+
+    pub(crate) fn call(&self, ctx: FlowContext, parameters: Value) -> BoxFuture<'static, Result<Value, Failure>> {
+        (self.handler)(ctx, parameters)
+    }
+}
+
+impl std::fmt::Debug for Flow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Flow").field("deployment", &self.deployment).finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,304 @@
+//! The worker loop: register the flows' deployments and triggers, claim runs, run them with
+//! heartbeats, report their outcome, and stop gracefully.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use serde_json::Value;
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use crate::client::ClientError;
+use crate::model::{
+    ClaimRequest, ClaimedRun, Completion, FailureReport, Heartbeat, LogBatch, Run, TriggerDefinition,
+    DEFAULT_LEASE_SECONDS,
+};
+
+use super::backend::Backend;
+use super::context::{FlowContext, Logger};
+use super::{Failure, Flow};
+
+/// How long one claim waits for runs before the worker asks again.
+const CLAIM_WAIT: Duration = Duration::from_secs(5);
+/// Pause after the server could not be reached.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// Attempts to deliver a run's result before giving up (the lease then lapses and another
+/// worker runs it again).
+const REPORT_ATTEMPTS: u32 = 10;
+
+static WORKERS: AtomicU64 = AtomicU64::new(0);
+
+/// A worker: serves flows until stopped. Several flows can share one worker.
+///
+/// ```no_run
+/// # async fn example(a: tripwire::flow::Flow, b: tripwire::flow::Flow) -> Result<(), tripwire::client::ClientError> {
+/// use tripwire::client::Client;
+/// use tripwire::flow::Worker;
+///
+/// Worker::new(Client::from_env()?).slots(4).flow(a, []).flow(b, []).run().await
+/// # }
+/// ```
+pub struct Worker {
+    backend: Arc<dyn Backend>,
+    flows: Vec<(Flow, Vec<TriggerDefinition>)>,
+    name: String,
+    slots: usize,
+    lease: Duration,
+}
+
+/// Serves several flows, each with its triggers, in one worker until Ctrl-C.
+pub async fn serve_many<B: Backend + Clone>(
+    backend: &B,
+    flows: impl IntoIterator<Item = (Flow, Vec<TriggerDefinition>)>,
+) -> Result<(), ClientError> {
+    let mut worker = Worker::new(backend.clone());
+    for (flow, triggers) in flows {
+        worker = worker.flow(flow, triggers);
+    }
+    worker.run().await
+}
+
+impl Worker {
+    /// A worker with 8 slots (runs at once) and a 30 s lease, named after the host and
+    /// process.
+    pub fn new(backend: impl Backend) -> Worker {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
+        let n = WORKERS.fetch_add(1, Ordering::Relaxed);
+        Worker {
+            backend: Arc::new(backend),
+            flows: Vec::new(),
+            name: format!("{host}-{}-{n}", std::process::id()),
+            slots: 8,
+            lease: Duration::from_secs_f64(DEFAULT_LEASE_SECONDS),
+        }
+    }
+
+    /// Adds a flow and exactly the triggers that should run it.
+    pub fn flow(mut self, flow: Flow, triggers: impl IntoIterator<Item = TriggerDefinition>) -> Worker {
+        self.flows.push((flow, triggers.into_iter().collect()));
+        self
+    }
+
+    /// Its name, as runs record it.
+    pub fn name(mut self, name: impl Into<String>) -> Worker {
+        self.name = name.into();
+        self
+    }
+
+    /// Runs at once.
+    pub fn slots(mut self, slots: usize) -> Worker {
+        self.slots = slots.max(1);
+        self
+    }
+
+    /// How long a claimed run stays leased without a heartbeat (heartbeats go out three times
+    /// per lease). A killed worker's runs go back to the queue after this.
+    pub fn lease(mut self, lease: Duration) -> Worker {
+        self.lease = lease.max(Duration::from_secs(1));
+        self
+    }
+
+    /// Creates or updates each flow's deployment and makes its triggers exactly the given ones
+    /// (unchanged ones keep their state; ones no longer given are removed). Idempotent.
+    pub async fn register(&self) -> Result<(), ClientError> {
+        for (flow, triggers) in &self.flows {
+            self.backend.put_deployment(flow.deployment()).await?;
+            let definitions: Vec<TriggerDefinition> = triggers
+                .iter()
+                .cloned()
+                .map(|mut d| {
+                    d.deployment = Some(flow.name().to_owned());
+                    d
+                })
+                .collect();
+            let sync = self.backend.sync_triggers(flow.name(), &definitions).await?;
+            tracing::info!(
+                flow = flow.name(),
+                created = ?sync.created,
+                updated = ?sync.updated,
+                unchanged = ?sync.unchanged,
+                deleted = ?sync.deleted,
+                "flow registered"
+            );
+        }
+        Ok(())
+    }
+
+    /// Registers, then serves until Ctrl-C; in-flight runs finish before it returns.
+    pub async fn run(self) -> Result<(), ClientError> {
+        self.run_until(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+    }
+
+    /// Registers, then serves until `stop` completes; in-flight runs finish before it returns.
+    pub async fn run_until(self, stop: impl Future<Output = ()>) -> Result<(), ClientError> {
+        self.register().await?;
+        let flows: Arc<HashMap<String, Flow>> =
+            Arc::new(self.flows.iter().map(|(f, _)| (f.name().to_owned(), f.clone())).collect());
+        let mut names: Vec<String> = flows.keys().cloned().collect();
+        names.sort();
+        tracing::info!(worker = %self.name, flows = ?names, "worker started");
+        let mut in_flight = JoinSet::new();
+        let mut stop = std::pin::pin!(stop);
+        let mut stopping = false;
+        while !stopping {
+            let free = self.slots.saturating_sub(in_flight.len());
+            if free == 0 {
+                tokio::select! {
+                    _ = &mut stop => stopping = true,
+                    _ = in_flight.join_next() => {}
+                }
+                continue;
+            }
+            let mut request = ClaimRequest::new(self.name.clone(), names.clone());
+            request.limit = free.min(crate::model::run::MAX_CLAIM as usize) as u32;
+            request.lease_seconds = self.lease.as_secs_f64();
+            request.wait_seconds = CLAIM_WAIT.as_secs_f64();
+            let claim = self.backend.claim(&request);
+            tokio::pin!(claim);
+            // A claim in flight is finished even when asked to stop: the runs it takes are
+            // ours, and they are run, not left to lapse.
+            let claimed = loop {
+                tokio::select! {
+                    result = &mut claim => break result,
+                    _ = &mut stop, if !stopping => stopping = true,
+                    Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+                }
+            };
+            match claimed {
+                Ok(runs) => {
+                    for claimed in runs {
+                        let Some(flow) = flows.get(&claimed.run.deployment).cloned() else { continue };
+                        let backend = self.backend.clone();
+                        let worker = self.name.clone();
+                        let lease = self.lease;
+                        in_flight.spawn(run_one(backend, flow, claimed, worker, lease));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "claiming runs failed; trying again");
+                    tokio::select! {
+                        _ = tokio::time::sleep(RETRY_PAUSE) => {}
+                        _ = &mut stop, if !stopping => stopping = true,
+                    }
+                }
+            }
+        }
+        if !in_flight.is_empty() {
+            tracing::info!(runs = in_flight.len(), "stopping: finishing the runs in flight");
+        }
+        while in_flight.join_next().await.is_some() {}
+        tracing::info!(worker = %self.name, "worker stopped");
+        Ok(())
+    }
+}
+
+/// Runs one claimed run: the flow, heartbeats, log shipping, the local timeout, and the
+/// report of its outcome.
+async fn run_one(backend: Arc<dyn Backend>, flow: Flow, claimed: ClaimedRun, worker: String, lease: Duration) {
+    let ClaimedRun { run, events } = claimed;
+    let id = run.id;
+    let logger = Logger::new(id);
+    let parameters = Value::Object(run.parameters.clone());
+    let timeout = flow.deployment().timeout_seconds.map(Duration::from_secs_f64);
+    let ctx = FlowContext::new(run.clone(), events, logger.clone(), backend.clone());
+    tracing::info!(run = %id, flow = flow.name(), attempt = run.attempt, "run started");
+    let work = AssertUnwindSafe(flow.call(ctx, parameters)).catch_unwind();
+    tokio::pin!(work);
+    let deadline = async {
+        match timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+    let mut beat = tokio::time::interval(lease / 3);
+    beat.tick().await;
+    let heartbeat = Heartbeat { worker: worker.clone(), lease_seconds: lease.as_secs_f64() };
+    let outcome: Option<Result<Value, Failure>> = loop {
+        tokio::select! {
+            result = &mut work => break Some(match result {
+                Ok(outcome) => outcome,
+                Err(panic) => Err(Failure::Error(format!("the flow panicked: {}", panic_message(&panic)))),
+            }),
+            _ = &mut deadline => {
+                let secs = timeout.map_or(0.0, |t| t.as_secs_f64());
+                break Some(Err(Failure::Error(format!("timed out: the attempt ran longer than {secs} s"))));
+            }
+            _ = beat.tick() => {
+                ship_logs(&*backend, id, &logger).await;
+                match backend.heartbeat(id, &heartbeat).await {
+                    Ok(reply) if reply.cancel => {
+                        tracing::warn!(run = %id, state = ?reply.run.state, reason = ?reply.run.reason, "told to stop the run");
+                        break None;
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(run = %id, error = %e, "heartbeat failed"),
+                }
+            }
+            _ = logger.written() => ship_logs(&*backend, id, &logger).await,
+        }
+    };
+    ship_logs(&*backend, id, &logger).await;
+    let Some(outcome) = outcome else { return };
+    report(&*backend, &run, &worker, outcome).await;
+}
+
+async fn ship_logs(backend: &dyn Backend, id: Uuid, logger: &Logger) {
+    let lines = logger.take();
+    if lines.is_empty() {
+        return;
+    }
+    for chunk in lines.chunks(crate::model::run::MAX_LOG_LINES_PER_REQUEST) {
+        if let Err(e) = backend.append_logs(id, &LogBatch { lines: chunk.to_vec() }).await {
+            tracing::warn!(run = %id, error = %e, "could not store log lines");
+        }
+    }
+}
+
+/// Delivers the outcome, retrying while the server cannot be reached; a refusal (the run was
+/// cancelled, timed out or taken over meanwhile) is logged, not retried.
+async fn report(backend: &dyn Backend, run: &Run, worker: &str, outcome: Result<Value, Failure>) {
+    let id = run.id;
+    for attempt in 1..=REPORT_ATTEMPTS {
+        let result = match &outcome {
+            Ok(output) => backend.complete(id, &Completion { worker: worker.to_owned(), output: output.clone() }).await,
+            Err(failure) => {
+                let (error, retry) = match failure {
+                    Failure::Parameters(e) => (e.clone(), false),
+                    Failure::Error(e) => (e.clone(), true),
+                };
+                backend.fail(id, &FailureReport { worker: worker.to_owned(), error, retry }).await
+            }
+        };
+        match result {
+            Ok(run) => {
+                tracing::info!(run = %id, state = ?run.state, attempt = run.attempt, "run reported");
+                return;
+            }
+            Err(ClientError::Api { status, message, .. }) if status < 500 => {
+                tracing::warn!(run = %id, %message, "the server refused the run's result");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(run = %id, error = %e, attempt, "reporting the run's result failed; retrying");
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+        }
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string panic".into())
+}

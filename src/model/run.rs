@@ -1,0 +1,478 @@
+//! Runs of deployments, their logs, and the worker protocol's messages.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::deployment::Deployment;
+use super::event::Event;
+use super::problems::{JsonPath, Problems};
+use super::time::Timestamp;
+
+/// The prefix of the events a run's state changes emit: `tripwire.run.scheduled`,
+/// `tripwire.run.running`, `tripwire.run.completed`, `tripwire.run.failed`,
+/// `tripwire.run.cancelled`.
+pub const RUN_EVENT_PREFIX: &str = "tripwire.run.";
+
+/// Where a run is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum RunState {
+    /// Waiting for a worker.
+    Scheduled,
+    /// Claimed by a worker, running.
+    Running,
+    /// Finished with an output.
+    Completed,
+    /// Failed after its last attempt.
+    Failed,
+    /// Cancelled before it finished.
+    Cancelled,
+}
+
+impl RunState {
+    /// True for Completed, Failed and Cancelled: nothing happens to the run any more.
+    pub fn is_final(self) -> bool {
+        matches!(self, RunState::Completed | RunState::Failed | RunState::Cancelled)
+    }
+
+    /// The state in lower case, as in event names (`tripwire.run.completed`).
+    pub fn as_lower(self) -> &'static str {
+        match self {
+            RunState::Scheduled => "scheduled",
+            RunState::Running => "running",
+            RunState::Completed => "completed",
+            RunState::Failed => "failed",
+            RunState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses `Scheduled`, `Running`, ... (case-insensitive).
+    pub fn parse(text: &str) -> Option<RunState> {
+        [RunState::Scheduled, RunState::Running, RunState::Completed, RunState::Failed, RunState::Cancelled]
+            .into_iter()
+            .find(|s| format!("{s:?}").eq_ignore_ascii_case(text))
+    }
+}
+
+/// What caused a run that a trigger created.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RunCause {
+    /// The trigger definition id.
+    pub trigger: String,
+    /// The firing's id.
+    pub firing: Uuid,
+    /// The bucket's labels.
+    pub bucket: std::collections::BTreeMap<String, String>,
+    /// The event the firing carries.
+    pub triggering_event: Option<Uuid>,
+    /// Every event behind the firing.
+    #[serde(default)]
+    pub triggering_events: Vec<Uuid>,
+}
+
+impl RunCause {
+    /// What a run created by this firing records of it.
+    pub fn of(firing: &super::Firing) -> RunCause {
+        RunCause {
+            trigger: firing.trigger.clone(),
+            firing: firing.id,
+            bucket: firing.bucket.clone(),
+            triggering_event: firing.triggering_event,
+            triggering_events: firing.triggering_events.clone(),
+        }
+    }
+}
+
+/// One run of a deployment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Run {
+    /// Unique id.
+    pub id: Uuid,
+    /// The deployment's name.
+    pub deployment: String,
+    /// Current state.
+    pub state: RunState,
+    /// Parameters: the firing's rendered parameters (or the request's) over the
+    /// deployment's defaults.
+    pub parameters: Map<String, Value>,
+    /// The trigger firing that created it (absent for runs created by hand).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<RunCause>,
+    /// Attempt number, from 1.
+    #[schemars(range(min = 1))]
+    pub attempt: u32,
+    /// When it was created.
+    pub created: Timestamp,
+    /// When its state last changed.
+    pub updated: Timestamp,
+    /// Higher runs are claimed first.
+    #[serde(default)]
+    pub priority: i32,
+    /// Not claimed before this instant (retries with backoff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<Timestamp>,
+    /// The worker holding it, while `Running`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// When the worker's lease lapses unless a heartbeat extends it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_expires: Option<Timestamp>,
+    /// When the current attempt started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<Timestamp>,
+    /// When it reached a final state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<Timestamp>,
+    /// The flow's output, once `Completed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    /// Why the last attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Why the run is in its state, when something other than its worker put it there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<StateReason>,
+    /// The rendered concurrency key, for deployments with a per-key limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
+}
+
+impl Run {
+    /// A new `Scheduled` run, attempt 1.
+    pub fn scheduled(
+        id: Uuid,
+        deployment: &Deployment,
+        parameters: Map<String, Value>,
+        cause: Option<RunCause>,
+        now: Timestamp,
+    ) -> Run {
+        Run {
+            id,
+            deployment: deployment.name.clone(),
+            state: RunState::Scheduled,
+            parameters,
+            cause,
+            attempt: 1,
+            created: now,
+            updated: now,
+            priority: deployment.priority,
+            not_before: None,
+            worker: None,
+            lease_expires: None,
+            started: None,
+            finished: None,
+            output: None,
+            error: None,
+            reason: None,
+            concurrency_key: None,
+        }
+    }
+
+    /// True once the run is Completed, Failed or Cancelled.
+    pub fn is_final(&self) -> bool {
+        self.state.is_final()
+    }
+}
+
+/// Merges `over` onto `defaults`, key by key (top level), as Prefect merges run parameters
+/// over deployment defaults.
+pub fn merge_parameters(defaults: &Map<String, Value>, over: Option<&Value>) -> Map<String, Value> {
+    let mut merged = defaults.clone();
+    if let Some(Value::Object(o)) = over {
+        for (k, v) in o {
+            merged.insert(k.clone(), v.clone());
+        }
+    }
+    merged
+}
+
+/// Why a run is in its state when its worker did not put it there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StateReason {
+    /// Scheduled again after a failed attempt, for the next attempt (after the backoff).
+    Retry,
+    /// Scheduled again because its worker stopped sending heartbeats (the lease lapsed).
+    LeaseExpired,
+    /// The attempt ran longer than the deployment's `timeout_seconds`.
+    TimedOut,
+    /// Not claimed within the deployment's `schedule_timeout_seconds`.
+    ScheduleTimeout,
+    /// Cancelled by `CANCEL_IN_PROGRESS`: a newer run of its concurrency key took its slot.
+    ConcurrencyCancelInProgress,
+    /// Cancelled by `CANCEL_NEWEST`: its concurrency key's slots were taken.
+    ConcurrencyCancelNewest,
+    /// Failed because the deployment's concurrency key did not render.
+    ConcurrencyKeyError,
+    /// Cancelled through the API.
+    CancelledByUser,
+    /// Failed without retrying because the flow could not read its parameters.
+    InvalidParameters,
+}
+
+/// The level of a log line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Detail.
+    Debug,
+    /// Normal progress.
+    #[default]
+    Info,
+    /// Something unexpected that the flow survived.
+    Warning,
+    /// A failure.
+    Error,
+}
+
+/// One line a flow logged while running.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct LogLine {
+    /// When it was logged.
+    pub at: Timestamp,
+    /// Its level.
+    #[serde(default)]
+    pub level: LogLevel,
+    /// The text.
+    pub message: String,
+    /// The attempt that logged it (from 1).
+    #[serde(default)]
+    pub attempt: u32,
+}
+
+/// Most lines one request may append to a run's log.
+pub const MAX_LOG_LINES_PER_REQUEST: usize = 1000;
+/// Longest log line kept; longer ones are cut, with a marker.
+pub const MAX_LOG_LINE_BYTES: usize = 16 * 1024;
+/// Most runs one claim may return.
+pub const MAX_CLAIM: u32 = 100;
+/// Longest a claim may wait for runs.
+pub const MAX_CLAIM_WAIT_SECONDS: f64 = 60.0;
+/// Shortest and longest lease a worker may take.
+pub const LEASE_SECONDS_RANGE: (f64, f64) = (1.0, 3600.0);
+/// Lease when the worker names none.
+pub const DEFAULT_LEASE_SECONDS: f64 = 30.0;
+
+/// `POST /runs/claim`: a worker asks for runs of its deployments.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimRequest {
+    /// The worker's name (it must send it again with heartbeats and results).
+    pub worker: String,
+    /// The deployments it serves.
+    pub deployments: Vec<String>,
+    /// Most runs to return (1 to 100).
+    #[serde(default = "one")]
+    pub limit: u32,
+    /// How long the worker holds a claimed run without a heartbeat, in seconds.
+    #[serde(default = "default_lease")]
+    pub lease_seconds: f64,
+    /// Wait up to this long for a run when none is ready (long-poll), in seconds (0 to 60).
+    #[serde(default)]
+    pub wait_seconds: f64,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn default_lease() -> f64 {
+    DEFAULT_LEASE_SECONDS
+}
+
+fn check_worker(worker: &str, path: &JsonPath, problems: &mut Problems) {
+    if worker.trim().is_empty() {
+        problems.add(&path.key("worker"), "must name the worker");
+    }
+}
+
+fn check_lease(lease: f64, path: &JsonPath, problems: &mut Problems) {
+    let (min, max) = LEASE_SECONDS_RANGE;
+    if !(min..=max).contains(&lease) {
+        problems.add(&path.key("lease_seconds"), format!("must be from {min} to {max} seconds, got {lease}"));
+    }
+}
+
+impl ClaimRequest {
+    /// A claim of one run of `deployments`, with the default lease and no waiting.
+    pub fn new(worker: impl Into<String>, deployments: Vec<String>) -> ClaimRequest {
+        ClaimRequest {
+            worker: worker.into(),
+            deployments,
+            limit: 1,
+            lease_seconds: DEFAULT_LEASE_SECONDS,
+            wait_seconds: 0.0,
+        }
+    }
+
+    /// Every problem with the request.
+    pub fn validate(&self) -> Result<(), Problems> {
+        let root = JsonPath::root();
+        let mut problems = Problems::default();
+        check_worker(&self.worker, &root, &mut problems);
+        if self.deployments.is_empty() {
+            problems.add(&root.key("deployments"), "name at least one deployment");
+        }
+        if !(1..=MAX_CLAIM).contains(&self.limit) {
+            problems.add(&root.key("limit"), format!("must be from 1 to {MAX_CLAIM}, got {}", self.limit));
+        }
+        check_lease(self.lease_seconds, &root, &mut problems);
+        if !(0.0..=MAX_CLAIM_WAIT_SECONDS).contains(&self.wait_seconds) {
+            problems.add(
+                &root.key("wait_seconds"),
+                format!("must be from 0 to {MAX_CLAIM_WAIT_SECONDS} seconds, got {}", self.wait_seconds),
+            );
+        }
+        problems.into_result(())
+    }
+}
+
+/// A claimed run, with the events that caused it (those still stored).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ClaimedRun {
+    /// The run, now `Running` and leased to the worker.
+    pub run: Run,
+    /// The triggering events, oldest first.
+    #[serde(default)]
+    pub events: Vec<Event>,
+}
+
+/// `POST /runs/{id}/heartbeat`: the worker still runs it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    /// The worker holding the run.
+    pub worker: String,
+    /// The new lease, from now, in seconds.
+    #[serde(default = "default_lease")]
+    pub lease_seconds: f64,
+}
+
+impl Heartbeat {
+    /// Every problem with the request.
+    pub fn validate(&self) -> Result<(), Problems> {
+        let mut problems = Problems::default();
+        check_worker(&self.worker, &JsonPath::root(), &mut problems);
+        check_lease(self.lease_seconds, &JsonPath::root(), &mut problems);
+        problems.into_result(())
+    }
+}
+
+/// The answer to a heartbeat.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct HeartbeatReply {
+    /// The run as it is now.
+    pub run: Run,
+    /// True when the worker must stop the run: it timed out, was cancelled, or is no longer
+    /// held by this worker. Its result would be refused.
+    pub cancel: bool,
+}
+
+/// `POST /runs/{id}/complete`: the flow returned.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Completion {
+    /// The worker holding the run.
+    pub worker: String,
+    /// What the flow returned.
+    #[serde(default)]
+    pub output: Value,
+}
+
+/// `POST /runs/{id}/fail`: the attempt failed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FailureReport {
+    /// The worker holding the run.
+    pub worker: String,
+    /// What went wrong.
+    pub error: String,
+    /// False when another attempt cannot succeed (e.g. parameters that do not deserialise):
+    /// the run fails at once, retries left or not.
+    #[serde(default = "yes")]
+    pub retry: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `POST /runs/{id}/logs`: lines to append.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogBatch {
+    /// The lines, oldest first. `at` may be left out: the server's time of receipt.
+    pub lines: Vec<NewLogLine>,
+}
+
+/// A line to append to a run's log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewLogLine {
+    /// When it was logged (default: when received).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<Timestamp>,
+    /// Its level.
+    #[serde(default)]
+    pub level: LogLevel,
+    /// The text.
+    pub message: String,
+}
+
+impl LogBatch {
+    /// Every problem with the request.
+    pub fn validate(&self) -> Result<(), Problems> {
+        let mut problems = Problems::default();
+        if self.lines.len() > MAX_LOG_LINES_PER_REQUEST {
+            problems.add(
+                &JsonPath::root().key("lines"),
+                format!("at most {MAX_LOG_LINES_PER_REQUEST} lines per request, got {}", self.lines.len()),
+            );
+        }
+        problems.into_result(())
+    }
+}
+
+/// What `PUT /deployments/{name}/triggers` changed: the trigger ids in each group.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TriggerSync {
+    /// Installed for the first time.
+    pub created: Vec<String>,
+    /// Replaced by a different definition (their buckets start afresh).
+    pub updated: Vec<String>,
+    /// The same as before, left alone (their buckets keep their state).
+    pub unchanged: Vec<String>,
+    /// Triggers of the deployment that were not in the list.
+    pub deleted: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn run_parameters_merge_over_defaults() {
+        let defaults = json!({"a": 1, "b": 2}).as_object().unwrap().clone();
+        let merged = merge_parameters(&defaults, Some(&json!({"b": 3, "c": 4})));
+        assert_eq!(Value::Object(merged), json!({"a": 1, "b": 3, "c": 4}));
+        assert_eq!(RunState::parse("scheduled"), Some(RunState::Scheduled));
+        assert!(RunState::Cancelled.is_final() && !RunState::Running.is_final());
+    }
+
+    #[test]
+    fn worker_requests_are_checked() {
+        let claim: ClaimRequest = serde_json::from_value(json!({"worker": "", "deployments": [], "limit": 0,
+            "lease_seconds": 0.5, "wait_seconds": 61}))
+        .unwrap();
+        let text = claim.validate().unwrap_err().to_string();
+        for field in ["$.worker", "$.deployments", "$.limit", "$.lease_seconds", "$.wait_seconds"] {
+            assert!(text.contains(field), "{text}");
+        }
+        let claim: ClaimRequest = serde_json::from_value(json!({"worker": "w", "deployments": ["d"]})).unwrap();
+        assert_eq!(claim, ClaimRequest::new("w", vec!["d".into()]));
+        assert!(claim.validate().is_ok());
+        assert!(serde_json::from_value::<Completion>(json!({"worker": "w", "oops": 1})).is_err());
+    }
+}
