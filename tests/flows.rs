@@ -404,3 +404,58 @@ async fn a_trigger_chains_on_tripwire_run_completed() {
     assert_eq!(runs.len(), 1, "the second flow's own completion does not chain again");
     worker.stop().await;
 }
+
+#[tokio::test]
+async fn the_worker_protocol_rejects_bad_input_with_what_to_fix() {
+    let server = Server::start(&temp_dir("flow-protocol"));
+    let http = common::Http::new(&server.api);
+    let (status, body) = http.post("/runs/claim", json!({"worker": "w", "deployments": [], "limit": 0})).await;
+    assert_eq!(status, 400, "{body}");
+    let problems = body["error"]["problems"].to_string();
+    assert!(problems.contains("$.deployments") && problems.contains("$.limit"), "{body}");
+    let (status, body) = http.post("/runs/claim", json!({"worker": "w", "deployments": ["d"], "lease": 5})).await;
+    assert_eq!(status, 400);
+    assert!(body["error"]["message"].as_str().unwrap().contains("unknown field `lease`"), "{body}");
+    let (status, body) = http.post("/runs/not-a-uuid/heartbeat", json!({"worker": "w"})).await;
+    assert_eq!((status, body["error"]["problems"][0]["path"].as_str()), (400, Some("$.id")));
+    let missing = Uuid::from_u128(9);
+    let (status, body) = http.post(&format!("/runs/{missing}/complete"), json!({"worker": "w"})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
+
+    // A run held by one worker: another worker's heartbeat is told to cancel, its result is
+    // refused, and the holder's goes through.
+    http.post("/deployments", json!({"name": "d", "concurrency": {"key": "{{ params.", "max_runs": 1}})).await;
+    let (status, body) =
+        http.post("/deployments", json!({"name": "d", "concurrency": {"key": "{{ params.", "max_runs": 1}})).await;
+    assert_eq!(status, 400);
+    assert!(body["error"]["problems"][0]["path"] == "$.concurrency.key", "{body}");
+    assert_eq!(http.post("/deployments", json!({"name": "d"})).await.0, 201);
+    let (_, run) = http.post("/deployments/d/runs", json!({"priority": 2})).await;
+    assert_eq!(run["priority"], 2);
+    let (status, claimed) = http.post("/runs/claim", json!({"worker": "a", "deployments": ["d"], "limit": 5})).await;
+    assert_eq!((status, claimed.as_array().unwrap().len()), (200, 1));
+    let id = claimed[0]["run"]["id"].as_str().unwrap().to_owned();
+    let (_, reply) = http.post(&format!("/runs/{id}/heartbeat"), json!({"worker": "b"})).await;
+    assert_eq!(reply["cancel"], true);
+    let (_, reply) = http.post(&format!("/runs/{id}/heartbeat"), json!({"worker": "a", "lease_seconds": 60})).await;
+    assert_eq!(reply["cancel"], false);
+    let (status, body) = http.post(&format!("/runs/{id}/complete"), json!({"worker": "b", "output": 1})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("run_not_held")), "{body}");
+    let (status, _) =
+        http.post(&format!("/runs/{id}/logs"), json!({"lines": [{"message": "hi", "level": "warning"}]})).await;
+    assert_eq!(status, 200);
+    let (status, body) =
+        http.post(&format!("/runs/{id}/complete"), json!({"worker": "a", "output": {"ok": true}})).await;
+    assert_eq!((status, body["state"].as_str()), (200, Some("Completed")));
+    let (_, logs) = http.get(&format!("/runs/{id}/logs")).await;
+    assert_eq!(
+        (logs["lines"][0]["message"].as_str(), logs["lines"][0]["level"].as_str()),
+        (Some("hi"), Some("warning"))
+    );
+    let (status, body) = http.post(&format!("/runs/{id}/cancel"), json!({})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("run_finished")));
+    // A long-poll with nothing to claim waits, then answers an empty list.
+    let (status, body) =
+        http.post("/runs/claim", json!({"worker": "a", "deployments": ["d"], "wait_seconds": 0.5})).await;
+    assert_eq!((status, body), (200, json!([])));
+}

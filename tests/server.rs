@@ -355,8 +355,15 @@ async fn the_openapi_document_lists_every_route() {
         "/api/deployments",
         "/api/deployments/{name}",
         "/api/deployments/{name}/runs",
+        "/api/deployments/{name}/triggers",
         "/api/runs",
+        "/api/runs/claim",
         "/api/runs/{id}",
+        "/api/runs/{id}/heartbeat",
+        "/api/runs/{id}/complete",
+        "/api/runs/{id}/fail",
+        "/api/runs/{id}/cancel",
+        "/api/runs/{id}/logs",
         "/api/filters",
         "/api/filters/{id}",
         "/api/health",
@@ -364,6 +371,8 @@ async fn the_openapi_document_lists_every_route() {
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} missing");
     }
-    assert!(doc["components"]["schemas"]["TriggerDefinition"].is_object());
+    for component in ["TriggerDefinition", "ClaimRequest", "HeartbeatReply", "TriggerSync", "LogBatch"] {
+        assert!(doc["components"]["schemas"][component].is_object(), "{component} missing");
+    }
     let _ = std::fs::remove_dir_all(&data);
 }

@@ -24,7 +24,7 @@ use super::context::{FlowContext, Logger};
 use super::{Failure, Flow};
 
 /// How long one claim waits for runs before the worker asks again.
-const CLAIM_WAIT: Duration = Duration::from_secs(5);
+const CLAIM_WAIT: Duration = Duration::from_secs(2);
 /// Pause after the server could not be reached.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// Attempts to deliver a run's result before giving up (the lease then lapses and another
@@ -45,7 +45,9 @@ static WORKERS: AtomicU64 = AtomicU64::new(0);
 /// ```
 pub struct Worker {
     backend: Arc<dyn Backend>,
-    flows: Vec<(Flow, Vec<TriggerDefinition>)>,
+    /// Each flow with the triggers it owns (`None`: its triggers are managed elsewhere, e.g.
+    /// applied from JSON with the CLI, and left alone).
+    flows: Vec<(Flow, Option<Vec<TriggerDefinition>>)>,
     name: String,
     slots: usize,
     lease: Duration,
@@ -80,7 +82,14 @@ impl Worker {
 
     /// Adds a flow and exactly the triggers that should run it.
     pub fn flow(mut self, flow: Flow, triggers: impl IntoIterator<Item = TriggerDefinition>) -> Worker {
-        self.flows.push((flow, triggers.into_iter().collect()));
+        self.flows.push((flow, Some(triggers.into_iter().collect())));
+        self
+    }
+
+    /// Adds a flow whose triggers are managed elsewhere (applied as JSON with
+    /// `tripwire triggers apply`, or through the API): registering leaves them alone.
+    pub fn flow_without_triggers(mut self, flow: Flow) -> Worker {
+        self.flows.push((flow, None));
         self
     }
 
@@ -108,6 +117,10 @@ impl Worker {
     pub async fn register(&self) -> Result<(), ClientError> {
         for (flow, triggers) in &self.flows {
             self.backend.put_deployment(flow.deployment()).await?;
+            let Some(triggers) = triggers else {
+                tracing::info!(flow = flow.name(), "flow registered; its triggers are managed elsewhere");
+                continue;
+            };
             let definitions: Vec<TriggerDefinition> = triggers
                 .iter()
                 .cloned()

@@ -14,6 +14,15 @@ fn component(file: &str) -> &'static str {
         "run.json" => "Run",
         "firing.json" => "Firing",
         "filter.json" => "ScopeFilter",
+        "log-line.json" => "LogLine",
+        "trigger-sync.json" => "TriggerSync",
+        "claim-request.json" => "ClaimRequest",
+        "claimed-run.json" => "ClaimedRun",
+        "heartbeat.json" => "Heartbeat",
+        "heartbeat-reply.json" => "HeartbeatReply",
+        "completion.json" => "Completion",
+        "failure-report.json" => "FailureReport",
+        "log-batch.json" => "LogBatch",
         _ => "Unknown",
     }
 }
@@ -161,10 +170,25 @@ pub fn document() -> Value {
             },
             "/api/deployments/{name}/runs": {
                 "parameters": path_param("name"),
-                "post": op("Create a run by hand", Some(body(json!({"type": "object", "properties": {"parameters": {"type": "object"}}}))), "201", ok("The run", reference("Run")))
+                "post": op("Create a run by hand", Some(body(json!({"type": "object", "properties": {"parameters": {"type": "object"}, "priority": {"type": "integer"}}}))), "201", ok("The run", reference("Run")))
+            },
+            "/api/deployments/{name}/triggers": {
+                "parameters": path_param("name"),
+                "get": op("The triggers that run this deployment", None, "200", ok("Triggers", list("TriggerRecord"))),
+                "put": op("Make these exactly the deployment's triggers (unchanged ones keep their state; others are removed)", Some(body(list("TriggerDefinition"))), "200", ok("What changed", reference("TriggerSync")))
             },
             "/api/runs": {"get": {"summary": "Runs, newest first", "parameters": query(&["deployment", "state", "limit"]), "responses": {"200": ok("Runs", list("Run")), "default": errors()}}},
+            "/api/runs/claim": {"post": op("Worker: claim ready runs of its deployments (long-poll), leased to it", Some(body(reference("ClaimRequest"))), "200", ok("Claimed runs with their triggering events", list("ClaimedRun")))},
             "/api/runs/{id}": {"parameters": path_param("id"), "get": op("One run", None, "200", ok("It", reference("Run")))},
+            "/api/runs/{id}/heartbeat": {"parameters": path_param("id"), "post": op("Worker: extend the lease; `cancel` says to stop", Some(body(reference("Heartbeat"))), "200", ok("The run and whether to cancel it", reference("HeartbeatReply")))},
+            "/api/runs/{id}/complete": {"parameters": path_param("id"), "post": op("Worker: the flow returned (409 when the run is no longer the worker's)", Some(body(reference("Completion"))), "200", ok("The run", reference("Run")))},
+            "/api/runs/{id}/fail": {"parameters": path_param("id"), "post": op("Worker: the attempt failed (retried while retries last)", Some(body(reference("FailureReport"))), "200", ok("The run", reference("Run")))},
+            "/api/runs/{id}/cancel": {"parameters": path_param("id"), "post": op("Cancel a waiting or running run", None, "200", ok("The run", reference("Run")))},
+            "/api/runs/{id}/logs": {
+                "parameters": path_param("id"),
+                "get": {"summary": "The run's log lines", "parameters": query(&["from", "limit"]), "responses": {"200": ok("A page", json!({"type": "object", "properties": {"lines": list("LogLine"), "next": {"type": "integer"}}})), "default": errors()}},
+                "post": op("Append log lines", Some(body(reference("LogBatch"))), "200", ok("How many", json!({"type": "object", "properties": {"appended": {"type": "integer"}}})))
+            },
             "/api/filters": {
                 "get": {"summary": "Scope filters", "parameters": query(&["deployment", "scope"]), "responses": {"200": ok("Filters", list("ScopeFilter")), "default": errors()}},
                 "post": op("Create a scope filter", Some(body(json!({"type": "object", "required": ["deployment", "scope", "expression"],

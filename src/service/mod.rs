@@ -108,6 +108,23 @@ pub struct IngestReport {
     pub duplicates: Vec<Uuid>,
 }
 
+/// Ticks the core every 250 ms. It holds the service weakly, so that dropping the last handle
+/// closes the database even while the timer sleeps.
+async fn run_timer(inner: std::sync::Weak<Inner>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let Some(inner) = inner.upgrade() else { return };
+        let (reply, answer) = oneshot::channel();
+        if inner.commands.send(Command::Tick { reply: Some(reply) }).await.is_err() {
+            return;
+        }
+        drop(inner);
+        if answer.await.is_err() {
+            return;
+        }
+    }
+}
+
 /// A handle to the running service; cheap to clone.
 #[derive(Clone)]
 pub struct Service {
@@ -159,23 +176,9 @@ impl Service {
             }),
         };
         if service.inner.config.clock.is_wall_clock() {
-            let timer = service.clone();
-            tokio::spawn(async move { timer.run_timer().await });
+            tokio::spawn(run_timer(Arc::downgrade(&service.inner)));
         }
         Ok(service)
-    }
-
-    async fn run_timer(&self) {
-        loop {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            let (reply, answer) = oneshot::channel();
-            if self.inner.commands.send(Command::Tick { reply: Some(reply) }).await.is_err() {
-                return;
-            }
-            if answer.await.is_err() {
-                return;
-            }
-        }
     }
 
     async fn call<T>(

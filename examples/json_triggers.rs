@@ -1,0 +1,35 @@
+//! The order example with its trigger defined only in JSON (`examples/json_triggers.json`)
+//! and applied with the CLI; the Rust code serves the flow and leaves its triggers alone.
+//!
+//! ```sh
+//! tripwire serve                                           # in one terminal
+//! tripwire triggers apply examples/json_triggers.json      # the trigger, from JSON
+//! cargo run --example json_triggers                        # serves the flow until Ctrl-C
+//! cargo run --example simulate_events                      # prints the line once
+//! ```
+
+use serde::Deserialize;
+use tripwire::client::Client;
+use tripwire::flow::{Flow, FlowContext, Worker};
+
+#[derive(Deserialize)]
+struct OrderParams {
+    user_id: String,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into())).init();
+    let flow = Flow::new("post-order-complete", |_: FlowContext, params: OrderParams| async move {
+        println!("User {} has completed an order -- doing stuff now", params.user_id);
+        Ok::<_, String>(())
+    });
+    let client = Client::from_env()?;
+    let triggers = client.deployment_triggers("post-order-complete").await.unwrap_or_default();
+    if triggers.is_empty() {
+        eprintln!("no trigger runs post-order-complete yet: apply one with `tripwire triggers apply examples/json_triggers.json`");
+    }
+    eprintln!("serving post-order-complete against {}; Ctrl-C to stop", client.base_url());
+    Worker::new(client).flow_without_triggers(flow).run().await?;
+    Ok(())
+}

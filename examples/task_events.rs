@@ -1,0 +1,54 @@
+//! AIFlow's seed: a running flow sends an event between its tasks (`send_event("key", ...)`),
+//! and another flow starts on it.
+//!
+//! ```sh
+//! tripwire serve                        # in one terminal
+//! cargo run --example task_events       # serves both flows and starts the first one
+//! ```
+//!
+//! `extract` runs two tasks; after the first it emits `key` with what it produced, and
+//! `transform`, triggered by `key`, starts while `extract` is still busy. Ctrl-C stops it.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::json;
+use tripwire::client::{Client, NewEvent};
+use tripwire::flow::{Flow, FlowContext, Worker};
+use tripwire::model::{EventTrigger, Resource, TriggerDefinition};
+
+#[derive(Deserialize)]
+struct Batch {
+    rows: u64,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into())).init();
+    let client = Client::from_env()?;
+
+    let extract = Flow::new("extract", |ctx: FlowContext, _: serde_json::Value| async move {
+        println!("extract: task 1 read 42 rows");
+        let event = NewEvent::new("key", Resource::new(format!("batch.{}", ctx.run_id())))
+            .payload(json!({"rows": 42}).as_object().cloned().unwrap_or_default());
+        ctx.emit(event).await.map_err(|e| e.to_string())?;
+        println!("extract: sent `key`; task 2 goes on");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        println!("extract: task 2 done");
+        Ok::<_, String>(json!({"rows": 42}))
+    });
+    let transform = Flow::new("transform", |ctx: FlowContext, batch: Batch| async move {
+        let from = ctx.event().map_or("?".to_owned(), |e| e.resource.id().to_owned());
+        println!("transform: started on `key` from {from} with {} rows", batch.rows);
+        Ok::<_, String>(())
+    });
+    let on_key = TriggerDefinition::new("transform-on-key", EventTrigger::new().expect("key"))
+        .parameters(json!({"rows": "{{ event.payload.rows }}"}));
+
+    let worker = Worker::new(client.clone()).flow(extract, []).flow(transform, [on_key]);
+    worker.register().await?;
+    let run = client.create_run("extract", None).await?;
+    eprintln!("started extract (run {}); serving until Ctrl-C", run.id);
+    worker.run().await?;
+    Ok(())
+}

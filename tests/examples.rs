@@ -1,0 +1,159 @@
+//! Every example in `examples/`, run as its own process against the real server, as the
+//! README tells users to run them.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{temp_dir, Server};
+
+/// `target/<profile>/examples/NAME`, built by `cargo test` (which builds the examples).
+fn example(name: &str) -> PathBuf {
+    let deps = std::env::current_exe().unwrap().parent().unwrap().to_path_buf();
+    let path = deps.parent().unwrap().join("examples").join(name);
+    assert!(path.exists(), "{} is missing: run `cargo build --examples` (cargo test builds them)", path.display());
+    path
+}
+
+/// A running example whose stdout lines arrive on a channel.
+struct Example {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Example {
+    fn start(name: &str, api: &str) -> Example {
+        let mut child = Command::new(example(name))
+            .env("TRIPWIRE_API", api)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Example { child, lines, seen: Vec::new() }
+    }
+
+    /// Waits for a line containing `text`; returns every line so far.
+    fn expect(&mut self, text: &str) -> &[String] {
+        while !self.seen.iter().any(|l| l.contains(text)) {
+            match self.lines.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => panic!("no line with `{text}` within 30 s; printed so far: {:#?}", self.seen),
+            }
+        }
+        &self.seen
+    }
+
+    /// Collects what else it prints for `quiet`, then stops it with Ctrl-C (SIGINT) and
+    /// checks that it exits cleanly. Returns every line.
+    fn stop(mut self, quiet: Duration) -> Vec<String> {
+        while let Ok(line) = self.lines.recv_timeout(quiet) {
+            self.seen.push(line);
+        }
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-INT", &pid]).status().unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "Ctrl-C must stop it cleanly, got {status}");
+        self.lines.try_iter().for_each(|l| self.seen.push(l));
+        self.seen
+    }
+
+    /// Waits for it to exit by itself, successfully.
+    fn finish(mut self) -> Vec<String> {
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "exit status {status}");
+        self.lines.iter().for_each(|l| self.seen.push(l));
+        self.seen
+    }
+}
+
+fn count(lines: &[String], text: &str) -> usize {
+    lines.iter().filter(|l| l.contains(text)).count()
+}
+
+/// Waits until `deployment` exists (the worker registered it).
+fn wait_registered(api: &str, deployment: &str) {
+    let client = tripwire::client::Client::new(api).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    for _ in 0..300 {
+        if runtime.block_on(client.deployment(deployment)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{deployment} was never registered");
+}
+
+#[test]
+fn post_order_complete_prints_the_line_once_for_123_and_never_for_456() {
+    let server = Server::start(&temp_dir("example-order"));
+    let worker = Example::start("post_order_complete", &server.api);
+    wait_registered(&server.api, "post-order-complete");
+    let simulate = Example::start("simulate_events", &server.api).finish();
+    assert_eq!(count(&simulate, "emitted"), 3, "{simulate:?}");
+    let mut worker = worker;
+    worker.expect("User 123 has completed an order -- doing stuff now");
+    let lines = worker.stop(Duration::from_secs(2));
+    assert_eq!(lines, ["User 123 has completed an order -- doing stuff now"]);
+}
+
+#[test]
+fn json_triggers_are_applied_with_the_cli_and_run_the_same_flow() {
+    let server = Server::start(&temp_dir("example-json"));
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/json_triggers.json");
+    let applied = Command::new(env!("CARGO_BIN_EXE_tripwire"))
+        .args(["triggers", "apply", file, "--api", &server.api])
+        .output()
+        .unwrap();
+    assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+    let mut worker = Example::start("json_triggers", &server.api);
+    wait_registered(&server.api, "post-order-complete");
+    Example::start("simulate_events", &server.api).finish();
+    worker.expect("User 123 has completed an order");
+    let lines = worker.stop(Duration::from_secs(2));
+    assert_eq!(lines, ["User 123 has completed an order -- doing stuff now"]);
+}
+
+#[test]
+fn signup_fanout_runs_three_flows_and_the_referral_only_when_the_filter_matches() {
+    let server = Server::start(&temp_dir("example-signup"));
+    let mut worker = Example::start("signup_fanout", &server.api);
+    worker.expect("reward_referral");
+    for user in ["alice", "carol"] {
+        worker.expect(&format!("welcome mail sent to {user}"));
+        worker.expect(&format!("100 credits granted to {user}"));
+    }
+    let lines = worker.stop(Duration::from_secs(2));
+    assert_eq!(count(&lines, "send_welcome_email"), 2, "{lines:#?}");
+    assert_eq!(count(&lines, "grant_new_user_credits"), 2, "{lines:#?}");
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with("reward_referral")).collect::<Vec<_>>(),
+        ["reward_referral: bob rewarded for referring alice"]
+    );
+}
+
+#[test]
+fn task_events_start_a_flow_from_an_event_sent_inside_another() {
+    let server = Server::start(&temp_dir("example-tasks"));
+    let mut worker = Example::start("task_events", &server.api);
+    worker.expect("extract: task 2 done");
+    let lines = worker.expect("transform: started on `key`").to_vec();
+    let sent = lines.iter().position(|l| l.contains("sent `key`")).unwrap();
+    let started = lines.iter().position(|l| l.contains("transform: started")).unwrap();
+    assert!(started > sent, "{lines:#?}");
+    assert!(lines[started].contains("with 42 rows"), "{lines:#?}");
+    let lines = worker.stop(Duration::from_secs(1));
+    assert_eq!(count(&lines, "transform: started"), 1);
+}
