@@ -178,6 +178,20 @@ fn the_order_example_runs_once_for_user_123() {
     assert_eq!(tailed_ids, [ids[0].as_str(), ids[1].as_str()]);
     let all = json_lines(&ok(server.cli(&["events", "tail", "--prefix", "order."])));
     assert_eq!(all.iter().map(|e| e["id"].as_str().unwrap()).collect::<Vec<_>>(), ids);
+
+    // A worker's log lines show with `runs logs`; `runs cancel` cancels the waiting run once.
+    let line =
+        tripwire::model::NewLogLine { at: None, level: tripwire::model::LogLevel::Warning, message: "careful".into() };
+    rt.block_on(client.append_logs(run.id, &tripwire::model::LogBatch { lines: vec![line] })).unwrap();
+    let logs = ok(server.cli(&["runs", "logs", run_id]));
+    assert!(logs.contains("WARNING") && logs.contains("[attempt 1] careful"), "{logs}");
+    let cancelled: Value = serde_json::from_str(&ok(server.cli(&["runs", "cancel", run_id]))).unwrap();
+    assert_eq!(
+        (cancelled["state"].as_str(), cancelled["reason"].as_str()),
+        (Some("Cancelled"), Some("cancelled_by_user"))
+    );
+    let again = server.cli(&["runs", "cancel", run_id]);
+    assert!(!again.status.success() && stderr(&again).contains("already Cancelled"), "{}", stderr(&again));
 }
 
 #[test]

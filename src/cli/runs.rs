@@ -1,4 +1,4 @@
-//! `tripwire runs list|show`: the runs on a server.
+//! `tripwire runs list|show|logs|cancel`: the runs on a server.
 
 use std::process::ExitCode;
 
@@ -41,6 +41,18 @@ enum RunsCommand {
         #[arg(value_name = "ID", value_parser = parse_id)]
         id: Uuid,
     },
+    /// Print a run's log lines.
+    Logs {
+        /// The run's id.
+        #[arg(value_name = "ID", value_parser = parse_id)]
+        id: Uuid,
+    },
+    /// Cancel a waiting or running run (its worker stops it at its next heartbeat).
+    Cancel {
+        /// The run's id.
+        #[arg(value_name = "ID", value_parser = parse_id)]
+        id: Uuid,
+    },
 }
 
 fn parse_state(text: &str) -> Result<RunState, String> {
@@ -77,6 +89,26 @@ pub fn run(args: RunsArgs) -> ExitCode {
                 remote::table(&["ID", "STATE", "DEPLOYMENT", "CREATED", "TRIGGER", "PARAMETERS"], &rows)
             }
             RunsCommand::Show { id } => remote::json_pretty(&client.run(id).await?),
+            RunsCommand::Logs { id } => {
+                let mut from = 0;
+                loop {
+                    let page = client.run_logs(id, from).await?;
+                    for line in &page.lines {
+                        println!(
+                            "{} {:<7} [attempt {}] {}",
+                            line.at,
+                            format!("{:?}", line.level).to_uppercase(),
+                            line.attempt,
+                            line.message
+                        );
+                    }
+                    match page.next {
+                        Some(next) if !page.lines.is_empty() => from = next,
+                        _ => return Ok(()),
+                    }
+                }
+            }
+            RunsCommand::Cancel { id } => remote::json_pretty(&client.cancel_run(id).await?),
         }
     })
 }
