@@ -87,6 +87,15 @@ fn client_speaks_http_and_knows_only_the_model() {
 }
 
 #[test]
+fn flows_run_on_the_client_and_the_model_only() {
+    // Embedded mode plugs the service in from outside (src/embedded.rs implements Backend).
+    check(
+        "flow",
+        &["redb", "axum", "dashmap", "crate::engine", "crate::store", "crate::service", "crate::http", "crate::cli"],
+    );
+}
+
+#[test]
 fn store_knows_nothing_of_the_edges() {
     check("store", &["tokio", "axum", "crate::service", "crate::http", "crate::cli", "crate::client"]);
 }

@@ -460,3 +460,53 @@ fn events_tail_follow_prints_new_events_once() {
     assert!(rx.recv_timeout(std::time::Duration::from_millis(800)).is_err());
     drop(guard);
 }
+
+#[test]
+fn the_client_subscribes_to_events_and_manages_scope_filters() {
+    let server = Server::start("subscribe");
+    let client = server.client();
+    let rt = runtime();
+    rt.block_on(async {
+        client.emit(NewEvent::new("ping", Resource::new("old"))).await.unwrap();
+        client.emit(NewEvent::new("other", Resource::new("old"))).await.unwrap();
+        let mut subscription = client.subscribe(&json!({"event": {"name": ["ping"]}}), true).await.unwrap();
+        let backfilled = subscription.next().await.unwrap().unwrap();
+        assert_eq!((backfilled.event.as_str(), backfilled.resource.id()), ("ping", "old"));
+        client.emit(NewEvent::new("other", Resource::new("new"))).await.unwrap();
+        client.emit(NewEvent::new("ping", Resource::new("new"))).await.unwrap();
+        let live = subscription.next().await.unwrap().unwrap();
+        assert_eq!((live.event.as_str(), live.resource.id()), ("ping", "new"), "filtered, in order");
+        subscription.close().await;
+
+        // A filter the server cannot read closes the subscription with the reason.
+        let mut bad = client.subscribe(&json!({"event": {"nmae": ["x"]}}), false).await.unwrap();
+        let err = bad.next().await.unwrap().unwrap_err();
+        assert!(err.to_string().contains("nmae"), "{err}");
+
+        // Scope filters round-trip.
+        client.put_deployment(&Deployment::new("reward")).await.unwrap();
+        let draft = tripwire::model::ScopeFilter {
+            id: uuid::Uuid::nil(),
+            deployment: "reward".into(),
+            scope: "referrals".into(),
+            expression: "input.amount > payload.min".into(),
+            payload: json!({"min": 10}).as_object().unwrap().clone(),
+            created: None,
+        };
+        let created = client.create_filter(&draft).await.unwrap();
+        assert_ne!(created.id, uuid::Uuid::nil());
+        assert_eq!(client.filter(created.id).await.unwrap().expression, draft.expression);
+        assert_eq!(client.filters(Some("reward"), Some("referrals")).await.unwrap().len(), 1);
+        assert!(client.filters(Some("reward"), Some("other")).await.unwrap().is_empty());
+        client.delete_filter(created.id).await.unwrap();
+        let gone = client.filter(created.id).await.unwrap_err();
+        assert!(matches!(gone, ClientError::Api { status: 404, .. }), "{gone}");
+        let mut broken = draft.clone();
+        broken.expression = "input.amount >".into();
+        let err = client.create_filter(&broken).await.unwrap_err();
+        assert!(
+            matches!(&err, ClientError::Api { status: 400, .. }) && err.to_string().contains("$.expression"),
+            "{err}"
+        );
+    });
+}

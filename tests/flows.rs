@@ -454,6 +454,14 @@ async fn the_worker_protocol_rejects_bad_input_with_what_to_fix() {
     );
     let (status, body) = http.post(&format!("/runs/{id}/cancel"), json!({})).await;
     assert_eq!((status, body["error"]["code"].as_str()), (409, Some("run_finished")));
+    // A run nobody claims within the schedule timeout is cancelled, saying why.
+    assert_eq!(http.put("/deployments/late", json!({"schedule_timeout_seconds": 0.3})).await.0, 201);
+    let (_, late) = http.post("/deployments/late/runs", json!({})).await;
+    let client = Client::new(&server.api).unwrap();
+    let late =
+        wait_for(&client, late["id"].as_str().unwrap().parse().unwrap(), "the schedule timeout", |r| r.is_final())
+            .await;
+    assert_eq!((late.state, late.reason), (RunState::Cancelled, Some(StateReason::ScheduleTimeout)));
     // A long-poll with nothing to claim waits, then answers an empty list.
     let (status, body) =
         http.post("/runs/claim", json!({"worker": "a", "deployments": ["d"], "wait_seconds": 0.5})).await;

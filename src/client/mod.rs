@@ -16,6 +16,7 @@
 //! # }
 //! ```
 
+mod subscription;
 mod types;
 
 use std::time::Duration;
@@ -28,9 +29,10 @@ use uuid::Uuid;
 
 use crate::model::{
     ClaimRequest, ClaimedRun, Completion, Deployment, FailureReport, Heartbeat, HeartbeatReply, LogBatch, Run,
-    RunState, TriggerDefinition, TriggerSync,
+    RunState, ScopeFilter, TriggerDefinition, TriggerSync,
 };
 
+pub use self::subscription::Subscription;
 pub use self::types::{
     BucketInfo, BucketsView, EventPage, EventQuery, IngestReport, LogPage, NewEvent, TriggerRecord, Upserted,
 };
@@ -324,6 +326,46 @@ impl Client {
     pub async fn run_logs(&self, id: Uuid, from: u64) -> Result<LogPage, ClientError> {
         let request = self.request(Method::GET, &["runs", &id.to_string(), "logs"]).query(&[("from", from)]);
         decode(self.send(request).await?, "the run's log").await
+    }
+
+    /// `GET /events/out` (a WebSocket): events matching a Prefect event `filter` (`{}` for
+    /// all), with `backfill` first the matching events of the last 15 minutes.
+    pub async fn subscribe(&self, filter: &Value, backfill: bool) -> Result<Subscription, ClientError> {
+        let mut url = self.url(&["events", "out"]);
+        let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
+        url.set_scheme(scheme).map_err(|_| ClientError::Invalid(format!("cannot make a WebSocket URL of {url}")))?;
+        Subscription::open(url.to_string(), filter, backfill).await
+    }
+
+    /// `GET /filters`: the scope filters, optionally of one deployment and scope.
+    pub async fn filters(
+        &self,
+        deployment: Option<&str>,
+        scope: Option<&str>,
+    ) -> Result<Vec<ScopeFilter>, ClientError> {
+        let mut query = Vec::new();
+        query.extend(deployment.map(|d| ("deployment", d)));
+        query.extend(scope.map(|s| ("scope", s)));
+        let request = self.request(Method::GET, &["filters"]).query(&query);
+        decode(self.send(request).await?, "the filters").await
+    }
+
+    /// `POST /filters`: a Hatchet-style scope filter for a deployment (`id` and `created` are
+    /// the server's).
+    pub async fn create_filter(&self, filter: &ScopeFilter) -> Result<ScopeFilter, ClientError> {
+        let body = json!({"deployment": filter.deployment, "scope": filter.scope, "expression": filter.expression,
+                          "payload": filter.payload});
+        self.post(&["filters"], &body, "the filter").await
+    }
+
+    /// `GET /filters/{id}`.
+    pub async fn filter(&self, id: Uuid) -> Result<ScopeFilter, ClientError> {
+        self.get(&["filters", &id.to_string()]).await
+    }
+
+    /// `DELETE /filters/{id}`.
+    pub async fn delete_filter(&self, id: Uuid) -> Result<(), ClientError> {
+        self.send(self.request(Method::DELETE, &["filters", &id.to_string()])).await.map(drop)
     }
 
     async fn post<T: DeserializeOwned>(

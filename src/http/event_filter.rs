@@ -67,9 +67,16 @@ impl EventFilter {
         let mut problems = Problems::default();
         let mut filter = EventFilter::default();
         let Some(object) = object(value, path, &mut problems) else { return problems.into_result(filter) };
+        known(
+            object,
+            path,
+            &["occurred", "event", "resource", "related", "any_resource", "id", "order"],
+            &mut problems,
+        );
         if let Some(occurred) = object.get("occurred") {
             let path = path.key("occurred");
             if let Some(o) = self::object(occurred, &path, &mut problems) {
+                known(o, &path, &["since", "until"], &mut problems);
                 filter.since = timestamp(o.get("since"), &path.key("since"), &mut problems);
                 filter.until = timestamp(o.get("until"), &path.key("until"), &mut problems);
             }
@@ -77,6 +84,7 @@ impl EventFilter {
         if let Some(event) = object.get("event") {
             let path = path.key("event");
             if let Some(o) = self::object(event, &path, &mut problems) {
+                known(o, &path, &["prefix", "name", "exclude_prefix", "exclude_name"], &mut problems);
                 let mut list = |field: &str| strings(o.get(field), &path.key(field), &mut problems);
                 filter.name = NameFilter {
                     prefix: list("prefix"),
@@ -102,6 +110,7 @@ impl EventFilter {
         if let Some(id) = object.get("id") {
             let path = path.key("id");
             if let Some(o) = self::object(id, &path, &mut problems) {
+                known(o, &path, &["id"], &mut problems);
                 let path = path.key("id");
                 for (i, text) in strings(o.get("id"), &path, &mut problems).into_iter().enumerate() {
                     match Uuid::parse_str(&text) {
@@ -140,6 +149,10 @@ impl NameFilter {
 
 impl ResourceIdFilter {
     fn from_json(object: &Map<String, Value>, path: &JsonPath, problems: &mut Problems) -> ResourceIdFilter {
+        known(object, path, &["id", "id_prefix", "labels", "distinct"], problems);
+        if object.get("distinct").is_some_and(|d| *d == Value::Bool(true)) {
+            problems.add(&path.key("distinct"), "`distinct: true` is not supported; leave it out or false");
+        }
         ResourceIdFilter {
             id: strings(object.get("id"), &path.key("id"), problems),
             id_prefix: strings(object.get("id_prefix"), &path.key("id_prefix"), problems),
@@ -157,6 +170,7 @@ impl ResourceIdFilter {
 
 impl RelatedFilter {
     fn from_json(object: &Map<String, Value>, path: &JsonPath, problems: &mut Problems) -> RelatedFilter {
+        known(object, path, &["id", "role", "resources_in_roles", "labels"], problems);
         let mut resources_in_roles = Vec::new();
         match object.get("resources_in_roles") {
             None | Some(Value::Null) => {}
@@ -242,6 +256,17 @@ fn value_matches(expected: &str, value: Option<&str>) -> bool {
 }
 
 /// An object, or `None` for `null` (and a problem for anything else).
+/// Reports every field that tripwire does not know and that is set (Prefect's clients send
+/// unset fields as `null`, which are accepted): an ignored filter field would silently match
+/// more events than asked for.
+fn known(object: &Map<String, Value>, path: &JsonPath, fields: &[&str], problems: &mut Problems) {
+    for (key, value) in object {
+        if !value.is_null() && !fields.contains(&key.as_str()) {
+            problems.add(&path.key(key), format!("unknown or unsupported filter field; use {}", fields.join(", ")));
+        }
+    }
+}
+
 fn object<'a>(value: &'a Value, path: &JsonPath, problems: &mut Problems) -> Option<&'a Map<String, Value>> {
     match value {
         Value::Object(o) => Some(o),

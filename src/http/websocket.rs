@@ -453,7 +453,17 @@ mod tests {
         assert!(!filter(json!({"event": {"exclude_prefix": ["order."]}})).includes(&e));
         assert!(filter(json!({"event": {"name": ["order.created"], "exclude_name": ["x"]}})).includes(&e));
         assert!(!filter(json!({"event": {"exclude_name": ["order.created"]}})).includes(&e));
-        assert!(filter(json!({"event": {"prefix": []}, "order": "ASC", "text": null, "unknown": 1})).includes(&e));
+        assert!(filter(json!({"event": {"prefix": []}, "order": "ASC", "text": null})).includes(&e));
+        // A field tripwire does not know would otherwise match more than asked: it is an error.
+        for (bad, path) in [
+            (json!({"unknown": 1}), "$.unknown"),
+            (json!({"event": {"nmae": ["x"]}}), "$.event.nmae"),
+            (json!({"resource": {"distinct": true}}), "$.resource.distinct"),
+            (json!({"related": {"rol": ["x"]}}), "$.related.rol"),
+        ] {
+            let problems = EventFilter::from_json(&bad, &JsonPath::root()).unwrap_err();
+            assert_eq!(problems.0[0].path, path, "{bad}");
+        }
     }
 
     #[test]

@@ -1,0 +1,69 @@
+//! `GET /api/events/out` as a stream of events: the client side of a subscription.
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::model::Event;
+
+use super::ClientError;
+
+/// Events matching a filter: with `backfill`, first those received in the last 15 minutes,
+/// then live ones as they are accepted. Read them with [`Subscription::next`].
+pub struct Subscription {
+    socket: WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>,
+    url: String,
+}
+
+impl Subscription {
+    pub(super) async fn open(url: String, filter: &Value, backfill: bool) -> Result<Subscription, ClientError> {
+        let (mut socket, _) =
+            tokio_tungstenite::connect_async(url.as_str()).await.map_err(|e| ClientError::Unreachable {
+                url: url.clone(),
+                message: format!("cannot subscribe at {url}: {e}; is `tripwire serve` running?"),
+            })?;
+        let subscribe = json!({"type": "filter", "filter": filter, "backfill": backfill});
+        socket
+            .send(Message::text(subscribe.to_string()))
+            .await
+            .map_err(|e| ClientError::Transport { url: url.clone(), message: e.to_string() })?;
+        Ok(Subscription { socket, url })
+    }
+
+    /// The next event; `None` when the server closed the subscription normally. A close with
+    /// a reason (an invalid filter, a subscriber too slow to keep up) is an error carrying it.
+    pub async fn next(&mut self) -> Option<Result<Event, ClientError>> {
+        loop {
+            let message = match self.socket.next().await? {
+                Ok(m) => m,
+                Err(e) => return Some(Err(ClientError::Transport { url: self.url.clone(), message: e.to_string() })),
+            };
+            match message {
+                Message::Text(text) => {
+                    let parsed: Result<Value, _> = serde_json::from_str(text.as_str());
+                    return Some(match parsed {
+                        Ok(mut v) if v["type"] == "event" => serde_json::from_value(v["event"].take())
+                            .map_err(|e| ClientError::Decode(format!("a subscribed event: {e}"))),
+                        Ok(v) => Err(ClientError::Decode(format!("unexpected message on the subscription: {v}"))),
+                        Err(e) => Err(ClientError::Decode(format!("a subscription message is not JSON: {e}"))),
+                    });
+                }
+                Message::Close(Some(frame)) if frame.code != 1000.into() => {
+                    return Some(Err(ClientError::Api {
+                        status: u16::from(frame.code),
+                        code: "subscription_closed".into(),
+                        message: frame.reason.to_string(),
+                    }))
+                }
+                Message::Close(_) => return None,
+                _ => continue,
+            }
+        }
+    }
+
+    /// Closes the subscription.
+    pub async fn close(mut self) {
+        let _ = self.socket.close(None).await;
+    }
+}
