@@ -24,7 +24,11 @@ fn check(layer: &str, forbidden: &[&str]) {
         for (n, line) in text.lines().enumerate() {
             let code = line.split("//").next().unwrap_or("");
             for word in forbidden {
-                if code.contains(word) {
+                // Whole paths only: `crate::cli` must not match `crate::client`.
+                let found = code
+                    .match_indices(word)
+                    .any(|(at, _)| !code[at + word.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_'));
+                if found {
                     violations.push(format!("{path}:{}: `{word}` in {layer}", n + 1));
                 }
             }

@@ -30,6 +30,10 @@ const RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("runs");
 const RUN_IDS: TableDefinition<u128, u64> = TableDefinition::new("run_ids");
 const FILTERS: TableDefinition<u128, &[u8]> = TableDefinition::new("filters");
 const RUN_LOGS: TableDefinition<(u128, u64), &[u8]> = TableDefinition::new("run_logs");
+/// Runs that are not final (id → sequence number), so that a restart reads the queue without
+/// scanning every run ever made.
+const ACTIVE_RUNS: TableDefinition<u128, u64> = TableDefinition::new("active_runs");
+const ACTIVE_INDEXED_KEY: &str = "active_runs_indexed";
 
 /// The schema version this code writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -186,6 +190,7 @@ impl Store {
             tx.tx.open_table(RUN_IDS)?;
             tx.tx.open_table(FILTERS)?;
             tx.tx.open_table(RUN_LOGS)?;
+            let mut active = tx.tx.open_table(ACTIVE_RUNS)?;
             let found = meta.get(SCHEMA_KEY)?.map(|v| decode::<u32>("schema version", v.value())).transpose()?;
             match found {
                 None => {
@@ -193,6 +198,18 @@ impl Store {
                 }
                 Some(v) if v == SCHEMA_VERSION => {}
                 Some(found) => return Err(StoreError::Version { found }),
+            }
+            // Data written before the index existed: build it once.
+            if meta.get(ACTIVE_INDEXED_KEY)?.is_none() {
+                let runs = tx.tx.open_table(RUNS)?;
+                for item in runs.iter()? {
+                    let (k, v) = item?;
+                    let run: Run = decode("run", v.value())?;
+                    if !run.is_final() {
+                        active.insert(run.id.as_u128(), k.value())?;
+                    }
+                }
+                meta.insert(ACTIVE_INDEXED_KEY, encode(&true).as_slice())?;
             }
         }
         tx.commit()?;
@@ -328,12 +345,16 @@ impl Store {
     pub fn active_runs(&self) -> Result<Vec<Run>, StoreError> {
         let rx = self.read()?;
         let runs = rx.open_table(RUNS)?;
-        let mut out = Vec::new();
-        for item in runs.iter()? {
-            let (_, v) = item?;
-            let run: Run = decode("run", v.value())?;
-            if !run.is_final() {
-                out.push(run);
+        let active = rx.open_table(ACTIVE_RUNS)?;
+        let mut seqs = Vec::new();
+        for item in active.iter()? {
+            seqs.push(item?.1.value());
+        }
+        seqs.sort_unstable();
+        let mut out = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            if let Some(v) = runs.get(seq)? {
+                out.push(decode("run", v.value())?);
             }
         }
         Ok(out)
@@ -543,6 +564,12 @@ impl Tx {
         };
         runs.insert(seq, encode(run).as_slice())?;
         ids.insert(run.id.as_u128(), seq)?;
+        let mut active = self.tx.open_table(ACTIVE_RUNS)?;
+        if run.is_final() {
+            active.remove(run.id.as_u128())?;
+        } else {
+            active.insert(run.id.as_u128(), seq)?;
+        }
         Ok(())
     }
 
@@ -654,6 +681,26 @@ mod tests {
         tx.commit().unwrap();
         assert_eq!(store.log_after(2).unwrap().len(), 1);
         assert_eq!(store.snapshot().unwrap().unwrap().log_pos, 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn only_active_runs_are_read_back_for_the_queue() {
+        let dir = temp("active");
+        let store = Store::open(&dir).unwrap();
+        let d = Deployment::new("d");
+        let t = Timestamp::from_micros(0);
+        let tx = store.begin().unwrap();
+        let mut done = Run::scheduled(Uuid::from_u128(1), &d, Default::default(), None, t);
+        let waiting = Run::scheduled(Uuid::from_u128(2), &d, Default::default(), None, t);
+        tx.put_run(&done).unwrap();
+        tx.put_run(&waiting).unwrap();
+        done.state = crate::model::RunState::Completed;
+        tx.put_run(&done).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(store.active_runs().unwrap(), std::slice::from_ref(&waiting));
+        drop(store);
+        assert_eq!(Store::open(&dir).unwrap().active_runs().unwrap(), [waiting]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
