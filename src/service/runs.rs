@@ -245,13 +245,12 @@ impl RunQueue {
 
     pub fn complete(&mut self, id: &Uuid, worker: &str, output: Value, now: Timestamp) -> Result<Change, Refusal> {
         self.held(id, worker)?;
-        Ok(self
-            .finish(*id, RunState::Completed, now, |r| {
-                r.output = Some(output);
-                r.error = None;
-                r.reason = None;
-            })
-            .expect("held runs are active"))
+        self.finish(*id, RunState::Completed, now, |r| {
+            r.output = Some(output);
+            r.error = None;
+            r.reason = None;
+        })
+        .ok_or(Refusal::Final)
     }
 
     pub fn fail(
@@ -264,7 +263,7 @@ impl RunQueue {
     ) -> Result<Change, Refusal> {
         self.held(id, worker)?;
         let reason = (!retry).then_some(StateReason::InvalidParameters);
-        Ok(self.after_failure(*id, error, retry, reason, now).expect("held runs are active"))
+        self.after_failure(*id, error, retry, reason, now).ok_or(Refusal::Final)
     }
 
     /// Cancels an active run; its worker learns it at its next heartbeat.
