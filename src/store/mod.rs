@@ -256,11 +256,7 @@ impl Store {
     /// The event with this id.
     pub fn event(&self, id: &Uuid) -> Result<Option<Event>, StoreError> {
         let rx = self.read()?;
-        let ids = rx.open_table(EVENT_IDS)?;
-        let Some(seq) = ids.get(id.as_u128())?.map(|v| v.value()) else { return Ok(None) };
-        let events = rx.open_table(EVENTS)?;
-        let found = events.get(seq)?;
-        found.map(|v| decode("event", v.value())).transpose()
+        through_index(&rx.open_table(EVENT_IDS)?, &rx.open_table(EVENTS)?, id, "event")
     }
 
     /// Events newest first, starting below `before` (a sequence number), that pass `keep`,
@@ -334,11 +330,7 @@ impl Store {
     /// One run.
     pub fn run(&self, id: &Uuid) -> Result<Option<Run>, StoreError> {
         let rx = self.read()?;
-        let ids = rx.open_table(RUN_IDS)?;
-        let Some(seq) = ids.get(id.as_u128())?.map(|v| v.value()) else { return Ok(None) };
-        let runs = rx.open_table(RUNS)?;
-        let found = runs.get(seq)?;
-        found.map(|v| decode("run", v.value())).transpose()
+        through_index(&rx.open_table(RUN_IDS)?, &rx.open_table(RUNS)?, id, "run")
     }
 
     /// Every run that is not final (Scheduled or Running), oldest first.
@@ -422,6 +414,18 @@ fn collect_events<'a>(
     Ok((out, None))
 }
 
+/// The value an id index points at: `ids` maps the id to a sequence number in `values`.
+fn through_index<T: DeserializeOwned>(
+    ids: &impl ReadableTable<u128, u64>,
+    values: &impl ReadableTable<u64, &'static [u8]>,
+    id: &Uuid,
+    what: &'static str,
+) -> Result<Option<T>, StoreError> {
+    let Some(seq) = ids.get(id.as_u128())?.map(|v| v.value()) else { return Ok(None) };
+    let found = values.get(seq)?;
+    found.map(|v| decode(what, v.value())).transpose()
+}
+
 /// The value stored under a name, if any.
 fn by_name<T: DeserializeOwned>(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
@@ -485,11 +489,7 @@ impl Tx {
 
     /// The event with this id, as the write transaction sees it.
     pub fn event(&self, id: &Uuid) -> Result<Option<Event>, StoreError> {
-        let ids = self.tx.open_table(EVENT_IDS)?;
-        let Some(seq) = ids.get(id.as_u128())?.map(|v| v.value()) else { return Ok(None) };
-        let events = self.tx.open_table(EVENTS)?;
-        let found = events.get(seq)?;
-        found.map(|v| decode("event", v.value())).transpose()
+        through_index(&self.tx.open_table(EVENT_IDS)?, &self.tx.open_table(EVENTS)?, id, "event")
     }
 
     /// Stores an accepted event; returns its sequence number.
@@ -575,11 +575,7 @@ impl Tx {
 
     /// One run, as the write transaction sees it.
     pub fn run(&self, id: &Uuid) -> Result<Option<Run>, StoreError> {
-        let ids = self.tx.open_table(RUN_IDS)?;
-        let Some(seq) = ids.get(id.as_u128())?.map(|v| v.value()) else { return Ok(None) };
-        let runs = self.tx.open_table(RUNS)?;
-        let found = runs.get(seq)?;
-        found.map(|v| decode("run", v.value())).transpose()
+        through_index(&self.tx.open_table(RUN_IDS)?, &self.tx.open_table(RUNS)?, id, "run")
     }
 
     /// Appends lines to a run's log.
