@@ -478,6 +478,13 @@ fn the_client_subscribes_to_events_and_manages_scope_filters() {
         assert_eq!((live.event.as_str(), live.resource.id()), ("ping", "new"), "filtered, in order");
         subscription.close().await;
 
+        // Prefect's event filter, page by page.
+        let first = client.events_filter(&json!({"event": {"name": ["ping"]}, "order": "ASC"}), Some(1)).await.unwrap();
+        assert_eq!((first.total, first.events[0].resource.id()), (2, "old"));
+        let second = client.events_filter_next(first.next_page.as_deref().unwrap()).await.unwrap();
+        assert_eq!(second.events[0].resource.id(), "new");
+        assert!(second.next_page.is_none());
+
         // A filter the server cannot read closes the subscription with the reason.
         let mut bad = client.subscribe(&json!({"event": {"nmae": ["x"]}}), false).await.unwrap();
         let err = bad.next().await.unwrap().unwrap_err();

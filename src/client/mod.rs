@@ -34,7 +34,8 @@ use crate::model::{
 
 pub use self::subscription::Subscription;
 pub use self::types::{
-    BucketInfo, BucketsView, EventPage, EventQuery, IngestReport, LogPage, NewEvent, TriggerRecord, Upserted,
+    BucketInfo, BucketsView, EventPage, EventQuery, FilteredEvents, IngestReport, LogPage, NewEvent, TriggerRecord,
+    Upserted,
 };
 
 /// The API address used when none is given.
@@ -326,6 +327,23 @@ impl Client {
     pub async fn run_logs(&self, id: Uuid, from: u64) -> Result<LogPage, ClientError> {
         let request = self.request(Method::GET, &["runs", &id.to_string(), "logs"]).query(&[("from", from)]);
         decode(self.send(request).await?, "the run's log").await
+    }
+
+    /// `POST /events/filter`: Prefect's event filter (`occurred`, `event`, `resource`,
+    /// `related`, `any_resource`, `id`, `order`), at most `limit` events per page (1 to 1000).
+    pub async fn events_filter(&self, filter: &Value, limit: Option<usize>) -> Result<FilteredEvents, ClientError> {
+        let body = json!({"filter": filter, "limit": limit});
+        self.post(&["events", "filter"], &body, "the filtered events").await
+    }
+
+    /// The page after one of [`Client::events_filter`], from its `next_page`.
+    pub async fn events_filter_next(&self, next_page: &str) -> Result<FilteredEvents, ClientError> {
+        let token = next_page
+            .split_once("page-token=")
+            .map(|(_, t)| t.split('&').next().unwrap_or(t))
+            .ok_or_else(|| ClientError::Invalid(format!("`{next_page}` is not a next_page address")))?;
+        let request = self.request(Method::GET, &["events", "filter", "next"]).query(&[("page-token", token)]);
+        decode(self.send(request).await?, "the filtered events").await
     }
 
     /// `GET /events/out` (a WebSocket): events matching a Prefect event `filter` (`{}` for

@@ -143,6 +143,18 @@ pub struct EventPage {
     pub next_page: Option<u64>,
 }
 
+/// A page of Prefect's event filter (`POST /events/filter`), in the filter's order.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct FilteredEvents {
+    /// The events of this page.
+    pub events: Vec<Event>,
+    /// How many stored events match in all.
+    pub total: usize,
+    /// The next page's address (pass it to [`super::Client::events_filter_next`]); `None` on
+    /// the last page.
+    pub next_page: Option<String>,
+}
+
 pub use crate::model::TriggerRecord;
 
 /// The answer to a PUT: the stored value, and whether it was new.
