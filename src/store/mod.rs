@@ -167,6 +167,9 @@ pub struct Store {
 /// An open write transaction; commit with [`Tx::commit`].
 pub struct Tx {
     tx: redb::WriteTransaction,
+    /// Whether anything was written: a transaction that only read is dropped, not committed
+    /// (no fsync for an idle timer tick or an empty claim).
+    written: std::cell::Cell<bool>,
 }
 
 impl Store {
@@ -179,6 +182,7 @@ impl Store {
         let tx = store.begin()?;
         {
             // Create every table so that readers never see a missing one.
+            tx.written.set(true);
             let mut meta = tx.tx.open_table(META)?;
             tx.tx.open_table(EVENTS)?;
             tx.tx.open_table(EVENT_IDS)?;
@@ -218,7 +222,7 @@ impl Store {
 
     /// Starts the (single) write transaction.
     pub fn begin(&self) -> Result<Tx, StoreError> {
-        Ok(Tx { tx: self.db.begin_write()? })
+        Ok(Tx { tx: self.db.begin_write()?, written: std::cell::Cell::new(false) })
     }
 
     fn read(&self) -> Result<redb::ReadTransaction, StoreError> {
@@ -476,10 +480,23 @@ fn last_key<T: ReadableTable<u64, &'static [u8]>>(table: &T) -> Result<u64, Stor
 }
 
 impl Tx {
-    /// Makes everything written durable.
+    /// Makes everything written durable (a transaction that wrote nothing just ends).
     pub fn commit(self) -> Result<(), StoreError> {
-        self.tx.commit()?;
+        if self.written.get() {
+            self.tx.commit()?;
+        } else {
+            self.tx.abort()?;
+        }
         Ok(())
+    }
+
+    /// Opens a table to write to it.
+    fn writable<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        table: TableDefinition<K, V>,
+    ) -> Result<redb::Table<'_, K, V>, StoreError> {
+        self.written.set(true);
+        Ok(self.tx.open_table(table)?)
     }
 
     /// True when an event with this id was stored before.
@@ -494,16 +511,16 @@ impl Tx {
 
     /// Stores an accepted event; returns its sequence number.
     pub fn put_event(&self, event: &Event) -> Result<u64, StoreError> {
-        let mut events = self.tx.open_table(EVENTS)?;
+        let mut events = self.writable(EVENTS)?;
         let seq = last_key(&events)? + 1;
         events.insert(seq, encode(event).as_slice())?;
-        self.tx.open_table(EVENT_IDS)?.insert(event.id.as_u128(), seq)?;
+        self.writable(EVENT_IDS)?.insert(event.id.as_u128(), seq)?;
         Ok(seq)
     }
 
     /// Appends a log entry; returns its position.
     pub fn append_log(&self, entry: &LogEntry) -> Result<u64, StoreError> {
-        let mut log = self.tx.open_table(LOG)?;
+        let mut log = self.writable(LOG)?;
         let pos = last_key(&log)? + 1;
         log.insert(pos, encode(entry).as_slice())?;
         Ok(pos)
@@ -516,7 +533,7 @@ impl Tx {
 
     /// Stores a firing.
     pub fn put_firing(&self, firing: &Firing) -> Result<(), StoreError> {
-        let mut t = self.tx.open_table(FIRINGS)?;
+        let mut t = self.writable(FIRINGS)?;
         let seq = last_key(&t)? + 1;
         t.insert(seq, encode(firing).as_slice())?;
         Ok(())
@@ -524,7 +541,7 @@ impl Tx {
 
     /// Stores a trigger definition record.
     pub fn put_trigger(&self, record: &TriggerRecord) -> Result<(), StoreError> {
-        self.tx.open_table(TRIGGERS)?.insert(record.definition.id.as_str(), encode(record).as_slice())?;
+        self.writable(TRIGGERS)?.insert(record.definition.id.as_str(), encode(record).as_slice())?;
         Ok(())
     }
 
@@ -535,12 +552,12 @@ impl Tx {
 
     /// Removes a definition record; false when there was none.
     pub fn delete_trigger(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(self.tx.open_table(TRIGGERS)?.remove(id)?.is_some())
+        Ok(self.writable(TRIGGERS)?.remove(id)?.is_some())
     }
 
     /// Stores a deployment.
     pub fn put_deployment(&self, d: &Deployment) -> Result<(), StoreError> {
-        self.tx.open_table(DEPLOYMENTS)?.insert(d.name.as_str(), encode(d).as_slice())?;
+        self.writable(DEPLOYMENTS)?.insert(d.name.as_str(), encode(d).as_slice())?;
         Ok(())
     }
 
@@ -551,20 +568,20 @@ impl Tx {
 
     /// Removes a deployment; false when there was none.
     pub fn delete_deployment(&self, name: &str) -> Result<bool, StoreError> {
-        Ok(self.tx.open_table(DEPLOYMENTS)?.remove(name)?.is_some())
+        Ok(self.writable(DEPLOYMENTS)?.remove(name)?.is_some())
     }
 
     /// Stores a run, new or changed.
     pub fn put_run(&self, run: &Run) -> Result<(), StoreError> {
-        let mut runs = self.tx.open_table(RUNS)?;
-        let mut ids = self.tx.open_table(RUN_IDS)?;
+        let mut runs = self.writable(RUNS)?;
+        let mut ids = self.writable(RUN_IDS)?;
         let seq = match ids.get(run.id.as_u128())?.map(|v| v.value()) {
             Some(seq) => seq,
             None => last_key(&runs)? + 1,
         };
         runs.insert(seq, encode(run).as_slice())?;
         ids.insert(run.id.as_u128(), seq)?;
-        let mut active = self.tx.open_table(ACTIVE_RUNS)?;
+        let mut active = self.writable(ACTIVE_RUNS)?;
         if run.is_final() {
             active.remove(run.id.as_u128())?;
         } else {
@@ -580,7 +597,7 @@ impl Tx {
 
     /// Appends lines to a run's log.
     pub fn append_run_logs(&self, run: &Uuid, lines: &[LogLine]) -> Result<(), StoreError> {
-        let mut logs = self.tx.open_table(RUN_LOGS)?;
+        let mut logs = self.writable(RUN_LOGS)?;
         let id = run.as_u128();
         let next = match logs.range((id, 0)..=(id, u64::MAX))?.next_back() {
             Some(item) => item?.0.value().1 + 1,
@@ -599,19 +616,19 @@ impl Tx {
 
     /// Stores a scope filter.
     pub fn put_filter(&self, filter: &ScopeFilter) -> Result<(), StoreError> {
-        self.tx.open_table(FILTERS)?.insert(filter.id.as_u128(), encode(filter).as_slice())?;
+        self.writable(FILTERS)?.insert(filter.id.as_u128(), encode(filter).as_slice())?;
         Ok(())
     }
 
     /// Removes a scope filter; false when there was none.
     pub fn delete_filter(&self, id: &Uuid) -> Result<bool, StoreError> {
-        Ok(self.tx.open_table(FILTERS)?.remove(id.as_u128())?.is_some())
+        Ok(self.writable(FILTERS)?.remove(id.as_u128())?.is_some())
     }
 
     /// Writes the engine snapshot and drops the log entries it covers.
     pub fn put_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
-        self.tx.open_table(META)?.insert(SNAPSHOT_KEY, encode(snapshot).as_slice())?;
-        let mut log = self.tx.open_table(LOG)?;
+        self.writable(META)?.insert(SNAPSHOT_KEY, encode(snapshot).as_slice())?;
+        let mut log = self.writable(LOG)?;
         // Keep the last entry so that positions keep increasing after a restart.
         if snapshot.log_pos > 1 {
             log.retain_in(..snapshot.log_pos, |_, _| false)?;
@@ -621,8 +638,8 @@ impl Tx {
 
     /// Deletes events received before `cutoff` (retention); returns how many.
     pub fn prune_events(&self, cutoff: Timestamp, max: usize) -> Result<usize, StoreError> {
-        let mut events = self.tx.open_table(EVENTS)?;
-        let mut ids = self.tx.open_table(EVENT_IDS)?;
+        let mut events = self.writable(EVENTS)?;
+        let mut ids = self.writable(EVENT_IDS)?;
         let mut doomed = Vec::new();
         for item in events.iter()? {
             let (k, v) = item?;
@@ -705,7 +722,7 @@ mod tests {
         let dir = temp("corrupt");
         let store = Store::open(&dir).unwrap();
         let tx = store.begin().unwrap();
-        tx.tx.open_table(EVENTS).unwrap().insert(1, b"not json".as_slice()).unwrap();
+        tx.writable(EVENTS).unwrap().insert(1, b"not json".as_slice()).unwrap();
         tx.commit().unwrap();
         assert!(matches!(store.event_by_seq(1), Err(StoreError::Corrupt { what: "event", .. })));
         let _ = std::fs::remove_dir_all(&dir);
