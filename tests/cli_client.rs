@@ -486,8 +486,9 @@ fn the_client_subscribes_to_events_and_manages_scope_filters() {
         assert!(second.next_page.is_none());
 
         // A filter the server cannot read closes the subscription with the reason.
-        let mut bad = client.subscribe(&json!({"event": {"nmae": ["x"]}}), false).await.unwrap();
-        let err = bad.next().await.unwrap().unwrap_err();
+        let bad = client.subscribe(&json!({"event": {"nmae": ["x"]}}), false).await.unwrap();
+        let mut bad = std::pin::pin!(bad.into_stream());
+        let err = futures_util::StreamExt::next(&mut bad).await.unwrap().unwrap_err();
         assert!(err.to_string().contains("nmae"), "{err}");
 
         // Scope filters round-trip.

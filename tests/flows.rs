@@ -467,3 +467,19 @@ async fn the_worker_protocol_rejects_bad_input_with_what_to_fix() {
         http.post("/runs/claim", json!({"worker": "a", "deployments": ["d"], "wait_seconds": 0.5})).await;
     assert_eq!((status, body), (200, json!([])));
 }
+
+#[tokio::test]
+async fn a_stopping_worker_finishes_its_runs_in_flight_first() {
+    let server = Server::start(&temp_dir("flow-graceful"));
+    let client = Client::new(&server.api).unwrap();
+    let flow = Flow::new("steady", |_: FlowContext, _: Value| async move {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        Ok::<_, String>("finished")
+    });
+    let worker = start(Worker::new(client.clone()).flow(flow, [])).await;
+    let run = client.create_run("steady", None).await.unwrap();
+    wait_for(&client, run.id, "it to run", |r| r.state == RunState::Running).await;
+    worker.stop().await; // returns only once the run in flight is done
+    let run = client.run(run.id).await.unwrap();
+    assert_eq!((run.state, run.output), (RunState::Completed, Some(json!("finished"))));
+}

@@ -62,6 +62,15 @@ impl Subscription {
         }
     }
 
+    /// The events as a [`Stream`](futures_util::Stream), ending when the server closes the
+    /// subscription.
+    pub fn into_stream(self) -> impl futures_util::Stream<Item = Result<Event, ClientError>> {
+        futures_util::stream::unfold(self, |mut subscription| async move {
+            let next = subscription.next().await?;
+            Some((next, subscription))
+        })
+    }
+
     /// Closes the subscription.
     pub async fn close(mut self) {
         let _ = self.socket.close(None).await;
