@@ -5,6 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::fields::Fields;
 use super::problems::{kind_of, JsonPath, Problems};
 use super::time::Timestamp;
 
@@ -205,8 +206,8 @@ impl Deployment {
         } else if !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)) {
             problems.add(&path.key("name"), "may only contain letters, digits, `-`, `_`, `.` and `:`");
         }
-        let mut fields = Fields { object, path, problems: &mut problems };
-        let description = fields.string("description");
+        let mut fields = Fields::new(object, path, &mut problems);
+        let description = fields.opt_string("description");
         let parameters = match object.get("parameters") {
             None | Some(Value::Null) => Map::new(),
             Some(Value::Object(m)) => m.clone(),
@@ -277,7 +278,7 @@ impl Concurrency {
                 problems.add(&path.key(key), "unknown field; use `key`, `max_runs` and `strategy`");
             }
         }
-        let mut fields = Fields { object, path, problems };
+        let mut fields = Fields::new(object, path, problems);
         let key = match object.get("key") {
             Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
             Some(Value::String(_)) => {
@@ -316,69 +317,6 @@ impl Concurrency {
             }
         };
         Some(Concurrency { key: key?, max_runs, strategy })
-    }
-}
-
-/// Reads optional fields of an object, recording a problem for each bad one.
-struct Fields<'a, 'p> {
-    object: &'a Map<String, Value>,
-    path: &'a JsonPath,
-    problems: &'p mut Problems,
-}
-
-impl Fields<'_, '_> {
-    fn present(&self, key: &str) -> Option<&Value> {
-        self.object.get(key).filter(|v| !v.is_null())
-    }
-
-    fn string(&mut self, key: &str) -> Option<String> {
-        match self.present(key)? {
-            Value::String(s) => Some(s.clone()),
-            other => {
-                let message = format!("expected a string, got {}", kind_of(other));
-                self.problems.add(&self.path.key(key), message);
-                None
-            }
-        }
-    }
-
-    fn whole(&mut self, key: &str, min: u64, max: u64) -> Option<u64> {
-        let v = self.present(key)?;
-        match v.as_u64() {
-            Some(n) if (min..=max).contains(&n) => Some(n),
-            _ => {
-                let message = format!("expected a whole number from {min} to {max}, got {v}");
-                self.problems.add(&self.path.key(key), message);
-                None
-            }
-        }
-    }
-
-    fn whole_signed(&mut self, key: &str) -> Option<i32> {
-        let v = self.present(key)?;
-        match v.as_i64().and_then(|n| i32::try_from(n).ok()) {
-            Some(n) => Some(n),
-            None => {
-                let message = format!("expected a whole number, got {v}");
-                self.problems.add(&self.path.key(key), message);
-                None
-            }
-        }
-    }
-
-    /// A number of seconds from `min` to `max` (`min` itself allowed when `inclusive`).
-    fn number(&mut self, key: &str, min: f64, max: f64, inclusive: bool) -> Option<f64> {
-        let v = self.present(key)?;
-        match v.as_f64() {
-            Some(s) if (s > min || (inclusive && s == min)) && s <= max => Some(s),
-            _ => {
-                let bound = if inclusive { "at least" } else { "more than" };
-                let upper = if max < f64::MAX { format!(" and at most {max}") } else { String::new() };
-                let message = format!("expected a number of seconds {bound} {min}{upper}, got {v}");
-                self.problems.add(&self.path.key(key), message);
-                None
-            }
-        }
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod deployment;
 pub mod event;
+mod fields;
 pub mod filter;
 pub mod firing;
 pub mod problems;

@@ -11,6 +11,7 @@ use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
+use super::fields::{insert_sorted, Fields};
 use super::problems::{kind_of, JsonPath, Problems};
 use super::time::Span;
 
@@ -397,12 +398,6 @@ impl Default for EventTrigger {
     }
 }
 
-fn insert_sorted(set: &mut Vec<String>, value: String) {
-    if let Err(at) = set.binary_search(&value) {
-        set.insert(at, value);
-    }
-}
-
 impl EventTrigger {
     /// A reactive trigger with Prefect's defaults: every event, threshold 1, within 0.
     pub fn new() -> EventTrigger {
@@ -647,118 +642,6 @@ impl TriggerDefinition {
             deployment,
             parameters,
         })
-    }
-}
-
-/// Walks one JSON object, remembering which members were read so that the rest can be
-/// reported as unknown.
-struct Fields<'a, 'p> {
-    object: &'a Map<String, Value>,
-    path: JsonPath,
-    used: Vec<&'a str>,
-    problems: &'p mut Problems,
-}
-
-impl<'a, 'p> Fields<'a, 'p> {
-    fn new(object: &'a Map<String, Value>, path: &JsonPath, problems: &'p mut Problems) -> Self {
-        Fields { object, path: path.clone(), used: Vec::new(), problems }
-    }
-
-    fn problem(&mut self, key: &str, message: impl Into<String>) {
-        self.problems.add(&self.path.key(key), message);
-    }
-
-    fn take(&mut self, key: &str) -> Option<&'a Value> {
-        let (k, v) = self.object.get_key_value(key)?;
-        self.used.push(k.as_str());
-        Some(v)
-    }
-
-    fn opt_string(&mut self, key: &str) -> Option<String> {
-        match self.take(key)? {
-            Value::String(s) => Some(s.clone()),
-            Value::Null => None,
-            other => {
-                let k = kind_of(other);
-                self.problem(key, format!("expected a string, got {k}"));
-                None
-            }
-        }
-    }
-
-    fn opt_bool(&mut self, key: &str) -> Option<bool> {
-        match self.take(key)? {
-            Value::Bool(b) => Some(*b),
-            other => {
-                let k = kind_of(other);
-                self.problem(key, format!("expected true or false, got {k}"));
-                None
-            }
-        }
-    }
-
-    /// A set of strings (Prefect's `Set[str]`), returned sorted and without duplicates.
-    fn string_set(&mut self, key: &str) -> Vec<String> {
-        let Some(value) = self.take(key) else { return Vec::new() };
-        let Some(items) = value.as_array() else {
-            let k = kind_of(value);
-            self.problem(key, format!("expected an array of strings, got {k}"));
-            return Vec::new();
-        };
-        let mut out = Vec::with_capacity(items.len());
-        for (i, item) in items.iter().enumerate() {
-            match item {
-                Value::String(s) => insert_sorted(&mut out, s.clone()),
-                other => self
-                    .problems
-                    .add(&self.path.key(key).index(i), format!("expected a string, got {}", kind_of(other))),
-            }
-        }
-        out
-    }
-
-    /// Seconds as a number (Prefect also accepts a number in a string).
-    fn seconds(&mut self, key: &str) -> Option<Option<Span>> {
-        let value = self.take(key)?;
-        let secs = match value {
-            Value::Null => return Some(None),
-            Value::Number(n) => n.as_f64(),
-            Value::String(s) => s.trim().parse::<f64>().ok(),
-            _ => None,
-        };
-        let Some(secs) = secs else {
-            let k = kind_of(value);
-            self.problem(key, format!("expected a number of seconds, got {k}"));
-            return Some(None);
-        };
-        if secs < 0.0 {
-            self.problem(key, format!("must be zero or more seconds, got {secs}"));
-            return Some(None);
-        }
-        match Span::from_secs_f64(secs) {
-            Some(span) => Some(Some(span)),
-            None => {
-                self.problem(key, "is out of range");
-                Some(None)
-            }
-        }
-    }
-
-    /// The members not read, as a new object (for the flat definition form).
-    fn remaining(&mut self) -> Map<String, Value> {
-        self.object
-            .iter()
-            .filter(|(k, _)| !self.used.contains(&k.as_str()))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
-    }
-
-    /// Reports every member that was not read.
-    fn finish(&mut self) {
-        let unknown: Vec<&str> = self.object.keys().map(String::as_str).filter(|k| !self.used.contains(k)).collect();
-        for key in unknown {
-            self.problem(key, "unknown field");
-        }
     }
 }
 
