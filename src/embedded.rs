@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use crate::client::{ClientError, NewEvent};
 use crate::flow::{Backend, BoxFuture};
+use crate::http::ApiError;
 use crate::model::{
     ClaimRequest, ClaimedRun, Completion, Deployment, Event, EventDefaults, FailureReport, Heartbeat, HeartbeatReply,
     JsonPath, LogBatch, Run, TriggerDefinition, TriggerSync,
@@ -79,18 +80,11 @@ impl Embedded {
     }
 }
 
-/// The error the HTTP API would have answered, so that workers handle both modes alike.
+/// The error the HTTP API would have answered (the same mapping), so that workers handle
+/// both modes alike.
 fn api_error(e: ServiceError) -> ClientError {
-    let (status, code) = match &e {
-        ServiceError::Invalid(_) => (400, "invalid"),
-        ServiceError::NotFound { .. } => (404, "not_found"),
-        ServiceError::Conflict { .. } => (409, "conflict"),
-        ServiceError::RunRefused { code, .. } => (409, *code),
-        ServiceError::Overloaded { .. } => (503, "overloaded"),
-        ServiceError::ShuttingDown => (503, "shutting_down"),
-        ServiceError::Store(_) => (500, "storage"),
-    };
-    ClientError::Api { status, code: code.into(), message: e.to_string() }
+    let answer = ApiError::from(e);
+    ClientError::Api { status: answer.status(), code: answer.code().into(), message: answer.message().into() }
 }
 
 impl Backend for Embedded {

@@ -42,6 +42,21 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("the body is not valid JSON: {e}"))
     }
 
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        self.status.as_u16()
+    }
+
+    /// The machine-readable code, e.g. `not_found`.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// The message for people.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     /// 404 for an unknown route.
     pub fn no_route(method: &str, path: &str) -> ApiError {
         ApiError::new(
