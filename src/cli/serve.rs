@@ -73,10 +73,20 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!("tripwire listening on http://{addr}/api with data in {}", args.data.display());
     let app = crate::http::router(service.clone());
-    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
-    tracing::info!("shutting down: finishing queued work and writing a snapshot");
-    service.shutdown().await;
-    served.map_err(|e| format!("server error: {e}"))
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
+    let failed = service.core_failed();
+    tokio::select! {
+        served = served => {
+            tracing::info!("shutting down: finishing queued work and writing a snapshot");
+            service.shutdown().await;
+            served.map_err(|e| format!("server error: {e}"))
+        }
+        why = failed => {
+            // Every write would fail from now on: exit so that a supervisor restarts the
+            // server, which recovers from what is durable.
+            Err(format!("the core stopped: {why}; exiting so that a supervisor restarts tripwire"))
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -43,6 +43,22 @@ impl BucketKey {
         }
     }
 
+    /// The length in bytes of [`BucketKey::of`], without building it.
+    pub fn len_of(for_each: &[String], event: &Event) -> usize {
+        let value_len = |label: &String| event.find_resource_label(label).map_or(0, str::len);
+        match for_each {
+            [] => 0,
+            [label] => value_len(label),
+            labels => labels
+                .iter()
+                .map(|label| {
+                    let n = value_len(label);
+                    n + n.to_string().len() + 1
+                })
+                .sum(),
+        }
+    }
+
     /// The key made of these values (one per sorted label).
     pub fn from_values(values: &[&str]) -> BucketKey {
         match values {
@@ -118,10 +134,25 @@ pub struct BucketFiring {
     pub event: Option<Uuid>,
 }
 
+/// The longest bucket key, in bytes: the `for_each` label values of one event, together. An
+/// event whose key is longer is not counted for that trigger (reported in `Step::overflows`
+/// with this reason), so that keys cannot hold the engine's memory hostage.
+pub const MAX_BUCKET_KEY_BYTES: usize = 1024;
+/// What one bucket costs besides its key's bytes, as counted against a trigger's byte cap
+/// (`EngineConfig::max_bucket_bytes_per_trigger`).
+pub const BUCKET_OVERHEAD_BYTES: usize = 64;
+
 /// The buckets of one event trigger, by key.
 #[derive(Clone, Debug, Default)]
 pub struct Buckets {
     map: HashMap<BucketKey, Bucket>,
+    /// The buckets' cost: [`BUCKET_OVERHEAD_BYTES`] plus the key's length, each.
+    bytes: usize,
+}
+
+/// What a bucket whose key is `key_len` bytes counts against a trigger's byte cap.
+pub fn bucket_cost(key_len: usize) -> usize {
+    BUCKET_OVERHEAD_BYTES + key_len
 }
 
 impl Buckets {
@@ -129,10 +160,33 @@ impl Buckets {
     pub fn live(&mut self, key: &BucketKey, clock: Timestamp) -> Option<Bucket> {
         let bucket = *self.map.get(key)?;
         if bucket.swept_at(clock) {
-            self.map.remove(key);
+            self.remove(key);
             return None;
         }
         Some(bucket)
+    }
+
+    /// The bytes the buckets count against the trigger's byte cap.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    fn store(&mut self, key: &BucketKey, bucket: Bucket) {
+        if self.map.insert(key.clone(), bucket).is_none() {
+            self.bytes += bucket_cost(key.0.len());
+        }
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&Bucket) -> bool) {
+        let mut freed = 0;
+        self.map.retain(|k, b| {
+            let kept = keep(b);
+            if !kept {
+                freed += bucket_cost(k.0.len());
+            }
+            kept
+        });
+        self.bytes -= freed;
     }
 
     /// Prefect's `ensure_bucket`: creates the bucket if there is none, otherwise leaves its
@@ -142,23 +196,25 @@ impl Buckets {
             Some(mut existing) => {
                 if fresh.last_event.is_some() {
                     existing.last_event = fresh.last_event;
-                    self.map.insert(key.clone(), existing);
+                    self.store(key, existing);
                 }
                 existing
             }
             None => {
-                self.map.insert(key.clone(), fresh);
+                self.store(key, fresh);
                 fresh
             }
         }
     }
 
     fn put(&mut self, key: &BucketKey, bucket: Bucket) {
-        self.map.insert(key.clone(), bucket);
+        self.store(key, bucket);
     }
 
     fn remove(&mut self, key: &BucketKey) {
-        self.map.remove(key);
+        if self.map.remove(key).is_some() {
+            self.bytes -= bucket_cost(key.0.len());
+        }
     }
 
     /// Number of stored buckets (including ones the sweep has not reached yet).
@@ -173,7 +229,7 @@ impl Buckets {
 
     /// Drops every bucket the sweep would have deleted by `clock`.
     pub fn sweep(&mut self, clock: Timestamp) {
-        self.map.retain(|_, b| !b.swept_at(clock));
+        self.retain(|b| !b.swept_at(clock));
     }
 
     /// Live buckets sorted by window start, then key (the order Prefect reads them in).
@@ -186,7 +242,7 @@ impl Buckets {
 
     /// Restores a bucket from exported state.
     pub fn insert(&mut self, key: BucketKey, bucket: Bucket) {
-        self.map.insert(key, bucket);
+        self.store(&key, bucket);
     }
 }
 
@@ -241,7 +297,7 @@ pub fn proactive_pass(
     }
     // Satisfied windows are deleted, not renewed.
     let threshold = node.threshold;
-    buckets.map.retain(|_, b| !b.swept_at(as_of) && i64::from(b.count) < threshold);
+    buckets.retain(|b| !b.swept_at(as_of) && i64::from(b.count) < threshold);
     for (key, bucket) in buckets.sorted(as_of) {
         if let Some(next) = evaluate(node, buckets, &key, bucket, as_of, None, out) {
             if as_of < next.end && next.end < run_again_at {

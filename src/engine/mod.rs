@@ -60,6 +60,8 @@ pub const LOG_WRITE_EVENT: &str = "prefect.log.write";
 
 /// Default cap on live buckets per event trigger.
 pub const DEFAULT_MAX_BUCKETS_PER_TRIGGER: usize = 2_000_000;
+/// Default of [`EngineConfig::max_bucket_bytes_per_trigger`]: 256 MiB.
+pub const DEFAULT_MAX_BUCKET_BYTES_PER_TRIGGER: usize = 256 * 1024 * 1024;
 
 /// Engine settings.
 #[derive(Clone, Debug)]
@@ -69,11 +71,18 @@ pub struct EngineConfig {
     /// Live buckets one event trigger may hold; an event that would open one more is not
     /// counted for that trigger and is reported in [`Step::overflows`].
     pub max_buckets_per_trigger: usize,
+    /// The same, by bytes: what one event trigger's buckets may cost in all (each
+    /// [`bucket::BUCKET_OVERHEAD_BYTES`] plus its key's length).
+    pub max_bucket_bytes_per_trigger: usize,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { seen_window: None, max_buckets_per_trigger: DEFAULT_MAX_BUCKETS_PER_TRIGGER }
+        EngineConfig {
+            seen_window: None,
+            max_buckets_per_trigger: DEFAULT_MAX_BUCKETS_PER_TRIGGER,
+            max_bucket_bytes_per_trigger: DEFAULT_MAX_BUCKET_BYTES_PER_TRIGGER,
+        }
     }
 }
 
@@ -120,9 +129,45 @@ pub struct Step {
     pub outcome: Option<Outcome>,
     /// Firings, in the order they happened.
     pub firings: Vec<Firing>,
-    /// Triggers that could not open a bucket because they hold
-    /// [`EngineConfig::max_buckets_per_trigger`] already.
-    pub overflows: Vec<String>,
+    /// Events a trigger did not count: its buckets were full (by count or bytes), or the
+    /// event's key was too long.
+    pub overflows: Vec<Overflow>,
+    /// Definitions disabled because evaluating them panicked.
+    pub faults: Vec<Fault>,
+}
+
+impl Step {
+    /// True when the step fired or disabled something (a tick that did must be logged).
+    pub fn has_effects(&self) -> bool {
+        !self.firings.is_empty() || !self.faults.is_empty()
+    }
+}
+
+/// An event a trigger did not count, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Overflow {
+    /// The definition's id.
+    pub trigger: String,
+    /// Why, naming the limit.
+    pub reason: String,
+}
+
+/// The message a caught panic carried.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+/// A definition that was disabled because evaluating it panicked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fault {
+    /// The definition's id.
+    pub trigger: String,
+    /// What happened, for its record.
+    pub error: String,
 }
 
 /// Mutable state of one node of a definition.
@@ -409,8 +454,13 @@ impl Engine {
             *next_pass = Some(again);
             self.passes.insert((again, slot, node));
         }
-        for f in fired {
-            self.fire(slot, node as NodeId, f, FiringContext::default(), events, step);
+        let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            for f in fired {
+                self.fire(slot, node as NodeId, f, FiringContext::default(), events, step);
+            }
+        }));
+        if let Err(panic) = rendered {
+            self.fault(slot, panic.as_ref(), step);
         }
     }
 
@@ -454,61 +504,115 @@ impl Engine {
         self.index.candidates(&event.event, &mut candidates);
         let mut fired = std::mem::take(&mut self.fired_scratch);
         for &(slot, node) in &candidates {
-            let Some(compiled) = self.slots[slot as usize].as_ref().map(|s| s.compiled.clone()) else { continue };
-            let NodeKind::Event(e) = &compiled.nodes[node as usize].kind else { continue };
-            if !e.covers_after_index(event) {
-                continue;
-            }
-            if let (Some(scope), Some(deployment), 0, true) =
-                (&event.scope, &compiled.definition.deployment, node, e.stateless)
-            {
-                // A scoped event runs a deployment's single-key trigger once per matching
-                // filter of that scope, and not at all without one (Hatchet's rule).
-                if e.expects(&event.event) {
-                    let passed: Vec<(Uuid, serde_json::Map<String, serde_json::Value>)> = self
-                        .scope_filters
-                        .iter()
-                        .filter(|f| f.filter.deployment == *deployment && f.filter.scope == *scope && f.matches(event))
-                        .map(|f| (f.filter.id, f.filter.payload.clone()))
-                        .collect();
-                    for (id, payload) in passed {
-                        let firing = BucketFiring {
-                            key: BucketKey::of(&e.for_each, event),
-                            at: event.occurred,
-                            event: Some(event.id),
-                        };
-                        self.fire(
-                            slot,
-                            0,
-                            firing,
-                            FiringContext { current: Some(event), filter: Some((id, &payload)) },
-                            events,
-                            step,
-                        );
-                    }
-                }
-                continue;
-            }
-            let Some(NodeState::Event { buckets, .. }) =
-                self.slots[slot as usize].as_mut().and_then(|s| s.nodes.get_mut(node as usize))
-            else {
-                continue;
-            };
-            if !e.stateless && buckets.len() >= self.config.max_buckets_per_trigger {
-                buckets.sweep(clock);
-                let key = BucketKey::of(&e.for_each, event);
-                if buckets.len() >= self.config.max_buckets_per_trigger && buckets.live(&key, clock).is_none() {
-                    step.overflows.push(compiled.definition.id.clone());
-                    continue;
-                }
-            }
-            bucket::on_event(e, buckets, clock, event, &mut fired);
-            for f in fired.drain(..) {
-                self.fire(slot, node as NodeId, f, FiringContext { current: Some(event), filter: None }, events, step);
+            let evaluated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.evaluate_node(slot, node, event, clock, events, step, &mut fired)
+            }));
+            if let Err(panic) = evaluated {
+                fired.clear();
+                self.fault(slot, panic.as_ref(), step);
             }
         }
         self.scratch = candidates;
         self.fired_scratch = fired;
+    }
+
+    /// Evaluates one event trigger of a definition against `event`.
+    #[allow(clippy::too_many_arguments)] // the loop's state, lent to one step of it
+    fn evaluate_node(
+        &mut self,
+        slot: u32,
+        node: u32,
+        event: &Arc<Event>,
+        clock: Timestamp,
+        events: &dyn EventLookup,
+        step: &mut Step,
+        fired: &mut Vec<BucketFiring>,
+    ) {
+        let Some(compiled) = self.slots[slot as usize].as_ref().map(|s| s.compiled.clone()) else { return };
+        let NodeKind::Event(e) = &compiled.nodes[node as usize].kind else { return };
+        // A definition disabled by a fault earlier in this loop is still among the candidates.
+        if !compiled.definition.enabled || !e.covers_after_index(event) {
+            return;
+        }
+        if let (Some(scope), Some(deployment), 0, true) =
+            (&event.scope, &compiled.definition.deployment, node, e.stateless)
+        {
+            // A scoped event runs a deployment's single-key trigger once per matching
+            // filter of that scope, and not at all without one (Hatchet's rule).
+            if e.expects(&event.event) {
+                let passed: Vec<(Uuid, serde_json::Map<String, serde_json::Value>)> = self
+                    .scope_filters
+                    .iter()
+                    .filter(|f| f.filter.deployment == *deployment && f.filter.scope == *scope && f.matches(event))
+                    .map(|f| (f.filter.id, f.filter.payload.clone()))
+                    .collect();
+                for (id, payload) in passed {
+                    let firing = BucketFiring {
+                        key: BucketKey::of(&e.for_each, event),
+                        at: event.occurred,
+                        event: Some(event.id),
+                    };
+                    self.fire(
+                        slot,
+                        0,
+                        firing,
+                        FiringContext { current: Some(event), filter: Some((id, &payload)) },
+                        events,
+                        step,
+                    );
+                }
+            }
+            return;
+        }
+        let Some(NodeState::Event { buckets, .. }) =
+            self.slots[slot as usize].as_mut().and_then(|s| s.nodes.get_mut(node as usize))
+        else {
+            return;
+        };
+        if !e.stateless {
+            let key_len = BucketKey::len_of(&e.for_each, event);
+            let cost = bucket::bucket_cost(key_len);
+            let overflow = |reason: String| Overflow { trigger: compiled.definition.id.clone(), reason };
+            if key_len > bucket::MAX_BUCKET_KEY_BYTES {
+                step.overflows.push(overflow(format!(
+                    "the event's for_each key is {key_len} bytes; at most {} are allowed",
+                    bucket::MAX_BUCKET_KEY_BYTES
+                )));
+                return;
+            }
+            let (max_count, max_bytes) =
+                (self.config.max_buckets_per_trigger, self.config.max_bucket_bytes_per_trigger);
+            let full = |b: &Buckets| b.len() >= max_count || b.bytes() + cost > max_bytes;
+            if full(buckets) {
+                buckets.sweep(clock);
+                if full(buckets) && buckets.live(&BucketKey::of(&e.for_each, event), clock).is_none() {
+                    step.overflows.push(overflow(format!(
+                        "the trigger holds {} buckets ({} bytes); at most {max_count} buckets and {max_bytes} bytes",
+                        buckets.len(),
+                        buckets.bytes()
+                    )));
+                    return;
+                }
+            }
+        }
+        bucket::on_event(e, buckets, clock, event, fired);
+        for f in fired.drain(..) {
+            self.fire(slot, node as NodeId, f, FiringContext { current: Some(event), filter: None }, events, step);
+        }
+    }
+
+    /// A definition panicked while it was evaluated (a bug, or a template that got past its
+    /// budget): it is disabled with the error, its state dropped, and every other definition
+    /// goes on. Deterministic, like the rest: replaying the same inputs disables it again.
+    fn fault(&mut self, slot: u32, panic: &(dyn std::any::Any + Send), step: &mut Step) {
+        let message = panic_message(panic);
+        let Some(s) = self.slots[slot as usize].take() else { return };
+        self.unregister(slot);
+        let mut compiled = (*s.compiled).clone();
+        compiled.definition.enabled = false;
+        let trigger = compiled.definition.id.clone();
+        self.slots[slot as usize] = Some(Slot::new(Arc::new(compiled)));
+        step.faults.push(Fault { trigger, error: format!("disabled: evaluating it panicked: {message}") });
     }
 
     /// Passes a bucket firing up the trigger tree and reports the definition's firing when it

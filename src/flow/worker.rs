@@ -220,7 +220,8 @@ async fn run_one(backend: Arc<dyn Backend>, flow: Flow, claimed: ClaimedRun, wor
     let id = run.id;
     let logger = Logger::new(id);
     let parameters = Value::Object(run.parameters.clone());
-    let timeout = flow.deployment().timeout_seconds.map(Duration::from_secs_f64);
+    // Validated by the server (at most a year); a value no timer can hold means no timeout.
+    let timeout = flow.deployment().timeout_seconds.and_then(|s| Duration::try_from_secs_f64(s).ok());
     let ctx = FlowContext::new(run.clone(), events, logger.clone(), backend.clone());
     tracing::info!(run = %id, flow = flow.name(), attempt = run.attempt, "run started");
     let work = AssertUnwindSafe(flow.call(ctx, parameters)).catch_unwind();

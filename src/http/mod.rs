@@ -33,7 +33,7 @@ pub const PREFECT_API_VERSION: &str = "3.8.8";
 /// The whole API.
 pub fn router(service: Service) -> Router {
     let api = Router::new()
-        .route("/health", get(|| async { Json(true) }))
+        .route("/health", get(health))
         .route("/admin/version", get(|| async { Json(PREFECT_API_VERSION) }))
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .merge(events::routes())
@@ -47,6 +47,14 @@ pub fn router(service: Service) -> Router {
         .fallback(|method: Method, uri: Uri| async move { ApiError::no_route(method.as_str(), uri.path()) })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(service)
+}
+
+/// `true` while the service can take writes; 503 naming the failure once its core has stopped
+/// (the server then exits for its supervisor to restart it).
+async fn health(axum::extract::State(service): axum::extract::State<Service>) -> Result<Json<bool>, ApiError> {
+    service.health().map(|()| Json(true)).map_err(|why| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "core_failed", format!("tripwire cannot take writes: {why}"))
+    })
 }
 
 /// Reads a JSON body, answering 413 for one over the limit and 400 for one that is not JSON.

@@ -11,6 +11,9 @@ use super::time::Timestamp;
 
 /// Longest delay between retries that a deployment may ask for, and the default cap.
 pub const MAX_RETRY_DELAY_SECONDS: f64 = 86_400.0;
+/// Longest `timeout_seconds` and `schedule_timeout_seconds`: one year. Longer values are refused
+/// naming the field (a worker turns the timeout into a timer, which must be representable).
+pub const MAX_TIMEOUT_SECONDS: f64 = 31_536_000.0;
 
 /// A deployment: a named flow that runs are created for.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -46,12 +49,12 @@ pub struct Deployment {
     /// Execution timeout of one attempt, in seconds: the attempt fails (and may be retried)
     /// and its worker is told to cancel it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("exclusiveMinimum" = 0))]
+    #[schemars(extend("exclusiveMinimum" = 0, "maximum" = 31_536_000))]
     pub timeout_seconds: Option<f64>,
     /// A run that no worker claims within this many seconds of becoming claimable is
     /// cancelled with the reason `schedule_timeout`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("exclusiveMinimum" = 0))]
+    #[schemars(extend("exclusiveMinimum" = 0, "maximum" = 31_536_000))]
     pub schedule_timeout_seconds: Option<f64>,
     /// Runs of this deployment that may run at once (the rest wait their turn).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -210,7 +213,15 @@ impl Deployment {
         let description = fields.opt_string("description");
         let parameters = match object.get("parameters") {
             None | Some(Value::Null) => Map::new(),
-            Some(Value::Object(m)) => m.clone(),
+            Some(v @ Value::Object(m)) => {
+                super::limits::check_json(
+                    v,
+                    &path.key("parameters"),
+                    super::limits::MAX_PARAMETERS_BYTES,
+                    fields.problems,
+                );
+                m.clone()
+            }
             Some(other) => {
                 fields.problems.add(&path.key("parameters"), format!("expected an object, got {}", kind_of(other)));
                 Map::new()
@@ -223,8 +234,8 @@ impl Deployment {
             fields.number("retry_backoff_factor", 1.0, 100.0, true).unwrap_or(default_backoff_factor());
         let retry_max_delay_seconds =
             fields.number("retry_max_delay_seconds", 0.0, MAX_RETRY_DELAY_SECONDS, true).unwrap_or(default_max_delay());
-        let timeout_seconds = fields.number("timeout_seconds", 0.0, f64::MAX, false);
-        let schedule_timeout_seconds = fields.number("schedule_timeout_seconds", 0.0, f64::MAX, false);
+        let timeout_seconds = fields.number("timeout_seconds", 0.0, MAX_TIMEOUT_SECONDS, false);
+        let schedule_timeout_seconds = fields.number("schedule_timeout_seconds", 0.0, MAX_TIMEOUT_SECONDS, false);
         let concurrency_limit = fields.whole("concurrency_limit", 1, u32::MAX as u64).map(|n| n as u32);
         let priority = fields.whole_signed("priority").unwrap_or(0);
         let concurrency = match object.get("concurrency") {

@@ -8,6 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use super::limits;
 use super::problems::{kind_of, JsonPath, Problems};
 use super::time::Timestamp;
 
@@ -17,16 +18,6 @@ pub const RESOURCE_ID: &str = "prefect.resource.id";
 pub const RESOURCE_NAME: &str = "prefect.resource.name";
 /// The label every related resource must carry.
 pub const RESOURCE_ROLE: &str = "prefect.resource.role";
-
-/// Prefect's limits on one event (`PREFECT_EVENTS_MAXIMUM_*`).
-pub mod limits {
-    /// Labels on one resource.
-    pub const LABELS_PER_RESOURCE: usize = 500;
-    /// Related resources on one event.
-    pub const RELATED_RESOURCES: usize = 100;
-    /// Characters in an event name.
-    pub const EVENT_NAME_LENGTH: usize = 1024;
-}
 
 /// A resource: a set of string labels, one of which is `prefect.resource.id`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -260,6 +251,10 @@ impl Event {
             problems.add(path, format!("an event must be a JSON object, got {}", kind_of(value)));
             return Err(problems);
         };
+        limits::check_json(value, path, limits::MAX_EVENT_BYTES, &mut problems);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
         let mut defaults = defaults;
         let id = match object.get("id") {
             Some(Value::String(s)) => Uuid::parse_str(s).unwrap_or_else(|_| {

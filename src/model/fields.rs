@@ -73,7 +73,8 @@ impl<'a, 'p> Fields<'a, 'p> {
         out
     }
 
-    /// Seconds as a number (Prefect also accepts a number in a string).
+    /// Seconds as a number (Prefect also accepts a number in a string), at most
+    /// [`Span::MAX_WITHIN`].
     pub(super) fn seconds(&mut self, key: &str) -> Option<Option<Span>> {
         let value = self.take(key)?;
         let secs = match value {
@@ -91,10 +92,11 @@ impl<'a, 'p> Fields<'a, 'p> {
             self.problem(key, format!("must be zero or more seconds, got {secs}"));
             return Some(None);
         }
-        match Span::from_secs_f64(secs) {
+        match Span::from_secs_f64(secs).filter(|span| *span <= Span::MAX_WITHIN) {
             Some(span) => Some(Some(span)),
             None => {
-                self.problem(key, "is out of range");
+                let max = Span::MAX_WITHIN.as_secs_f64();
+                self.problem(key, format!("must be at most {max} seconds (100 years), got {secs}"));
                 Some(None)
             }
         }

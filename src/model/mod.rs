@@ -8,6 +8,7 @@ pub mod event;
 mod fields;
 pub mod filter;
 pub mod firing;
+pub mod limits;
 pub mod problems;
 pub mod run;
 pub mod schema;

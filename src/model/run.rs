@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::deployment::Deployment;
 use super::event::Event;
+use super::limits;
 use super::problems::{JsonPath, Problems};
 use super::time::Timestamp;
 
@@ -176,15 +177,19 @@ impl Run {
 }
 
 /// Merges `over` onto `defaults`, key by key (top level), as Prefect merges run parameters
-/// over deployment defaults.
-pub fn merge_parameters(defaults: &Map<String, Value>, over: Option<&Value>) -> Map<String, Value> {
+/// over deployment defaults. The result is held to [`limits::MAX_PARAMETERS_BYTES`] and
+/// [`limits::MAX_JSON_DEPTH`]: a run whose parameters could not be stored and read back is
+/// refused (by hand: 422; from a firing: the firing records why and no run is made).
+pub fn merge_parameters(defaults: &Map<String, Value>, over: Option<&Value>) -> Result<Map<String, Value>, Problems> {
     let mut merged = defaults.clone();
     if let Some(Value::Object(o)) = over {
         for (k, v) in o {
             merged.insert(k.clone(), v.clone());
         }
     }
-    merged
+    let mut problems = Problems::default();
+    limits::check_object(&merged, &JsonPath::root().key("parameters"), limits::MAX_PARAMETERS_BYTES, &mut problems);
+    problems.into_result(merged)
 }
 
 /// Why a run is in its state when its worker did not put it there.
@@ -380,6 +385,17 @@ pub struct Completion {
     pub output: Value,
 }
 
+impl Completion {
+    /// Every problem with the request: the output is held to [`limits::MAX_OUTPUT_BYTES`] and
+    /// [`limits::MAX_JSON_DEPTH`].
+    pub fn validate(&self) -> Result<(), Problems> {
+        let mut problems = Problems::default();
+        check_worker(&self.worker, &JsonPath::root(), &mut problems);
+        limits::check_json(&self.output, &JsonPath::root().key("output"), limits::MAX_OUTPUT_BYTES, &mut problems);
+        problems.into_result(())
+    }
+}
+
 /// `POST /runs/{id}/fail`: the attempt failed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -455,7 +471,7 @@ mod tests {
     #[test]
     fn run_parameters_merge_over_defaults() {
         let defaults = json!({"a": 1, "b": 2}).as_object().unwrap().clone();
-        let merged = merge_parameters(&defaults, Some(&json!({"b": 3, "c": 4})));
+        let merged = merge_parameters(&defaults, Some(&json!({"b": 3, "c": 4}))).unwrap();
         assert_eq!(Value::Object(merged), json!({"a": 1, "b": 3, "c": 4}));
         assert_eq!(RunState::parse("scheduled"), Some(RunState::Scheduled));
         assert!(RunState::Cancelled.is_final() && !RunState::Running.is_final());

@@ -12,6 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use super::fields::{insert_sorted, Fields};
+use super::limits;
 use super::problems::{kind_of, JsonPath, Problems};
 use super::time::Span;
 
@@ -62,6 +63,14 @@ pub struct TriggerRecord {
     pub created: super::time::Timestamp,
     /// Last changed.
     pub updated: super::time::Timestamp,
+    /// Why the server disabled it (evaluating it panicked); cleared when it is enabled or
+    /// replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Set in answers, not stored: a reason it cannot create runs now (its deployment does not
+    /// exist yet; firings until it does are recorded with that reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 /// The three kinds of trigger Prefect has.
@@ -263,9 +272,10 @@ impl JsonSchema for Seconds {
 
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
-            "description": "Seconds: a number, or a number in a string.",
+            "description": "Seconds: a number, or a number in a string; at most 3155760000 (100 years).",
             "type": ["number", "string"],
             "minimum": 0,
+            "maximum": Span::MAX_WITHIN.as_secs_f64(),
             "pattern": r"^\s*\+?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*$"
         })
     }
@@ -611,7 +621,11 @@ impl TriggerDefinition {
         let deployment = fields.opt_string("deployment");
         let parameters = match fields.take("parameters") {
             None | Some(Value::Null) => None,
-            Some(v @ Value::Object(_)) => Some(v.clone()),
+            Some(v @ Value::Object(_)) => {
+                let p = fields.path.key("parameters");
+                limits::check_json(v, &p, limits::MAX_PARAMETERS_BYTES, fields.problems);
+                Some(v.clone())
+            }
             Some(other) => {
                 let k = kind_of(other);
                 fields.problem("parameters", format!("expected an object, got {k}"));
@@ -623,6 +637,15 @@ impl TriggerDefinition {
             let t = Trigger::from_json(inner, &p, fields.problems);
             fields.finish();
             t
+        } else if !FLAT_TRIGGER_FIELDS.iter().any(|k| object.contains_key(*k)) {
+            // Without a trigger the definition would match every event, its own runs' events
+            // included: a cascade of runs from one event.
+            fields.problems.add(
+                path,
+                "the `trigger` field is required: an object such as {\"expect\": [\"order.created\"]} \
+                 (or Prefect's flat form with the trigger's fields beside `id`)",
+            );
+            None
         } else {
             // Prefect's flat DeploymentTrigger form: these fields belong to the deployment
             // trigger and have no effect here.
@@ -644,6 +667,10 @@ impl TriggerDefinition {
         })
     }
 }
+
+/// Fields that mark a definition as Prefect's flat form (the trigger's fields beside `id`).
+const FLAT_TRIGGER_FIELDS: &[&str] =
+    &["type", "match", "match_related", "after", "expect", "for_each", "posture", "threshold", "within", "triggers"];
 
 impl Trigger {
     /// Reads a trigger (`event`, `compound` or `sequence`), reporting problems into `problems`.

@@ -10,7 +10,8 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use crate::engine::compile::CompiledScopeFilter;
-use crate::engine::{compile, BucketView, Engine, EngineConfig, EventLookup, Step};
+use crate::engine::{compile, panic_message, BucketView, Engine, EngineConfig, EventLookup, Step};
+use crate::model::limits;
 use crate::model::run::{merge_parameters, RunCause, RUN_EVENT_PREFIX};
 use crate::model::time::{Span, Timestamp};
 use crate::model::{
@@ -60,6 +61,18 @@ const PRUNE_EVERY: Span = Span::seconds(60);
 /// `tripwire.run.scheduled` that runs its own deployment would otherwise loop forever; the
 /// events past the cap are stored but not evaluated, and a warning says why.
 const MAX_CASCADE: usize = 1000;
+
+/// Batches in a row that may fail (each rebuilt from storage) before the core gives up.
+const MAX_FAILED_BATCHES: u32 = 3;
+
+/// What became of a batch.
+enum Applied {
+    Committed,
+    /// A shutdown was asked for.
+    Stopped,
+    /// Nothing was committed, for this reason.
+    Failed(String),
+}
 
 pub(super) struct Core {
     store: Arc<Store>,
@@ -191,7 +204,13 @@ impl Core {
         })
     }
 
-    pub(super) fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+    /// Serves commands until shutdown. A batch that panics or cannot be committed fails its
+    /// requests only: the engine is rebuilt from what is durable and the next batch goes on.
+    /// When that is impossible, or [`MAX_FAILED_BATCHES`] batches in a row failed, the core
+    /// stops and says why in `failure`, so that health checks fail and the process can exit
+    /// for its supervisor to restart it.
+    pub(super) fn run(mut self, mut rx: mpsc::Receiver<Command>, failure: watch::Sender<Option<String>>) {
+        let mut failed_in_a_row = 0;
         while let Some(first) = rx.blocking_recv() {
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
@@ -200,14 +219,41 @@ impl Core {
                     Err(_) => break,
                 }
             }
-            if !self.apply(batch) {
-                break;
-            }
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.apply(batch))).unwrap_or_else(|panic| {
+                    let message = panic_message(panic.as_ref());
+                    Applied::Failed(format!("a command panicked: {message}"))
+                });
+            let problem = match outcome {
+                Applied::Committed => {
+                    failed_in_a_row = 0;
+                    continue;
+                }
+                Applied::Stopped => return,
+                Applied::Failed(problem) => problem,
+            };
+            failed_in_a_row += 1;
+            tracing::error!(error = %problem, "a batch failed; its requests were refused, rebuilding the engine from storage");
+            let changed = self.runs_changed.clone();
+            let rebuilt = Core::recover(self.store.clone(), self.config.clone(), self.events.clone(), changed);
+            let reason = match rebuilt {
+                Ok(_) if failed_in_a_row >= MAX_FAILED_BATCHES => {
+                    format!("{failed_in_a_row} batches in a row failed, the last with: {problem}")
+                }
+                Ok(fresh) => {
+                    self = fresh;
+                    continue;
+                }
+                Err(e) => format!("cannot rebuild the engine after a failed batch ({problem}): {e}"),
+            };
+            tracing::error!(%reason, "the core stops");
+            failure.send_replace(Some(reason));
+            return;
         }
     }
 
-    /// Applies a batch in one transaction; false when the core should stop.
-    fn apply(&mut self, batch: Vec<Command>) -> bool {
+    /// Applies a batch in one transaction.
+    fn apply(&mut self, batch: Vec<Command>) -> Applied {
         let mut done: Vec<Box<dyn FnOnce()>> = Vec::new();
         let mut accepted: Vec<Arc<Event>> = Vec::new();
         let mut stop = None;
@@ -239,26 +285,18 @@ impl Core {
                 }
             }
             Err(e) => {
-                // Nothing of the batch was committed: the requests fail, and the engine is
-                // rebuilt from what is durable so that it matches the store again.
-                tracing::error!(error = %e, "commit failed; rebuilding the engine from storage");
-                drop(done);
-                let changed = self.runs_changed.clone();
-                match Core::recover(self.store.clone(), self.config.clone(), self.events.clone(), changed) {
-                    Ok(fresh) => *self = fresh,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot rebuild the engine; stopping");
-                        return false;
-                    }
-                }
+                // Nothing of the batch was committed: the requests fail (their replies are
+                // dropped), and the caller rebuilds the engine from what is durable so that it
+                // matches the store again.
+                return Applied::Failed(format!("the batch could not be committed: {e}"));
             }
         }
         match stop {
             Some(reply) => {
                 let _ = reply.send(());
-                false
+                Applied::Stopped
             }
-            None => true,
+            None => Applied::Committed,
         }
     }
 
@@ -319,7 +357,7 @@ impl Core {
             }
             Command::Tick { reply } => {
                 let step = self.engine.on_tick(now, &TxLookup(tx));
-                if !step.firings.is_empty() {
+                if step.has_effects() {
                     self.log(tx, &LogEntry::Tick { at: now })?;
                     self.record(tx, step, now)?;
                 }
@@ -356,8 +394,13 @@ impl Core {
                 self.advance_for_change(tx, now)?;
                 self.log(tx, &LogEntry::PutTrigger { definition: definition.clone(), at: now })?;
                 self.engine.upsert(compiled);
-                let record =
-                    TriggerRecord { created: existing.as_ref().map_or(now, |r| r.created), updated: now, definition };
+                let record = TriggerRecord {
+                    created: existing.as_ref().map_or(now, |r| r.created),
+                    updated: now,
+                    definition,
+                    error: None,
+                    warning: None,
+                };
                 tx.put_trigger(&record)?;
                 answer!(reply, Ok((record, existing.is_none())));
             }
@@ -379,6 +422,7 @@ impl Core {
                 };
                 if record.definition.enabled != enabled {
                     record.definition.enabled = enabled;
+                    record.error = None;
                     record.updated = now;
                     self.advance_for_change(tx, now)?;
                     self.log(tx, &LogEntry::PutTrigger { definition: record.definition.clone(), at: now })?;
@@ -427,7 +471,13 @@ impl Core {
                     answer!(reply, Err(ServiceError::NotFound { what: "deployment", id: deployment }));
                     return Ok(());
                 };
-                let parameters = merge_parameters(&d.parameters, parameters.as_ref());
+                let parameters = match merge_parameters(&d.parameters, parameters.as_ref()) {
+                    Ok(p) => p,
+                    Err(problems) => {
+                        answer!(reply, Err(ServiceError::Invalid(problems)));
+                        return Ok(());
+                    }
+                };
                 let mut run = Run::scheduled(new_id(), &d, parameters, None, now);
                 if let Some(p) = priority {
                     run.priority = p;
@@ -512,7 +562,7 @@ impl Core {
                     .map(|l| LogLine {
                         at: l.at.unwrap_or(now),
                         level: l.level,
-                        message: clip(l.message),
+                        message: limits::clip(l.message, crate::model::run::MAX_LOG_LINE_BYTES),
                         attempt: run.attempt,
                     })
                     .collect();
@@ -557,7 +607,7 @@ impl Core {
     /// fired), so that replaying the log applies the change at the same point.
     fn advance_for_change(&mut self, tx: &Tx, now: Timestamp) -> Result<(), StoreError> {
         let step = self.engine.on_tick(now, &TxLookup(tx));
-        if !step.firings.is_empty() {
+        if step.has_effects() {
             self.log(tx, &LogEntry::Tick { at: now })?;
             self.record(tx, step, now)?;
         }
@@ -566,16 +616,30 @@ impl Core {
 
     /// Stores firings and creates the runs they ask for.
     fn record(&mut self, tx: &Tx, step: Step, now: Timestamp) -> Result<(), StoreError> {
-        for trigger in &step.overflows {
-            tracing::warn!(%trigger, "bucket limit reached: an event was not counted");
+        for overflow in &step.overflows {
+            tracing::warn!(trigger = %overflow.trigger, reason = %overflow.reason, "an event was not counted");
+        }
+        for fault in &step.faults {
+            tracing::error!(trigger = %fault.trigger, error = %fault.error, "trigger disabled");
+            if let Some(mut record) = tx.trigger(&fault.trigger)? {
+                record.definition.enabled = false;
+                record.error = Some(fault.error.clone());
+                record.updated = now;
+                tx.put_trigger(&record)?;
+            }
         }
         for mut firing in step.firings {
             if let Some(name) = firing.deployment.clone() {
                 if firing.error.is_none() {
                     match tx.deployment(&name)? {
-                        Some(d) => {
-                            self.admit(tx, run_for(&firing, &d, now), now)?;
-                        }
+                        Some(d) => match run_for(&firing, &d, now) {
+                            Ok(run) => {
+                                self.admit(tx, run, now)?;
+                            }
+                            Err(problems) => {
+                                firing.error = Some(format!("no run was created: {problems}"));
+                            }
+                        },
                         None => firing.error = Some(format!("deployment `{name}` does not exist; no run was created")),
                     }
                 }
@@ -748,7 +812,13 @@ impl Core {
             }
             self.log(tx, &LogEntry::PutTrigger { definition: definition.clone(), at: now })?;
             self.engine.upsert(c);
-            let record = TriggerRecord { created: old.map_or(now, |r| r.created), updated: now, definition };
+            let record = TriggerRecord {
+                created: old.map_or(now, |r| r.created),
+                updated: now,
+                definition,
+                error: None,
+                warning: None,
+            };
             tx.put_trigger(&record)?;
             if old.is_some() { &mut report.updated } else { &mut report.created }.push(record.definition.id);
         }
@@ -760,20 +830,6 @@ impl Core {
         // The engine's clock never goes backwards, even if the wall clock does.
         self.engine.clock().map_or(now, |c| c.max(now))
     }
-}
-
-/// Longest log line kept.
-fn clip(mut message: String) -> String {
-    let max = crate::model::run::MAX_LOG_LINE_BYTES;
-    if message.len() > max {
-        let mut cut = max;
-        while !message.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        message.truncate(cut);
-        message.push_str(" [cut: line longer than 16 KiB]");
-    }
-    message
 }
 
 /// The event a run's state change emits, so that triggers can chain on run outcomes (as on
@@ -816,12 +872,24 @@ fn run_event(change: &Change, now: Timestamp) -> Event {
             payload.insert(key.into(), value);
         }
     }
+    // Parameters and output were held to their limits when accepted, so the event fits; should
+    // it not (a limit changed), they are left out rather than storing an event that cannot be
+    // read back.
+    let mut problems = Problems::default();
+    limits::check_object(&payload, &JsonPath::root().key("payload"), limits::MAX_EVENT_BYTES / 2, &mut problems);
+    if !problems.is_empty() {
+        for key in ["parameters", "output"] {
+            if payload.contains_key(key) {
+                payload.insert(key.into(), json!(format!("[left out: {problems}]")));
+            }
+        }
+    }
     event.payload = payload;
     event
 }
 
 /// The run a firing creates: its id is the firing's, so it can only ever be created once.
-fn run_for(firing: &Firing, deployment: &Deployment, now: Timestamp) -> Run {
-    let parameters = merge_parameters(&deployment.parameters, firing.parameters.as_ref());
-    Run::scheduled(firing.id, deployment, parameters, Some(RunCause::of(firing)), now)
+fn run_for(firing: &Firing, deployment: &Deployment, now: Timestamp) -> Result<Run, Problems> {
+    let parameters = merge_parameters(&deployment.parameters, firing.parameters.as_ref())?;
+    Ok(Run::scheduled(firing.id, deployment, parameters, Some(RunCause::of(firing)), now))
 }

@@ -138,6 +138,8 @@ struct Inner {
     runs_changed: Arc<watch::Sender<u64>>,
     config: ServiceConfig,
     core: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Why the core stopped, once it has failed.
+    core_failure: watch::Receiver<Option<String>>,
 }
 
 impl Service {
@@ -161,9 +163,10 @@ impl Service {
                 .map_err(|_| ServiceError::ShuttingDown)??
         };
         let (tx, rx) = mpsc::channel(config.queue_capacity);
+        let (failure, core_failure) = watch::channel(None);
         let handle = std::thread::Builder::new()
             .name("tripwire-core".into())
-            .spawn(move || core.run(rx))
+            .spawn(move || core.run(rx, failure))
             .map_err(|e| ServiceError::Store(StoreError::Database(format!("cannot start the core thread: {e}"))))?;
         let service = Service {
             inner: Arc::new(Inner {
@@ -173,6 +176,7 @@ impl Service {
                 runs_changed,
                 config,
                 core: std::sync::Mutex::new(Some(handle)),
+                core_failure,
             }),
         };
         if service.inner.config.clock.is_wall_clock() {
@@ -306,12 +310,14 @@ impl Service {
 
     /// The run's worker reports its output: the run is Completed.
     pub async fn complete(&self, id: Uuid, completion: Completion) -> Result<Run, ServiceError> {
+        completion.validate().map_err(ServiceError::Invalid)?;
         self.call(|reply| Command::Complete { id, completion, reply }).await
     }
 
     /// The run's worker reports a failed attempt: the run is retried after its backoff while
     /// retries remain, otherwise Failed.
-    pub async fn fail(&self, id: Uuid, failure: FailureReport) -> Result<Run, ServiceError> {
+    pub async fn fail(&self, id: Uuid, mut failure: FailureReport) -> Result<Run, ServiceError> {
+        failure.error = crate::model::limits::clip_error(failure.error);
         self.call(|reply| Command::Fail { id, failure, reply }).await
     }
 
@@ -349,6 +355,30 @@ impl Service {
     /// Accepted events, as they are committed.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.inner.events.subscribe()
+    }
+
+    /// `Err(why)` once the core has stopped on a failure it could not recover from: every
+    /// write would fail, so health checks must fail too.
+    pub fn health(&self) -> Result<(), String> {
+        match self.inner.core_failure.borrow().as_ref() {
+            Some(why) => Err(why.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Resolves when the core has stopped on such a failure, with the reason (never, while it
+    /// serves). `tripwire serve` exits non-zero then, so that its supervisor restarts it.
+    pub async fn core_failed(&self) -> String {
+        let mut failure = self.inner.core_failure.clone();
+        loop {
+            if let Some(why) = failure.borrow_and_update().clone() {
+                return why;
+            }
+            if failure.changed().await.is_err() {
+                // The core ended without a failure (shutdown): nothing to report, ever.
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// The settings it runs with.

@@ -1,0 +1,125 @@
+//! The engine under hostile input: a panicking trigger is disabled alone, bucket keys and
+//! bucket memory are capped, and far-future times stay representable through a snapshot.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use tripwire::engine::{compile_all, Engine, EngineConfig, EngineState, EventLookup};
+use tripwire::model::{Event, Resource, Span, Timestamp, TriggerDefinition};
+use uuid::Uuid;
+
+fn t(secs: i64) -> Timestamp {
+    Timestamp::from_micros(Timestamp::parse("2026-01-01T00:00:00Z").unwrap().as_micros() + secs * 1_000_000)
+}
+
+fn ev(n: u128, at: Timestamp, name: &str, rid: &str) -> Event {
+    Event::new(Uuid::from_u128(n), at, name, Resource::new(rid))
+}
+
+fn engine(definitions: serde_json::Value, config: EngineConfig) -> Engine {
+    let defs = TriggerDefinition::list_from_json(&definitions).expect("valid definitions");
+    let mut engine = Engine::new(config);
+    for d in compile_all(&defs).expect("compiles") {
+        engine.upsert(d);
+    }
+    engine
+}
+
+/// A store that fails in the worst way: it panics when asked for a past event.
+struct PanickingLookup;
+
+impl EventLookup for PanickingLookup {
+    fn event(&self, _: &Uuid) -> Option<Arc<Event>> {
+        panic!("the lookup exploded")
+    }
+}
+
+#[test]
+fn a_trigger_that_panics_is_disabled_alone_and_the_others_keep_firing() {
+    let mut engine = engine(
+        json!([
+            // Its firing reads the first child's event back from the lookup, which panics.
+            {"id": "bad", "trigger": {"type": "compound", "require": "all", "within": 60,
+                                      "triggers": [{"expect": ["a"]}, {"expect": ["b"]}]},
+             "parameters": {"n": "{{ events | length }}"}},
+            {"id": "good", "trigger": {"expect": ["order.created"]}, "parameters": {"id": "{{ event.resource.id }}"}},
+        ]),
+        EngineConfig::default(),
+    );
+    engine.on_event(t(0), ev(1, t(0), "a", "x"), &PanickingLookup);
+    let step = engine.on_event(t(30), ev(3, t(30), "b", "x"), &PanickingLookup);
+    assert_eq!(step.faults.len(), 1, "{step:?}");
+    assert_eq!(step.faults[0].trigger, "bad");
+    assert!(step.faults[0].error.contains("the lookup exploded"), "{}", step.faults[0].error);
+    let disabled = engine.definitions().find(|d| d.definition.id == "bad").expect("still installed");
+    assert!(!disabled.definition.enabled, "disabled, so that it cannot panic again");
+    // Every other trigger goes on, and the disabled one stays quiet.
+    let step = engine.on_event(t(31), ev(2, t(31), "order.created", "123"), &PanickingLookup);
+    assert_eq!(step.firings.len(), 1);
+    assert_eq!(step.firings[0].parameters, Some(json!({"id": "123"})));
+    assert!(engine.on_tick(t(120), &PanickingLookup).faults.is_empty());
+}
+
+#[test]
+fn a_key_past_its_limit_is_reported_not_stored() {
+    let mut engine = engine(
+        json!([{"id": "t", "trigger": {"expect": ["e"], "for_each": ["prefect.resource.id"], "threshold": 2, "within": 60}}]),
+        EngineConfig::default(),
+    );
+    let limit = tripwire::engine::bucket::MAX_BUCKET_KEY_BYTES;
+    let step = engine.on_event(t(0), ev(1, t(0), "e", &"k".repeat(limit + 1)), &());
+    assert_eq!(step.overflows.len(), 1);
+    assert!(step.overflows[0].reason.contains(&format!("at most {limit}")), "{}", step.overflows[0].reason);
+    assert_eq!(engine.bucket_count(), 0);
+    // 100 KB keys, as an attacker would send, cost nothing either.
+    for n in 0..100 {
+        engine.on_event(t(1), ev(10 + n, t(1), "e", &format!("{n}{}", "x".repeat(100_000))), &());
+    }
+    assert_eq!(engine.bucket_count(), 0);
+    // A key at the limit still counts and fires.
+    let key = "k".repeat(limit);
+    engine.on_event(t(2), ev(2, t(2), "e", &key), &());
+    let step = engine.on_event(t(3), ev(3, t(3), "e", &key), &());
+    assert_eq!(step.firings.len(), 1);
+}
+
+#[test]
+fn buckets_are_capped_by_bytes_as_well_as_count() {
+    let config = EngineConfig { max_bucket_bytes_per_trigger: 10 * (64 + 100), ..EngineConfig::default() };
+    let mut engine = engine(
+        json!([{"id": "t", "trigger": {"expect": ["e"], "for_each": ["prefect.resource.id"], "threshold": 2, "within": 60}}]),
+        config,
+    );
+    let key = |n: u128| format!("{n:0>100}");
+    let mut overflows = Vec::new();
+    for n in 0..20 {
+        overflows.extend(engine.on_event(t(0), ev(n, t(0), "e", &key(n)), &()).overflows);
+    }
+    assert_eq!(engine.bucket_count(), 10, "ten 100-byte keys fill 1,640 bytes");
+    assert_eq!(overflows.len(), 10);
+    assert!(overflows[0].reason.contains("bytes"), "{}", overflows[0].reason);
+    // A key that has a bucket still counts: the second event of key 0 fires.
+    let step = engine.on_event(t(1), ev(100, t(1), "e", &key(0)), &());
+    assert_eq!(step.firings.len(), 1);
+}
+
+#[test]
+fn far_future_windows_end_at_the_end_of_time_and_survive_a_snapshot() {
+    let mut engine = engine(
+        json!([{"id": "t", "trigger": {"after": ["a"], "expect": ["b"], "for_each": ["prefect.resource.id"], "within": 3_000_000_000u64}}]),
+        EngineConfig::default(),
+    );
+    let late = Timestamp::parse("9999-12-31T23:00:00Z").unwrap();
+    engine.on_event(t(0), ev(1, late, "a", "x"), &());
+    let state = engine.export();
+    let text = serde_json::to_string(&state).unwrap();
+    assert!(!text.contains("+10000"), "every instant is written as a 4-digit year");
+    let back: EngineState = serde_json::from_str(&text).expect("the snapshot reads back");
+    assert_eq!(back, state);
+    let view = engine.buckets("t");
+    assert_eq!(view[0].bucket.end, Timestamp::MAX);
+    assert_eq!(late.plus(Span::MAX), Timestamp::MAX);
+    // ...and the window still works.
+    let step = engine.on_event(t(1), ev(2, late, "b", "x"), &());
+    assert_eq!(step.firings.len(), 1);
+}
