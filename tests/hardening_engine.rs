@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use serde_json::json;
-use tripwire::engine::{compile_all, Engine, EngineConfig, EngineState, EventLookup};
+use tripwire::engine::{compile_all, BucketQuery, Engine, EngineConfig, EngineState, EventLookup};
 use tripwire::model::{Event, Resource, Span, Timestamp, TriggerDefinition};
 use uuid::Uuid;
 
@@ -116,10 +116,41 @@ fn far_future_windows_end_at_the_end_of_time_and_survive_a_snapshot() {
     assert!(!text.contains("+10000"), "every instant is written as a 4-digit year");
     let back: EngineState = serde_json::from_str(&text).expect("the snapshot reads back");
     assert_eq!(back, state);
-    let view = engine.buckets("t");
-    assert_eq!(view[0].bucket.end, Timestamp::MAX);
+    let page = engine.bucket_page("t", &BucketQuery { limit: 10, ..BucketQuery::default() }).unwrap();
+    assert_eq!(page.buckets[0].bucket.end, Timestamp::MAX);
     assert_eq!(late.plus(Span::MAX), Timestamp::MAX);
     // ...and the window still works.
     let step = engine.on_event(t(1), ev(2, late, "b", "x"), &());
     assert_eq!(step.firings.len(), 1);
+}
+
+#[test]
+fn the_bucket_view_pages_and_looks_one_key_up() {
+    let mut engine = engine(
+        json!([{"id": "t", "trigger": {"expect": ["e"], "for_each": ["prefect.resource.id"], "threshold": 5, "within": 600}}]),
+        EngineConfig::default(),
+    );
+    for n in 0..25u128 {
+        engine.on_event(t(0), ev(n, t(0), "e", &format!("k{n:02}")), &());
+    }
+    let mut seen = Vec::new();
+    let mut query = BucketQuery { limit: 10, ..BucketQuery::default() };
+    loop {
+        let page = engine.bucket_page("t", &query).unwrap();
+        assert!(page.buckets.len() <= 10);
+        seen.extend(page.buckets.iter().map(|b| b.labels["prefect.resource.id"].clone()));
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..25).map(|n| format!("k{n:02}")).collect();
+    assert_eq!(seen, expected, "every bucket once, in key order");
+    let one = engine.bucket_page("t", &BucketQuery { key: Some(vec!["k07".into()]), limit: 10, after: None }).unwrap();
+    assert_eq!(one.buckets.len(), 1);
+    assert_eq!(one.buckets[0].bucket.last_event, Some(Uuid::from_u128(7)));
+    let none =
+        engine.bucket_page("t", &BucketQuery { key: Some(vec!["nope".into()]), limit: 10, after: None }).unwrap();
+    assert!(none.buckets.is_empty() && none.next.is_none());
+    assert!(engine.bucket_page("missing", &BucketQuery::default()).is_none());
 }

@@ -171,8 +171,11 @@ pub struct Upserted<T> {
 pub struct BucketsView {
     /// The definition id.
     pub trigger: String,
-    /// Its live buckets.
+    /// Its live buckets (one page).
     pub buckets: Vec<BucketInfo>,
+    /// The cursor of the next page (`?after=`), when there is one.
+    #[serde(default)]
+    pub next: Option<String>,
 }
 
 /// One live bucket: a window of one `for_each` key of one event trigger.

@@ -59,6 +59,16 @@ impl BucketKey {
         }
     }
 
+    /// The packed key, as a page cursor carries it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The key a cursor carried.
+    pub fn from_packed(packed: &str) -> BucketKey {
+        BucketKey(CompactString::from(packed))
+    }
+
     /// The key made of these values (one per sorted label).
     pub fn from_values(values: &[&str]) -> BucketKey {
         match values {
@@ -230,6 +240,16 @@ impl Buckets {
     /// Drops every bucket the sweep would have deleted by `clock`.
     pub fn sweep(&mut self, clock: Timestamp) {
         self.retain(|b| !b.swept_at(clock));
+    }
+
+    /// The live bucket of `key`, if any (a lookup; nothing is dropped).
+    pub fn get(&self, key: &BucketKey, clock: Timestamp) -> Option<Bucket> {
+        self.map.get(key).copied().filter(|b| !b.swept_at(clock))
+    }
+
+    /// Every stored bucket, in no particular order (the sweep may not have reached some).
+    pub fn iter(&self) -> impl Iterator<Item = (&BucketKey, &Bucket)> {
+        self.map.iter()
     }
 
     /// Live buckets sorted by window start, then key (the order Prefect reads them in).

@@ -701,17 +701,65 @@ impl Engine {
         firing
     }
 
-    /// Live buckets of a definition's event triggers, for "why did / didn't it fire?".
-    pub fn buckets(&self, id: &str) -> Vec<BucketView> {
-        let Some(&slot) = self.by_id.get(id) else { return Vec::new() };
-        let Some(s) = &self.slots[slot as usize] else { return Vec::new() };
+    /// One page of a definition's live buckets, for "why did / didn't it fire?": ordered by
+    /// (event trigger, key), after `query.after`, at most `query.limit`. With `query.key` (the
+    /// `for_each` values in sorted-label order), only that key's bucket in each event trigger:
+    /// a lookup, whatever the number of buckets. A single value given for several labels
+    /// matches buckets holding it as any of their values (a scan of the trigger's buckets).
+    /// The cost is one pass over the buckets at most, keeping only the page.
+    pub fn bucket_page(&self, id: &str, query: &BucketQuery) -> Option<BucketPage> {
+        let &slot = self.by_id.get(id)?;
+        let s = self.slots[slot as usize].as_ref()?;
         let clock = self.clock.unwrap_or_default();
-        let mut out = Vec::new();
+        let limit = query.limit.max(1);
+        // The page's entries, smallest (node, key) first, holding at most limit + 1.
+        let mut page: BTreeMap<(usize, BucketKey), Bucket> = BTreeMap::new();
+        let mut offer = |node: usize, key: &BucketKey, bucket: Bucket| {
+            if bucket.swept_at(clock) || query.after.as_ref().is_some_and(|(n, k)| (node, key) <= (*n, k)) {
+                return;
+            }
+            if page.len() > limit {
+                match page.last_key_value() {
+                    Some(((n, k), _)) if (node, key) < (*n, k) => {
+                        page.pop_last();
+                    }
+                    _ => return,
+                }
+            }
+            page.insert((node, key.clone()), bucket);
+        };
         for (node, state) in s.nodes.iter().enumerate() {
             let (NodeKind::Event(e), NodeState::Event { buckets, .. }) = (&s.compiled.nodes[node].kind, state) else {
                 continue;
             };
-            for (key, b) in buckets.sorted(clock) {
+            match &query.key {
+                Some(values) if values.len() == e.for_each.len() || values.len() != 1 => {
+                    let values: Vec<&str> = values.iter().map(String::as_str).collect();
+                    let key = BucketKey::from_values(&values);
+                    if let Some(b) = buckets.get(&key, clock) {
+                        offer(node, &key, b);
+                    }
+                }
+                Some(values) => {
+                    for (key, b) in buckets.iter() {
+                        if key.labels(&e.for_each).values().any(|v| *v == values[0]) {
+                            offer(node, key, *b);
+                        }
+                    }
+                }
+                None => {
+                    for (key, b) in buckets.iter() {
+                        offer(node, key, *b);
+                    }
+                }
+            }
+        }
+        let more = page.len() > limit;
+        let buckets: Vec<BucketView> = page
+            .into_iter()
+            .take(limit)
+            .filter_map(|((node, key), b)| {
+                let NodeKind::Event(e) = &s.compiled.nodes[node].kind else { return None };
                 let phase = if clock < b.start {
                     BucketPhase::CoolingDown
                 } else if clock < b.end {
@@ -719,7 +767,7 @@ impl Engine {
                 } else {
                     BucketPhase::Closed
                 };
-                out.push(BucketView {
+                Some(BucketView {
                     node,
                     labels: key.labels(&e.for_each),
                     phase,
@@ -727,10 +775,12 @@ impl Engine {
                     threshold: e.threshold,
                     sweep_at: b.end.plus(bucket::EXPIRED_BUCKET_BUFFER),
                     bucket: b,
-                });
-            }
-        }
-        out
+                    key,
+                })
+            })
+            .collect();
+        let next = if more { buckets.last().map(|b| (b.node, b.key.clone())) } else { None };
+        Some(BucketPage { definition: s.compiled.clone(), buckets, next })
     }
 
     /// Physically drops buckets the sweep has deleted (they are already invisible).
@@ -764,6 +814,8 @@ impl Engine {
 pub struct BucketView {
     /// The event trigger inside the definition (0 is the root).
     pub node: usize,
+    /// The bucket's key (a page cursor is its node and key).
+    pub key: BucketKey,
     /// `{for_each label: value}`.
     pub labels: BTreeMap<String, String>,
     /// Where the window stands by the engine's clock.
@@ -776,6 +828,28 @@ pub struct BucketView {
     pub sweep_at: Timestamp,
     /// Window and count.
     pub bucket: Bucket,
+}
+
+/// Which buckets [`Engine::bucket_page`] shows.
+#[derive(Clone, Debug, Default)]
+pub struct BucketQuery {
+    /// Only this key's bucket: the `for_each` values in sorted-label order.
+    pub key: Option<Vec<String>>,
+    /// Start after this (event trigger, key): the previous page's `next`.
+    pub after: Option<(usize, BucketKey)>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// A page of live buckets.
+#[derive(Clone, Debug)]
+pub struct BucketPage {
+    /// The definition, as compiled (to explain the evidence each bucket keeps).
+    pub definition: Arc<CompiledDefinition>,
+    /// The buckets, by (event trigger, key).
+    pub buckets: Vec<BucketView>,
+    /// Where the next page starts, when there is one.
+    pub next: Option<(usize, BucketKey)>,
 }
 
 /// Where a bucket's window stands.

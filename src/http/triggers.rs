@@ -7,15 +7,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Deserialize;
 use serde_json::{json, Value};
-
-use std::sync::Arc;
 
 use crate::engine::bucket::BucketKey;
 use crate::engine::compile;
 use crate::engine::compile::NodeKind;
-use crate::model::{Event, JsonPath, Problems, TriggerDefinition};
+use crate::engine::BucketQuery;
+use crate::model::{JsonPath, Problems, TriggerDefinition};
 use crate::service::{Service, ServiceError};
 use crate::store::TriggerRecord;
 
@@ -123,65 +121,85 @@ async fn patch(
     Ok(Json(service.set_trigger_enabled(id, enabled).await?))
 }
 
-#[derive(Deserialize)]
-struct BucketQuery {
-    key: Option<String>,
+/// Buckets per page by default, and at most.
+const BUCKET_PAGE: (usize, usize) = (100, 1000);
+/// Evidence events read from the store per blocking step: a client that goes away stops the
+/// work at the next step.
+const EVIDENCE_CHUNK: usize = 50;
+
+/// `?key=V` (repeat it for each `for_each` label, in sorted-label order), `?limit=N`,
+/// `?after=CURSOR` (the previous page's `next`).
+fn bucket_query(pairs: Vec<(String, String)>) -> Result<BucketQuery, ApiError> {
+    let mut query = BucketQuery { limit: BUCKET_PAGE.0, ..BucketQuery::default() };
+    let mut problems = Problems::default();
+    let root = JsonPath::root();
+    for (name, value) in pairs {
+        match name.as_str() {
+            "key" => query.key.get_or_insert_with(Vec::new).push(value),
+            "limit" => match value.parse::<usize>() {
+                Ok(n) if (1..=BUCKET_PAGE.1).contains(&n) => query.limit = n,
+                _ => problems.add(&root.key("limit"), format!("must be from 1 to {}, got `{value}`", BUCKET_PAGE.1)),
+            },
+            "after" => match value.split_once(':').and_then(|(n, k)| Some((n.parse::<usize>().ok()?, k))) {
+                Some((node, key)) => query.after = Some((node, BucketKey::from_packed(key))),
+                None => problems.add(&root.key("after"), "expected the `next` cursor of a previous page"),
+            },
+            other => problems.add(&root.key(other), "unknown parameter; use key, limit or after"),
+        }
+    }
+    problems.into_result(query).map_err(ApiError::invalid)
 }
 
-/// Recent events scanned to show what each bucket has seen.
-const EXPLAIN_SCAN: usize = 10_000;
-/// Events listed per bucket.
-const EXPLAIN_EVENTS: usize = 100;
-
-/// Each live bucket with its window, count, phase, and the recent events in its window that
-/// the trigger covers for its key: the answer to "why did or didn't my trigger fire?".
+/// A page of live buckets with their window, count, phase, and the evidence each keeps (the
+/// last event it saw, with what it did there): the answer to "why did or didn't my trigger
+/// fire?". Read from the engine's own state: no event scan, one lookup per bucket shown.
 async fn buckets(
     State(service): State<Service>,
     Path(id): Path<String>,
-    Query(q): Query<BucketQuery>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Json<Value>, ApiError> {
-    let views = service.buckets(id.clone(), q.key).await?;
-    let store = service.store();
-    let trigger_id = id.clone();
-    let items = blocking(move || {
-        let record = store.trigger(&trigger_id).map_err(|e| ApiError::from(ServiceError::from(e)))?;
-        let compiled = record.and_then(|r| compile(&r.definition, &JsonPath::root()).ok());
-        let (recent, _) = store
-            .events_desc(None, EXPLAIN_SCAN, EXPLAIN_SCAN, |_| true)
-            .map_err(|e| ApiError::from(ServiceError::from(e)))?;
-        let recent: Vec<Arc<Event>> = recent.into_iter().rev().map(|s| Arc::new(s.event)).collect();
-        let items: Vec<Value> = views
-            .iter()
-            .map(|b| {
-                let mut seen = Vec::new();
-                if let Some(NodeKind::Event(node)) = compiled.as_ref().and_then(|c| c.nodes.get(b.node)).map(|n| &n.kind) {
-                    for e in &recent {
-                        if seen.len() == EXPLAIN_EVENTS || e.occurred < b.bucket.start || e.occurred > b.bucket.end {
-                            continue;
-                        }
-                        let Some(role) = node.role_of(e) else { continue };
-                        if BucketKey::of(&node.for_each, e).labels(&node.for_each) == b.labels {
-                            seen.push(json!({"id": e.id, "event": e.event, "occurred": e.occurred, "opens": role.opens, "counts": role.counts}));
-                        }
-                    }
-                }
-                json!({
-                    "node": b.node,
-                    "labels": b.labels,
-                    "phase": b.phase,
-                    "posture": b.posture,
-                    "start": b.bucket.start,
-                    "end": b.bucket.end,
-                    "count": b.bucket.count,
-                    "threshold": b.threshold,
-                    "last_event": b.bucket.last_event,
-                    "sweep_at": b.sweep_at,
-                    "events": seen,
+    let query = bucket_query(pairs)?;
+    let Some(page) = service.bucket_page(id.clone(), query).await? else {
+        return Ok(Json(json!({"trigger": id, "buckets": [], "next": null})));
+    };
+    let mut items = Vec::with_capacity(page.buckets.len());
+    for chunk in page.buckets.chunks(EVIDENCE_CHUNK) {
+        let ids: Vec<_> = chunk.iter().map(|b| b.bucket.last_event).collect();
+        let store = service.store();
+        let events = blocking(move || {
+            ids.iter()
+                .map(|id| match id {
+                    Some(id) => store.event(id).map_err(|e| ApiError::from(ServiceError::from(e))),
+                    None => Ok(None),
                 })
-            })
-            .collect();
-        Ok(items)
-    })
-    .await?;
-    Ok(Json(json!({"trigger": id, "buckets": items})))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?;
+        for (b, event) in chunk.iter().zip(events) {
+            let evidence: Vec<Value> = event
+                .map(std::sync::Arc::new)
+                .and_then(|e| {
+                    let NodeKind::Event(node) = &page.definition.nodes.get(b.node)?.kind else { return None };
+                    let role = node.role_of(&e)?;
+                    Some(json!({"id": e.id, "event": e.event, "occurred": e.occurred, "opens": role.opens, "counts": role.counts}))
+                })
+                .into_iter()
+                .collect();
+            items.push(json!({
+                "node": b.node,
+                "labels": b.labels,
+                "phase": b.phase,
+                "posture": b.posture,
+                "start": b.bucket.start,
+                "end": b.bucket.end,
+                "count": b.bucket.count,
+                "threshold": b.threshold,
+                "last_event": b.bucket.last_event,
+                "sweep_at": b.sweep_at,
+                "events": evidence,
+            }));
+        }
+    }
+    let next = page.next.map(|(node, key)| format!("{node}:{}", key.as_str()));
+    Ok(Json(json!({"trigger": id, "buckets": items, "next": next})))
 }

@@ -10,7 +10,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use crate::engine::compile::CompiledScopeFilter;
-use crate::engine::{compile, panic_message, BucketView, Engine, EngineConfig, EventLookup, Step};
+use crate::engine::{compile, panic_message, BucketPage, BucketQuery, Engine, EngineConfig, EventLookup, Step};
 use crate::model::limits;
 use crate::model::run::{merge_parameters, RunCause, RUN_EVENT_PREFIX};
 use crate::model::time::{Span, Timestamp};
@@ -34,7 +34,7 @@ pub(super) enum Command {
     PutTrigger { definition: Box<TriggerDefinition>, create_only: bool, reply: Reply<(TriggerRecord, bool)> },
     DeleteTrigger { id: String, reply: Reply<()> },
     SetEnabled { id: String, enabled: bool, reply: Reply<TriggerRecord> },
-    Buckets { id: String, key: Option<String>, reply: Reply<Vec<BucketView>> },
+    Buckets { id: String, query: BucketQuery, reply: Reply<Option<BucketPage>> },
     PutDeployment { deployment: Deployment, create_only: bool, reply: Reply<(Deployment, bool)> },
     DeleteDeployment { name: String, reply: Reply<()> },
     CreateRun { deployment: String, parameters: Option<Value>, priority: Option<i32>, reply: Reply<Run> },
@@ -431,16 +431,12 @@ impl Core {
                 }
                 answer!(reply, Ok(record));
             }
-            Command::Buckets { id, key, reply } => {
+            Command::Buckets { id, query, reply } => {
                 if tx.trigger(&id)?.is_none() {
                     answer!(reply, Err(ServiceError::NotFound { what: "trigger", id }));
                     return Ok(());
                 }
-                let mut buckets = self.engine.buckets(&id);
-                if let Some(key) = key {
-                    buckets.retain(|b| b.labels.values().any(|v| *v == key));
-                }
-                answer!(reply, Ok(buckets));
+                answer!(reply, Ok(self.engine.bucket_page(&id, &query)));
             }
             Command::PutDeployment { mut deployment, create_only, reply } => {
                 let existing = tx.deployment(&deployment.name)?;

@@ -15,7 +15,7 @@ use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use uuid::Uuid;
 
-use crate::engine::BucketView;
+use crate::engine::{BucketPage, BucketQuery};
 use crate::model::time::Span;
 use crate::model::{
     ClaimRequest, ClaimedRun, Completion, Deployment, Event, FailureReport, Heartbeat, HeartbeatReply, LogBatch,
@@ -238,10 +238,10 @@ impl Service {
         self.call(|reply| Command::SetEnabled { id, enabled, reply }).await
     }
 
-    /// The live buckets of a definition, optionally only those whose labels contain `key`
-    /// as a value.
-    pub async fn buckets(&self, id: String, key: Option<String>) -> Result<Vec<BucketView>, ServiceError> {
-        self.call(|reply| Command::Buckets { id, key, reply }).await
+    /// A page of a definition's live buckets (see [`crate::engine::Engine::bucket_page`]);
+    /// `None` when the definition is stored but not installed (it does not compile).
+    pub async fn bucket_page(&self, id: String, query: BucketQuery) -> Result<Option<BucketPage>, ServiceError> {
+        self.call(|reply| Command::Buckets { id, query, reply }).await
     }
 
     /// Creates or replaces a deployment.
