@@ -2,6 +2,7 @@
 //! engine API on a virtual clock. Each test states the rule it pins.
 
 use serde_json::{json, Value};
+use tripwire::engine::ordering::MAX_PARKED_FOLLOWERS;
 use tripwire::engine::replay::Replay;
 use tripwire::engine::{compile_all, EngineConfig, Outcome};
 use tripwire::model::{Event, Firing, JsonPath, Resource, Timestamp, TriggerDefinition};
@@ -398,6 +399,81 @@ fn a_follower_whose_leader_never_comes_is_processed_15_minutes_after_arrival() {
     assert!(fired.is_empty());
     let fired = run(json!({"expect": ["e"]}), vec![lone], 900);
     assert_eq!(fired, [("t".into(), 0, Some(2))]);
+}
+
+/// `count` followers of a leader that has not come yet, the i-th (from 1) arriving at
+/// `i` ms and occurring `i` seconds before the start (so later arrivals occurred earlier).
+/// Returns the engine and the triggering events of the firings, in firing order.
+fn park_followers(count: u128, leader: Uuid) -> (Replay, Vec<u128>) {
+    let defs = TriggerDefinition::list_from_json(&json!([{"id": "t", "trigger": {"expect": ["e"]}}])).unwrap();
+    let mut r = Replay::new(compile_all(&defs).unwrap(), EngineConfig::default());
+    let mut fired = Vec::new();
+    for i in 1..=count {
+        let mut e = ev(i, -(i as i64), "e", "x", &[]);
+        e.follows = Some(leader);
+        let now = Timestamp::from_micros(t(0).as_micros() + i as i64 * 1_000);
+        let step = r.engine.on_event(now, e, &());
+        assert_eq!(step.outcome, Some(Outcome::Parked { leader }), "follower {i}");
+        fired.extend(step.firings.iter().filter_map(|f| f.triggering_event.map(|u| u.as_u128())));
+    }
+    (r, fired)
+}
+
+fn triggering(firings: &[Firing]) -> Vec<u128> {
+    firings.iter().filter_map(|f| f.triggering_event.map(|u| u.as_u128())).collect()
+}
+
+#[test]
+fn parked_followers_are_capped_by_releasing_the_longest_waiting_as_lost() {
+    let cap = MAX_PARKED_FOLLOWERS as u128;
+    let leader = Uuid::from_u128(1 << 100);
+    let (mut r, fired) = park_followers(cap + 50, leader);
+    // The 50 that arrived first were processed as lost followers, in arrival order.
+    assert_eq!(fired, (1..=50).collect::<Vec<_>>());
+    assert_eq!(r.engine.export().waiting.len(), MAX_PARKED_FOLLOWERS);
+    // A lost follower is seen: delivering it again is a duplicate.
+    let mut again = ev(1, -1, "e", "x", &[]);
+    again.follows = Some(leader);
+    assert_eq!(r.engine.on_event(t(20), again, &()).outcome, Some(Outcome::Duplicate));
+    // The leader releases the rest in `occurred` order (the reverse of their arrival).
+    let step = r.engine.on_event(t(21), ev(1 << 100, 21, "leader", "x", &[]), &());
+    assert_eq!(triggering(&step.firings), (51..=cap + 50).rev().collect::<Vec<_>>());
+    assert!(r.engine.export().waiting.is_empty());
+    // Ordinary events and followers work as before.
+    let mut f = ev(cap + 52, 22, "e", "x", &[]);
+    f.follows = Some(Uuid::from_u128(cap + 51));
+    assert_eq!(r.engine.on_event(t(22), f, &()).outcome, Some(Outcome::Parked { leader: Uuid::from_u128(cap + 51) }));
+    let step = r.engine.on_event(t(23), ev(cap + 51, 23, "e", "x", &[]), &());
+    assert_eq!(triggering(&step.firings), [cap + 51, cap + 52]);
+}
+
+#[test]
+fn a_follower_displacing_its_own_leader_is_processed_after_it() {
+    let cap = MAX_PARKED_FOLLOWERS as u128;
+    let (mut r, fired) = park_followers(cap, Uuid::from_u128(1 << 100));
+    assert!(fired.is_empty());
+    // Follower 1 (the longest waiting) is this event's leader: once released, nothing waits.
+    let mut f = ev(cap + 1, 0, "e", "x", &[]);
+    f.follows = Some(Uuid::from_u128(1));
+    let step = r.engine.on_event(t(1), f, &());
+    assert_eq!(step.outcome, Some(Outcome::Processed));
+    assert_eq!(triggering(&step.firings), [1, cap + 1]);
+    assert_eq!(r.engine.export().waiting.len(), MAX_PARKED_FOLLOWERS - 1);
+}
+
+#[test]
+fn a_hundred_thousand_followers_of_one_leader_are_each_processed_once() {
+    let count = 100_000u128;
+    let leader = Uuid::from_u128(1 << 100);
+    let (mut r, mut fired) = park_followers(count, leader);
+    let lost = count - MAX_PARKED_FOLLOWERS as u128;
+    assert_eq!(fired, (1..=lost).collect::<Vec<_>>());
+    let step = r.engine.on_event(t(200), ev(1 << 100, 200, "leader", "x", &[]), &());
+    assert_eq!(triggering(&step.firings), (lost + 1..=count).rev().collect::<Vec<_>>());
+    fired.extend(triggering(&step.firings));
+    fired.sort_unstable();
+    assert_eq!(fired, (1..=count).collect::<Vec<_>>());
+    assert!(r.engine.export().waiting.is_empty());
 }
 
 // ---- limits and filters ------------------------------------------------------------------

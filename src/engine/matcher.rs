@@ -11,10 +11,19 @@ use crate::model::Resource;
 
 /// A compiled `fnmatch.fnmatchcase` pattern: `*`, `?` and `[...]` classes, case-sensitive,
 /// matching the whole value.
+///
+/// Matching takes `O(len(value) * (ceil(len(pattern) / 64) + log len(pattern)) + len(pattern))`
+/// time at worst, and allocates nothing unless a segment between two `*` holds more than 256
+/// tokens. The pattern is cut at its `*`s into segments of one character per token; the first
+/// segment is anchored at the start of the value, the last at its end, and each middle segment
+/// is taken at its leftmost occurrence after the previous one (which is optimal for globs: it
+/// leaves the most room for the rest). A segment of literals is searched with `str::find`
+/// (two-way, linear); one with `?` or classes with a bit-parallel Shift-And over the value's
+/// characters.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Glob {
     source: String,
-    tokens: Option<Vec<Token>>,
+    shape: Option<Shape>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,11 +34,34 @@ enum Token {
     Class { negated: bool, ranges: Vec<(char, char)> },
 }
 
+/// A compiled glob with at least one wildcard token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Shape {
+    /// No `*`: the value has exactly one character per token.
+    Exact(Anchored),
+    /// `first*middle[0]*...*last`; `last` is empty when the pattern ends in `*`.
+    Stars { first: Anchored, middle: Vec<Floating>, last: Anchored },
+}
+
+/// A segment matched at a fixed place (the start or the end of the value).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Anchored {
+    Literal(String),
+    Tokens(Vec<Token>),
+}
+
+/// A segment searched for (between two `*`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Floating {
+    Literal(String),
+    Wild(ShiftAnd),
+}
+
 impl Glob {
     /// Compiles `pattern`; a pattern without wildcards is matched by plain comparison.
     pub fn new(pattern: &str) -> Glob {
         let wild = pattern.contains(['*', '?', '[']);
-        Glob { source: pattern.to_owned(), tokens: wild.then(|| tokenize(pattern)) }
+        Glob { source: pattern.to_owned(), shape: wild.then(|| Shape::new(tokenize(pattern))) }
     }
 
     /// The pattern as written.
@@ -39,16 +71,263 @@ impl Glob {
 
     /// True when the pattern has no wildcard (so it equals exactly one value).
     pub fn is_literal(&self) -> bool {
-        self.tokens.is_none()
+        self.shape.is_none()
     }
 
     /// `fnmatch.fnmatchcase(value, pattern)`.
     pub fn matches(&self, value: &str) -> bool {
-        match &self.tokens {
+        match &self.shape {
             None => self.source == value,
-            Some(tokens) => glob_match(tokens, value),
+            Some(shape) => shape.matches(value),
         }
     }
+}
+
+impl Shape {
+    fn new(tokens: Vec<Token>) -> Shape {
+        let mut segments: Vec<Vec<Token>> =
+            tokens.split(|t| *t == Token::AnyRun).filter(|s| !s.is_empty()).map(<[Token]>::to_vec).collect();
+        let starts_with_star = tokens.first() == Some(&Token::AnyRun);
+        let ends_with_star = tokens.last() == Some(&Token::AnyRun);
+        if !tokens.contains(&Token::AnyRun) {
+            return Shape::Exact(Anchored::new(segments.pop().unwrap_or_default()));
+        }
+        let first = if starts_with_star || segments.is_empty() { Vec::new() } else { segments.remove(0) };
+        let last = if ends_with_star { Vec::new() } else { segments.pop().unwrap_or_default() };
+        Shape::Stars {
+            first: Anchored::new(first),
+            middle: segments.into_iter().map(Floating::new).collect(),
+            last: Anchored::new(last),
+        }
+    }
+
+    fn matches(&self, value: &str) -> bool {
+        match self {
+            Shape::Exact(segment) => segment.matches_whole(value),
+            Shape::Stars { first, middle, last } => {
+                let (Some(mut from), Some(to)) = (first.match_start(value), last.match_end(value)) else {
+                    return false;
+                };
+                if from > to {
+                    // The prefix and the suffix would overlap.
+                    return false;
+                }
+                for segment in middle {
+                    match segment.find_end(&value[from..to]) {
+                        Some(end) => from += end,
+                        None => return false,
+                    }
+                }
+                true
+            }
+        }
+    }
+}
+
+fn literal_text(tokens: &[Token]) -> Option<String> {
+    tokens.iter().map(|t| if let Token::Literal(c) = t { Some(*c) } else { None }).collect()
+}
+
+impl Anchored {
+    fn new(tokens: Vec<Token>) -> Anchored {
+        match literal_text(&tokens) {
+            Some(text) => Anchored::Literal(text),
+            None => Anchored::Tokens(tokens),
+        }
+    }
+
+    /// The whole value matches (one character per token).
+    fn matches_whole(&self, value: &str) -> bool {
+        match self {
+            Anchored::Literal(text) => text == value,
+            Anchored::Tokens(tokens) => {
+                let mut chars = value.chars();
+                tokens.iter().all(|t| chars.next().is_some_and(|c| token_accepts(t, c))) && chars.next().is_none()
+            }
+        }
+    }
+
+    /// The byte offset where a match at the start of `value` ends.
+    fn match_start(&self, value: &str) -> Option<usize> {
+        match self {
+            Anchored::Literal(text) => value.starts_with(text.as_str()).then_some(text.len()),
+            Anchored::Tokens(tokens) => {
+                let mut end = 0;
+                let mut chars = value.chars();
+                for t in tokens {
+                    let c = chars.next().filter(|c| token_accepts(t, *c))?;
+                    end += c.len_utf8();
+                }
+                Some(end)
+            }
+        }
+    }
+
+    /// The byte offset where a match at the end of `value` starts.
+    fn match_end(&self, value: &str) -> Option<usize> {
+        match self {
+            Anchored::Literal(text) => value.ends_with(text.as_str()).then(|| value.len() - text.len()),
+            Anchored::Tokens(tokens) => {
+                let mut start = value.len();
+                let mut chars = value.chars().rev();
+                for t in tokens.iter().rev() {
+                    let c = chars.next().filter(|c| token_accepts(t, *c))?;
+                    start -= c.len_utf8();
+                }
+                Some(start)
+            }
+        }
+    }
+}
+
+impl Floating {
+    fn new(tokens: Vec<Token>) -> Floating {
+        match literal_text(&tokens) {
+            Some(text) => Floating::Literal(text),
+            None => Floating::Wild(ShiftAnd::new(&tokens)),
+        }
+    }
+
+    /// The byte offset where the leftmost match in `hay` ends.
+    fn find_end(&self, hay: &str) -> Option<usize> {
+        match self {
+            Floating::Literal(text) => hay.find(text.as_str()).map(|at| at + text.len()),
+            Floating::Wild(search) => search.find_end(hay),
+        }
+    }
+}
+
+/// The largest code point, as `u32`.
+const MAX_CHAR: u32 = char::MAX as u32;
+
+/// Bit-parallel Shift-And (bitap) search for a segment of `?`, classes and literals: one bit
+/// per token, `words = ceil(tokens / 64)` machine words per value character.
+///
+/// The set of tokens that accept a character `c` is the XOR of "flips" at the boundaries of
+/// the (disjoint) code point intervals each token accepts, over the boundaries `<= c`. Flips
+/// are sorted by boundary and their running XOR is stored every `words` flips, so the mask of
+/// any character costs one binary search, one copy of `words` words and fewer than `words`
+/// flips; the table holds about one word per flip (two flips per interval of the pattern).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ShiftAnd {
+    /// Tokens in the segment (at least one).
+    len: usize,
+    /// `ceil(len / 64)`.
+    words: usize,
+    /// Flip boundaries (code points), sorted.
+    bounds: Vec<u32>,
+    /// The token each flip toggles, in the order of `bounds`.
+    flips: Vec<u32>,
+    /// `checkpoints[i * words..(i + 1) * words]`: the XOR of flips `0..i * words`.
+    checkpoints: Vec<u64>,
+}
+
+/// The code point intervals a token accepts: sorted, disjoint and not adjacent.
+fn accepted_intervals(token: &Token) -> Vec<(u32, u32)> {
+    match token {
+        Token::Literal(c) => vec![(*c as u32, *c as u32)],
+        Token::AnyOne | Token::AnyRun => vec![(0, MAX_CHAR)],
+        Token::Class { negated, ranges } => {
+            let mut sorted: Vec<(u32, u32)> = ranges.iter().map(|(lo, hi)| (*lo as u32, *hi as u32)).collect();
+            sorted.sort_unstable();
+            let mut merged: Vec<(u32, u32)> = Vec::with_capacity(sorted.len());
+            for (lo, hi) in sorted {
+                match merged.last_mut() {
+                    Some(last) if lo <= last.1.saturating_add(1) => last.1 = last.1.max(hi),
+                    _ => merged.push((lo, hi)),
+                }
+            }
+            if !*negated {
+                return merged;
+            }
+            let mut complement = Vec::with_capacity(merged.len() + 1);
+            let mut next = 0u32;
+            for (lo, hi) in merged {
+                if lo > next {
+                    complement.push((next, lo - 1));
+                }
+                next = hi.saturating_add(1);
+            }
+            if next <= MAX_CHAR {
+                complement.push((next, MAX_CHAR));
+            }
+            complement
+        }
+    }
+}
+
+impl ShiftAnd {
+    fn new(tokens: &[Token]) -> ShiftAnd {
+        let len = tokens.len().max(1);
+        let words = len.div_ceil(64);
+        let mut events: Vec<(u32, u32)> = Vec::new();
+        for (position, token) in tokens.iter().enumerate() {
+            let position = position as u32;
+            for (lo, hi) in accepted_intervals(token) {
+                events.push((lo, position));
+                if hi < MAX_CHAR {
+                    events.push((hi + 1, position));
+                }
+            }
+        }
+        events.sort_unstable();
+        let (bounds, flips): (Vec<u32>, Vec<u32>) = events.into_iter().unzip();
+        let mut checkpoints = Vec::with_capacity((flips.len() / words + 1) * words);
+        let mut running = vec![0u64; words];
+        for (i, &position) in flips.iter().enumerate() {
+            if i % words == 0 {
+                checkpoints.extend_from_slice(&running);
+            }
+            toggle(&mut running, position);
+        }
+        if flips.len() % words == 0 {
+            checkpoints.extend_from_slice(&running);
+        }
+        ShiftAnd { len, words, bounds, flips, checkpoints }
+    }
+
+    /// Writes into `mask` the set of tokens that accept `c`.
+    fn mask_into(&self, c: char, mask: &mut [u64]) {
+        let upto = self.bounds.partition_point(|b| *b <= c as u32);
+        let checkpoint = upto / self.words;
+        let base = checkpoint * self.words;
+        mask.copy_from_slice(&self.checkpoints[base..base + self.words]);
+        for &position in &self.flips[base..upto] {
+            toggle(mask, position);
+        }
+    }
+
+    /// The byte offset where the leftmost match in `hay` ends.
+    fn find_end(&self, hay: &str) -> Option<usize> {
+        let words = self.words;
+        let mut small = [0u64; 8];
+        let mut large = Vec::new();
+        let (state, mask) = if words <= 4 {
+            let (a, b) = small.split_at_mut(4);
+            (&mut a[..words], &mut b[..words])
+        } else {
+            large.resize(2 * words, 0u64);
+            large.split_at_mut(words)
+        };
+        let (top_word, top_bit) = ((self.len - 1) / 64, 1u64 << ((self.len - 1) % 64));
+        for (at, c) in hay.char_indices() {
+            self.mask_into(c, mask);
+            let mut carry = 1u64;
+            for (s, m) in state.iter_mut().zip(mask.iter()) {
+                let shifted = (*s << 1) | carry;
+                carry = *s >> 63;
+                *s = shifted & m;
+            }
+            if state[top_word] & top_bit != 0 {
+                return Some(at + c.len_utf8());
+            }
+        }
+        None
+    }
+}
+
+fn toggle(bits: &mut [u64], position: u32) {
+    bits[position as usize / 64] ^= 1u64 << (position % 64);
 }
 
 /// Python's `fnmatch.translate`, as tokens: a `[` without a closing `]` is a literal.
@@ -118,8 +397,10 @@ fn token_accepts(token: &Token, c: char) -> bool {
     }
 }
 
-/// Whole-value glob matching with single-star backtracking (linear in practice).
-fn glob_match(tokens: &[Token], value: &str) -> bool {
+/// The former matcher, single-star backtracking (`O(len(value) * len(pattern))` at worst),
+/// kept as the oracle of the property test.
+#[cfg(test)]
+fn backtracking_match(tokens: &[Token], value: &str) -> bool {
     let chars: Vec<char> = value.chars().collect();
     let (mut t, mut v) = (0usize, 0usize);
     let mut star: Option<(usize, usize)> = None;
@@ -316,6 +597,119 @@ mod tests {
         assert!(g("[", "["), "an unclosed class is a literal");
         assert!(!g("Order", "order"), "case-sensitive");
         assert!(g("a*", "a\nb"), "fnmatch's * crosses newlines");
+    }
+
+    /// The former matcher's answer, the oracle.
+    fn oracle(p: &str, v: &str) -> bool {
+        let wild = p.contains(['*', '?', '[']);
+        if wild {
+            backtracking_match(&tokenize(p), v)
+        } else {
+            p == v
+        }
+    }
+
+    #[test]
+    fn segments_anchor_and_search_exactly() {
+        assert!(g("*", "é"));
+        assert!(!g("a*a", "a"), "the prefix and the suffix may not overlap");
+        assert!(g("a*a", "aa"));
+        assert!(!g("?*?", "é"));
+        assert!(g("?*?", "éé"));
+        assert!(g("*[!a]b*", "aaéb"));
+        assert!(!g("*[!a]b*", "aaab"));
+        assert!(g("*?b?*?", "xbyz"));
+        assert!(g("*a?c*a?c", "abcxadc"));
+        assert!(!g("*a?c*a?c", "abcxac"));
+        assert!(!g("*[z-a]*", "z"), "a class of only a reversed range matches nothing");
+        assert!(g("*[!z-a]*", "z"), "its negation matches anything");
+        assert!(g("*[\u{10FFFF}]", "x\u{10FFFF}"));
+        assert!(g("*[!\u{0}-\u{10FFFE}]", "x\u{10FFFF}"));
+        assert!(!g("*[!\u{0}-\u{10FFFE}]", "xy"));
+        // A middle segment longer than one machine word, with classes and `?`.
+        let long = format!("x*{}*y", "a?[ab][!c]".repeat(30));
+        let hit = format!("xcc{}cy", "azbb".repeat(30));
+        assert!(g(&long, &hit));
+        assert!(!g(&long, &hit.replacen('b', "c", 1)), "one token short of a match");
+        assert!(!g(&long, &hit[..hit.len() - 1]));
+    }
+
+    #[test]
+    fn huge_patterns_and_values_take_linear_time() {
+        // Each of these takes the former backtracking matcher minutes or hours.
+        let value = format!("{}b", "a".repeat(800_000));
+        assert!(!g(&"*a".repeat(50_000), &value), "the last segment must end the value");
+        assert!(g(&format!("{}*", "*a".repeat(50_000)), &value));
+        // Leftmost search of a 50,000-literal segment that never occurs: two-way, linear.
+        let literal = format!("{}*{}c*", "*a".repeat(25_000), "a".repeat(50_000));
+        assert!(!g(&literal, &value));
+        // A 2,000-token segment with `?`: Shift-And over 32 words per character.
+        let wild = format!("*{}c*", "a?".repeat(1_000));
+        assert!(!g(&wild, &value));
+        assert!(g(&wild, &format!("{}c", "a".repeat(800_000))));
+        // The event-name regex: one `find` per segment, each past the previous match.
+        let p = NamePrefixPattern::new(&[format!("a{}", "*a".repeat(50_000))], &[]);
+        assert!(p.matches(&value));
+        let p = NamePrefixPattern::new(&[format!("a{}*c", "*a".repeat(50_000))], &[]);
+        assert!(!p.matches(&value));
+        // Ordinary patterns still work afterwards.
+        assert!(g("order.*", "order.created"));
+    }
+
+    /// A pattern over an alphabet that exercises every token kind and tokenizer quirk.
+    fn small_pattern() -> impl proptest::strategy::Strategy<Value = String> {
+        proptest::collection::vec(proptest::sample::select(vec!['a', 'b', 'é', '*', '?', '[', ']', '!', '-']), 0..12)
+            .prop_map(|cs| cs.into_iter().collect())
+    }
+
+    fn small_value() -> impl proptest::strategy::Strategy<Value = String> {
+        proptest::collection::vec(proptest::sample::select(vec!['a', 'b', 'é', '[', ']', '!', '-', '*']), 0..12)
+            .prop_map(|cs| cs.into_iter().collect())
+    }
+
+    /// A value and a pattern derived from it, so that segments longer than a machine word are
+    /// common and about half the pairs match: each character is kept, turned into `?`, a class
+    /// that accepts it or a `*` (1%), or changed (0.3%).
+    fn derived_pair() -> impl proptest::strategy::Strategy<Value = (String, String)> {
+        let chars = proptest::collection::vec(proptest::sample::select(vec!['a', 'b', 'é']), 0..300);
+        (chars, proptest::collection::vec(0u16..1000, 300), proptest::bool::ANY, proptest::bool::ANY).prop_map(
+            |(value, choices, lead, trail)| {
+                let mut pattern = String::new();
+                if lead {
+                    pattern.push('*');
+                }
+                for (c, choice) in value.iter().zip(choices) {
+                    match choice {
+                        0..=486 => pattern.push(*c),
+                        487..=786 => pattern.push('?'),
+                        787..=886 => pattern.push_str("[a-bé]"),
+                        887..=986 => pattern.push_str(if *c == 'a' { "[!b]" } else { "[!a]" }),
+                        987..=996 => pattern.push('*'),
+                        _ => pattern.push(if *c == 'a' { 'b' } else { 'a' }),
+                    }
+                }
+                if trail {
+                    pattern.push('*');
+                }
+                (value.into_iter().collect(), pattern)
+            },
+        )
+    }
+
+    use proptest::strategy::Strategy as _;
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn matches_like_the_backtracking_matcher(p in small_pattern(), v in small_value()) {
+            proptest::prop_assert_eq!(g(&p, &v), oracle(&p, &v), "pattern {:?} value {:?}", p, v);
+        }
+
+        #[test]
+        fn long_segments_match_like_the_backtracking_matcher((v, p) in derived_pair()) {
+            proptest::prop_assert_eq!(g(&p, &v), oracle(&p, &v), "pattern {:?} value {:?}", p, v);
+        }
     }
 
     #[test]

@@ -480,9 +480,31 @@ impl Engine {
         }
         let clock = self.clock.unwrap_or(received);
         if self.ordering.must_wait(&event, received, clock) {
-            self.ordering.park(event, received);
-            return Ok(false);
+            // At MAX_PARKED_FOLLOWERS, the follower that has waited longest is lost now rather
+            // than after its 15 minutes (and it may have been this event's leader).
+            while self.ordering.is_full_for(&event.id) {
+                let Some(lost) = self.ordering.take_longest_waiting() else { break };
+                self.release(lost.event, clock, 0, Seen::NotYet, events, step);
+            }
+            if self.ordering.must_wait(&event, received, clock) {
+                self.ordering.park(event, received);
+                return Ok(false);
+            }
         }
+        self.release(event, clock, depth, seen, events, step);
+        Ok(true)
+    }
+
+    /// Evaluates an event that does not (or no longer) wait, then the followers it releases.
+    fn release(
+        &mut self,
+        event: Arc<Event>,
+        clock: Timestamp,
+        depth: usize,
+        seen: Seen,
+        events: &dyn EventLookup,
+        step: &mut Step,
+    ) {
         self.evaluate_triggers(&event, events, step);
         if seen == Seen::NotYet {
             self.ordering.record_seen(event.id, clock);
@@ -495,7 +517,6 @@ impl Engine {
         if event.follows.is_some_and(|leader| leader != event.id) {
             self.ordering.forget(&event);
         }
-        Ok(true)
     }
 
     fn evaluate_triggers(&mut self, event: &Arc<Event>, events: &dyn EventLookup, step: &mut Step) {
