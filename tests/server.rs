@@ -352,6 +352,7 @@ async fn the_openapi_document_lists_every_route() {
         "/api/triggers",
         "/api/triggers/{id}",
         "/api/triggers/{id}/buckets",
+        "/api/triggers/{id}/firings",
         "/api/deployments",
         "/api/deployments/{name}",
         "/api/deployments/{name}/runs",

@@ -51,6 +51,15 @@ enum TriggersCommand {
         #[arg(long, value_name = "K")]
         key: Option<String>,
     },
+    /// Print a definition's latest firings as JSON, newest first, with the error that kept a
+    /// firing from creating a run.
+    Firings {
+        /// The definition's id.
+        id: String,
+        /// How many (1 to 1000).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
     /// Remove a definition.
     Delete {
         /// The definition's id.
@@ -83,6 +92,7 @@ pub fn run(args: TriggersArgs) -> ExitCode {
             TriggersCommand::List { json } => list(&client, json).await,
             TriggersCommand::Show { id } => remote::json_pretty(&client.trigger(&id).await?),
             TriggersCommand::Buckets { id, key } => remote::json_pretty(&client.buckets(&id, key.as_deref()).await?),
+            TriggersCommand::Firings { id, limit } => remote::json_pretty(&client.firings(&id, limit).await?),
             TriggersCommand::Delete { id } => {
                 client.delete_trigger(&id).await?;
                 remote::line(&format!("deleted {id}"))

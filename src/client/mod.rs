@@ -28,7 +28,7 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use crate::model::{
-    ClaimRequest, ClaimedRun, Completion, Deployment, FailureReport, Heartbeat, HeartbeatReply, LogBatch, Run,
+    ClaimRequest, ClaimedRun, Completion, Deployment, FailureReport, Firing, Heartbeat, HeartbeatReply, LogBatch, Run,
     RunState, ScopeFilter, TriggerDefinition, TriggerSync,
 };
 
@@ -213,6 +213,13 @@ impl Client {
             request = request.query(&[("key", key)]);
         }
         decode(self.send(request).await?, "the buckets").await
+    }
+
+    /// `GET /triggers/{id}/firings`: the latest firings, newest first (each with the error
+    /// that kept it from creating a run, if any).
+    pub async fn firings(&self, id: &str, limit: usize) -> Result<Vec<Firing>, ClientError> {
+        let request = self.request(Method::GET, &["triggers", id, "firings"]).query(&[("limit", limit)]);
+        decode(self.send(request).await?, "the firings").await
     }
 
     /// `PUT /deployments/{name}`: creates or replaces a deployment.

@@ -156,7 +156,11 @@ pub fn document() -> Value {
             },
             "/api/triggers/{id}/buckets": {
                 "parameters": path_param("id"),
-                "get": {"summary": "Live buckets: why did or didn't it fire?", "parameters": query(&["key"]), "responses": {"200": ok("Buckets", json!({"type": "object"})), "default": errors()}}
+                "get": {"summary": "A page of live buckets: why did or didn't it fire? (`key` once per for_each label, `limit` up to 1000, `after`: the previous page's `next`)", "parameters": query(&["key", "limit", "after"]), "responses": {"200": ok("Buckets", json!({"type": "object"})), "default": errors()}}
+            },
+            "/api/triggers/{id}/firings": {
+                "parameters": path_param("id"),
+                "get": {"summary": "Latest firings, newest first, each with the error that kept it from creating a run", "parameters": query(&["limit"]), "responses": {"200": ok("Firings", list("Firing")), "default": errors()}}
             },
             "/api/deployments": {
                 "get": op("Deployments", None, "200", ok("All", list("Deployment"))),

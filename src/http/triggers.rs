@@ -24,6 +24,7 @@ pub(super) fn routes() -> Router<Service> {
         .route("/triggers", get(list).post(create))
         .route("/triggers/{id}", get(show).put(upsert).delete(remove).patch(patch))
         .route("/triggers/{id}/buckets", get(buckets))
+        .route("/triggers/{id}/firings", get(firings))
 }
 
 /// Parses and compiles a definition, so that template and filter errors are caught here too.
@@ -66,19 +67,35 @@ async fn upsert(
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(record)))
 }
 
+/// The stored records, each with a warning when its deployment does not exist (yet).
+fn records_with_warnings(store: &crate::store::Store, id: Option<&str>) -> Result<Vec<TriggerRecord>, ApiError> {
+    let read = || -> Result<Vec<TriggerRecord>, crate::store::StoreError> {
+        let mut records = match id {
+            Some(id) => store.trigger(id)?.into_iter().collect(),
+            None => store.triggers()?,
+        };
+        let deployments: std::collections::HashSet<String> = store.deployments()?.into_iter().map(|d| d.name).collect();
+        for r in &mut records {
+            r.note_deployment(|name| deployments.contains(name));
+        }
+        Ok(records)
+    };
+    read().map_err(|e| ServiceError::from(e).into())
+}
+
 async fn list(State(service): State<Service>) -> Result<Json<Vec<TriggerRecord>>, ApiError> {
     let store = service.store();
-    Ok(Json(blocking(move || store.triggers().map_err(|e| ServiceError::from(e).into())).await?))
+    Ok(Json(blocking(move || records_with_warnings(&store, None)).await?))
 }
 
 async fn show(State(service): State<Service>, Path(id): Path<String>) -> Result<Json<TriggerRecord>, ApiError> {
     let store = service.store();
     let found = blocking({
         let id = id.clone();
-        move || store.trigger(&id).map_err(|e| ServiceError::from(e).into())
+        move || records_with_warnings(&store, Some(&id))
     })
     .await?;
-    found.map(Json).ok_or_else(|| ServiceError::NotFound { what: "trigger", id }.into())
+    found.into_iter().next().map(Json).ok_or_else(|| ServiceError::NotFound { what: "trigger", id }.into())
 }
 
 async fn remove(State(service): State<Service>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
@@ -202,4 +219,37 @@ async fn buckets(
     }
     let next = page.next.map(|(node, key)| format!("{node}:{}", key.as_str()));
     Ok(Json(json!({"trigger": id, "buckets": items, "next": next})))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FiringQuery {
+    limit: Option<usize>,
+}
+
+/// Firings per answer by default, and at most.
+const FIRING_PAGE: (usize, usize) = (50, 1000);
+
+/// The definition's latest firings, newest first, each with the error that kept it from
+/// creating a run (a template over its budget, a deployment that does not exist, ...).
+async fn firings(
+    State(service): State<Service>,
+    Path(id): Path<String>,
+    Query(q): Query<FiringQuery>,
+) -> Result<Json<Vec<crate::model::Firing>>, ApiError> {
+    let limit = q.limit.unwrap_or(FIRING_PAGE.0);
+    if !(1..=FIRING_PAGE.1).contains(&limit) {
+        let mut p = Problems::default();
+        p.add(&JsonPath::root().key("limit"), format!("must be from 1 to {}, got {limit}", FIRING_PAGE.1));
+        return Err(ApiError::invalid(p));
+    }
+    let store = service.store();
+    blocking(move || {
+        if store.trigger(&id).map_err(|e| ApiError::from(ServiceError::from(e)))?.is_none() {
+            return Err(ServiceError::NotFound { what: "trigger", id }.into());
+        }
+        store.firings(limit, |f| f.trigger == id).map_err(|e| ServiceError::from(e).into())
+    })
+    .await
+    .map(Json)
 }

@@ -73,6 +73,19 @@ pub struct TriggerRecord {
     pub warning: Option<String>,
 }
 
+impl TriggerRecord {
+    /// Sets [`TriggerRecord::warning`] when the definition runs a deployment that `exists`
+    /// says is not there (yet): its firings are recorded, without a run, until it is.
+    pub fn note_deployment(&mut self, exists: impl FnOnce(&str) -> bool) {
+        self.warning = match &self.definition.deployment {
+            Some(name) if !exists(name) => Some(format!(
+                "deployment `{name}` does not exist yet: firings are recorded without a run until it does"
+            )),
+            _ => None,
+        };
+    }
+}
+
 /// The three kinds of trigger Prefect has.
 // Definitions are few and compiled once, so an unboxed event trigger costs nothing that
 // matters and keeps patterns and builders simple.

@@ -394,7 +394,7 @@ impl Core {
                 self.advance_for_change(tx, now)?;
                 self.log(tx, &LogEntry::PutTrigger { definition: definition.clone(), at: now })?;
                 self.engine.upsert(compiled);
-                let record = TriggerRecord {
+                let mut record = TriggerRecord {
                     created: existing.as_ref().map_or(now, |r| r.created),
                     updated: now,
                     definition,
@@ -402,6 +402,8 @@ impl Core {
                     warning: None,
                 };
                 tx.put_trigger(&record)?;
+                let deployment = record.definition.deployment.as_deref().map(|d| tx.deployment(d)).transpose()?;
+                record.note_deployment(|_| deployment.flatten().is_some());
                 answer!(reply, Ok((record, existing.is_none())));
             }
             Command::DeleteTrigger { id, reply } => {

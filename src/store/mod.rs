@@ -325,7 +325,8 @@ impl Store {
         by_name(&rx.open_table(DEPLOYMENTS)?, name, "deployment")
     }
 
-    /// Runs newest first that pass `keep`, at most `limit`.
+    /// Runs newest first that pass `keep`, at most `limit`, among the newest
+    /// [`MAX_LISTING_SCAN`].
     pub fn runs(&self, limit: usize, keep: impl FnMut(&Run) -> bool) -> Result<Vec<Run>, StoreError> {
         let rx = self.read()?;
         newest_first(&rx.open_table(RUNS)?, "run", limit, keep)
@@ -386,7 +387,8 @@ impl Store {
         found.map(|v| decode("filter", v.value())).transpose()
     }
 
-    /// Firings newest first that pass `keep`, at most `limit`.
+    /// Firings newest first that pass `keep`, at most `limit`, among the newest
+    /// [`MAX_LISTING_SCAN`].
     pub fn firings(&self, limit: usize, keep: impl FnMut(&Firing) -> bool) -> Result<Vec<Firing>, StoreError> {
         let rx = self.read()?;
         newest_first(&rx.open_table(FIRINGS)?, "firing", limit, keep)
@@ -455,6 +457,10 @@ fn all_values<K: redb::Key + 'static, T: DeserializeOwned>(
 }
 
 /// Values of a table keyed by sequence numbers, newest first, that pass `keep`, at most `limit`.
+/// Rows a filtered listing (runs of one deployment, firings of one trigger) reads at most:
+/// what it finds among the newest this many, so that one request cannot read a whole table.
+pub const MAX_LISTING_SCAN: usize = 100_000;
+
 fn newest_first<T: DeserializeOwned>(
     table: &impl ReadableTable<u64, &'static [u8]>,
     what: &'static str,
@@ -462,7 +468,7 @@ fn newest_first<T: DeserializeOwned>(
     mut keep: impl FnMut(&T) -> bool,
 ) -> Result<Vec<T>, StoreError> {
     let mut out = Vec::new();
-    for item in table.iter()?.rev() {
+    for item in table.iter()?.rev().take(MAX_LISTING_SCAN) {
         if out.len() == limit {
             break;
         }
