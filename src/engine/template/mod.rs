@@ -24,7 +24,9 @@ mod budget_tests;
 mod checked;
 mod rewrite;
 
-pub use budget::{TEMPLATE_MAX_ALLOC_BYTES, TEMPLATE_MAX_ITEMS, TEMPLATE_MAX_SOURCE_BYTES, TEMPLATE_MAX_VALUE_BYTES, VALUE_COST};
+pub use budget::{
+    TEMPLATE_MAX_ALLOC_BYTES, TEMPLATE_MAX_ITEMS, TEMPLATE_MAX_SOURCE_BYTES, TEMPLATE_MAX_VALUE_BYTES, VALUE_COST,
+};
 pub use checked::TEMPLATE_MAX_RANGE;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -1180,7 +1182,11 @@ mod tests {
         (p, problems)
     }
 
-    pub(super) fn render_with(params: Json, event: Option<Arc<Event>>, labels: &[(&str, &str)]) -> Result<Json, RenderError> {
+    pub(super) fn render_with(
+        params: Json,
+        event: Option<Arc<Event>>,
+        labels: &[(&str, &str)],
+    ) -> Result<Json, RenderError> {
         let (p, problems) = compile(&params);
         assert!(problems.is_empty(), "{problems}");
         let def = TriggerDefinition::new("t", EventTrigger::new().expect("n")).name("My trigger");

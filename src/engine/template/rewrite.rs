@@ -163,8 +163,7 @@ impl Rewriter<'_> {
 
     fn is_keyword_at(&self, at: usize, word: &str) -> bool {
         let rest = self.src.get(at..).unwrap_or("");
-        rest.starts_with(word)
-            && !rest[word.len()..].chars().next().is_some_and(|c| c.is_alphanumeric() || c == '_')
+        rest.starts_with(word) && !rest[word.len()..].chars().next().is_some_and(|c| c.is_alphanumeric() || c == '_')
     }
 
     /// Where the text of `e` starts (minijinja's spans of postfix, filter, comparison and
@@ -277,7 +276,7 @@ impl Rewriter<'_> {
     }
 
     /// Template text that may be emitted many times: `{{ '...' }}`, so the formatter counts it
-/// (newlines stay as they are, so error lines still match the source).
+    /// (newlines stay as they are, so error lines still match the source).
     fn raw(&mut self, raw: &str) {
         let at = (raw.as_ptr() as usize).wrapping_sub(self.src.as_ptr() as usize);
         if self.src.get(at..at + raw.len()) != Some(raw) {
@@ -289,7 +288,9 @@ impl Rewriter<'_> {
         if let Some(tag) = before.strip_suffix("%}").and_then(|b| b.rfind("{%").map(|i| &b[i + 2..])) {
             let tag = tag.trim_start_matches(['-', '+']).trim_end_matches(['-', '+']).trim();
             if tag == "raw" {
-                self.fail("`{% raw %}` is not supported inside loops, macros, `{% set %}` captures and `{% filter %}` blocks");
+                self.fail(
+                    "`{% raw %}` is not supported inside loops, macros, `{% set %}` captures and `{% filter %}` blocks",
+                );
                 return;
             }
         }
@@ -309,9 +310,10 @@ impl Rewriter<'_> {
     fn args(&mut self, args: &[ast::CallArg<'_>]) {
         for a in args {
             match a {
-                ast::CallArg::Pos(e) | ast::CallArg::Kwarg(_, e) | ast::CallArg::PosSplat(e) | ast::CallArg::KwargSplat(e) => {
-                    self.expr(e)
-                }
+                ast::CallArg::Pos(e)
+                | ast::CallArg::Kwarg(_, e)
+                | ast::CallArg::PosSplat(e)
+                | ast::CallArg::KwargSplat(e) => self.expr(e),
             }
         }
     }
@@ -412,7 +414,7 @@ impl Rewriter<'_> {
             }
         };
         self.insert(start, &opener);
-        self.replace(op_at, op_len, ", ");
+        self.replace(op_at, op_len, ",");
         self.insert(end_at, ")");
     }
 
