@@ -10,6 +10,24 @@
 //! Every template runs in one shared, sandboxed environment: undefined values are chainable,
 //! each rendering has [`TEMPLATE_FUEL`] instructions of fuel, auto-escaping is off (parameters
 //! are JSON, not HTML), and Python's string, dict and list methods are available.
+//!
+//! Templates come from untrusted users and render on the engine's core thread, so memory is
+//! bounded as well as time: every operation that can build more than its input is checked
+//! before it allocates ([`TEMPLATE_MAX_VALUE_BYTES`] per value, [`TEMPLATE_MAX_ALLOC_BYTES`]
+//! per rendering, see `budget.rs`), operators are rewritten into checked calls at compile time
+//! (`rewrite.rs`), templates are at most [`TEMPLATE_MAX_SOURCE_BYTES`] long, and rendered
+//! parameters at most [`MAX_RENDERED_PARAMETERS_BYTES`] of JSON.
+
+mod budget;
+#[cfg(test)]
+mod budget_tests;
+mod checked;
+mod rewrite;
+
+pub use budget::{
+    TEMPLATE_MAX_ALLOC_BYTES, TEMPLATE_MAX_ITEMS, TEMPLATE_MAX_SOURCE_BYTES, TEMPLATE_MAX_VALUE_BYTES, VALUE_COST,
+};
+pub use checked::TEMPLATE_MAX_RANGE;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -35,6 +53,12 @@ const JSON_DEPTH_LIMIT: usize = 128;
 
 /// The widest indentation `tojson(indent=n)` accepts.
 const MAX_JSON_INDENT: usize = 64;
+
+/// The most bytes the rendered parameters of one firing may take as JSON. Default 512 KiB.
+/// Past it [`Parameters::render`] fails with a [`RenderError`] at the parameters' path
+/// ("rendered parameters are N bytes of JSON; at most 524288 bytes
+/// (MAX_RENDERED_PARAMETERS_BYTES)"), so the firing records the error and creates no run.
+pub const MAX_RENDERED_PARAMETERS_BYTES: usize = 512 << 10;
 
 /// A rendering failure (a runtime error; syntax errors are caught at compile time).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -77,36 +101,46 @@ static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
     env.set_recursion_limit(RECURSION_LIMIT);
     env.set_auto_escape_callback(|_| AutoEscape::None);
     env.set_formatter(python_formatter);
-    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.set_unknown_method_callback(checked::method_callback);
     // pluralize, filesizeformat, striptags, cycler, joiner (no randomness: the contrib `rand`
     // feature is off, so rendering stays deterministic).
     minijinja_contrib::add_to_environment(&mut env);
+    // Checked operators, functions, filters, tests (after the builtins they replace).
+    checked::install(&mut env);
     env.add_filter("truncate", truncate_filter);
     env.add_filter("tojson", tojson_filter);
     env.add_filter("string", string_filter);
     env
 });
 
-/// Text output as Python's `str()` prints these: `None`, `True`, `False`.
+/// Text output as Python's `str()` prints these: `None`, `True`, `False`. Every emission
+/// (also inside captures, filter blocks and macros) is charged to the rendering's budget.
 fn python_formatter(out: &mut Output, state: &State, value: &Value) -> Result<(), Error> {
     let text = match value.kind() {
         ValueKind::None => "None",
         ValueKind::Bool if value.is_true() => "True",
         ValueKind::Bool => "False",
-        _ => return minijinja::escape_formatter(out, state, value),
+        _ => {
+            budget::charge(&"output", budget::display_len(&"output", value)?)?;
+            return minijinja::escape_formatter(out, state, value);
+        }
     };
     out.write_str(text).map_err(Error::from)
 }
 
 /// `string`: like the builtin, but none and booleans read as Python prints them.
-fn string_filter(value: &Value) -> Value {
-    match value.kind() {
+fn string_filter(value: &Value) -> Result<Value, Error> {
+    Ok(match value.kind() {
         ValueKind::String => value.clone(),
         ValueKind::None => Value::from("None"),
         ValueKind::Bool if value.is_true() => Value::from("True"),
         ValueKind::Bool => Value::from("False"),
-        _ => Value::from(value.to_string()),
-    }
+        _ => {
+            let mut out = budget::Capped::string(TEMPLATE_MAX_VALUE_BYTES);
+            let result = fmt::write(&mut out, format_args!("{value}"));
+            Value::from(out.finish(&"`string`", result)?)
+        }
+    })
 }
 
 /// Jinja2's `truncate(s, length=255, killwords=False, end='...', leeway=5)`, exactly.
@@ -140,10 +174,12 @@ fn truncate_filter(value: &Value, args: Rest<Value>) -> Result<Value, Error> {
     if leeway < 0 {
         return Err(Error::new(ErrorKind::InvalidOperation, format!("truncate: expected leeway >= 0, got {leeway}")));
     }
+    let value = budget::stringify(&"`truncate`", value)?;
     let s = match value.as_str() {
         Some(s) => s.to_owned(),
         None => value.to_string(),
     };
+    budget::charge(&"`truncate`", (s.len() as u128).saturating_add(end.len() as u128))?;
     if (s.chars().count() as i64) <= length.saturating_add(leeway) {
         return Ok(Value::from(s));
     }
@@ -183,85 +219,83 @@ fn tojson_filter(value: &Value, indent: Option<Value>, kwargs: Kwargs) -> Result
         }
     };
     let json = to_json(value, 0).map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
-    let mut out = String::new();
-    write_python_json(&json, indent.as_deref(), 0, &mut out);
-    Ok(Value::from_safe_string(out))
+    // Indentation can make the text much longer than the value: written within the limits.
+    let mut out = budget::Capped::plain_string(TEMPLATE_MAX_VALUE_BYTES);
+    let result = write_python_json(&json, indent.as_deref(), 0, &mut out);
+    Ok(Value::from_safe_string(out.finish(&"`tojson`", result)?))
 }
 
-fn write_python_json(value: &Json, indent: Option<&str>, level: usize, out: &mut String) {
-    let newline = |out: &mut String, level: usize| {
+fn write_python_json(value: &Json, indent: Option<&str>, level: usize, out: &mut impl fmt::Write) -> fmt::Result {
+    let newline = |out: &mut dyn fmt::Write, level: usize| -> fmt::Result {
         if let Some(indent) = indent {
-            out.push('\n');
+            out.write_char('\n')?;
             for _ in 0..level {
-                out.push_str(indent);
+                out.write_str(indent)?;
             }
         }
+        Ok(())
     };
     let item_sep = if indent.is_some() { "," } else { ", " };
     match value {
-        Json::Null => out.push_str("null"),
-        Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Json::Number(n) => out.push_str(&n.to_string()),
+        Json::Null => out.write_str("null"),
+        Json::Bool(b) => out.write_str(if *b { "true" } else { "false" }),
+        Json::Number(n) => write!(out, "{n}"),
         Json::String(s) => write_python_json_string(s, out),
-        Json::Array(items) if items.is_empty() => out.push_str("[]"),
+        Json::Array(items) if items.is_empty() => out.write_str("[]"),
         Json::Array(items) => {
-            out.push('[');
+            out.write_char('[')?;
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push_str(item_sep);
+                    out.write_str(item_sep)?;
                 }
-                newline(out, level + 1);
-                write_python_json(item, indent, level + 1, out);
+                newline(out, level + 1)?;
+                write_python_json(item, indent, level + 1, out)?;
             }
-            newline(out, level);
-            out.push(']');
+            newline(out, level)?;
+            out.write_char(']')
         }
-        Json::Object(map) if map.is_empty() => out.push_str("{}"),
+        Json::Object(map) if map.is_empty() => out.write_str("{}"),
         Json::Object(map) => {
             let mut entries: Vec<(&String, &Json)> = map.iter().collect();
             entries.sort_by(|a, b| a.0.cmp(b.0));
-            out.push('{');
+            out.write_char('{')?;
             for (i, (key, item)) in entries.into_iter().enumerate() {
                 if i > 0 {
-                    out.push_str(item_sep);
+                    out.write_str(item_sep)?;
                 }
-                newline(out, level + 1);
-                write_python_json_string(key, out);
-                out.push_str(": ");
-                write_python_json(item, indent, level + 1, out);
+                newline(out, level + 1)?;
+                write_python_json_string(key, out)?;
+                out.write_str(": ")?;
+                write_python_json(item, indent, level + 1, out)?;
             }
-            newline(out, level);
-            out.push('}');
+            newline(out, level)?;
+            out.write_char('}')
         }
     }
 }
 
-fn write_python_json_string(s: &str, out: &mut String) {
-    out.push('"');
+fn write_python_json_string(s: &str, out: &mut impl fmt::Write) -> fmt::Result {
+    out.write_char('"')?;
     for c in s.chars() {
         match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{08}' => out.push_str("\\b"),
-            '\u{0c}' => out.push_str("\\f"),
-            '<' | '>' | '&' | '\'' => push_unicode_escape(c as u32, out),
+            '"' => out.write_str("\\\"")?,
+            '\\' => out.write_str("\\\\")?,
+            '\n' => out.write_str("\\n")?,
+            '\r' => out.write_str("\\r")?,
+            '\t' => out.write_str("\\t")?,
+            '\u{08}' => out.write_str("\\b")?,
+            '\u{0c}' => out.write_str("\\f")?,
+            '<' | '>' | '&' | '\'' => write!(out, "\\u{:04x}", c as u32)?,
             c if (c as u32) < 0x20 || (c as u32) > 0x7e => {
                 let mut units = [0u16; 2];
                 for unit in c.encode_utf16(&mut units) {
-                    push_unicode_escape(u32::from(*unit), out);
+                    write!(out, "\\u{:04x}", unit)?;
                 }
             }
-            c => out.push(c),
+            c => out.write_char(c)?,
         }
     }
-    out.push('"');
-}
-
-fn push_unicode_escape(unit: u32, out: &mut String) {
-    out.push_str(&format!("\\u{unit:04x}"));
+    out.write_char('"')
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -578,11 +612,17 @@ fn to_json(value: &Value, depth: usize) -> Result<Json, String> {
     if depth > JSON_DEPTH_LIMIT {
         return Err(format!("a value nested more than {JSON_DEPTH_LIMIT} levels deep cannot be converted to JSON"));
     }
+    // Every node is charged (a value can share one list many times over, and its JSON would
+    // copy it each time).
+    let charge = |bytes: u128| budget::charge(&"converting to JSON", bytes).map_err(|e| plain_error(&e));
+    charge(budget::VALUE_COST + value.as_str().map_or(0, |s| s.len() as u128))?;
     if let Some(obj) = value.as_object() {
         if let Some(e) = obj.downcast_ref::<EventObject>() {
+            charge(json_len(&*e.0).saturating_mul(2))?;
             return serde_json::to_value(&*e.0).map_err(|e| e.to_string());
         }
         if let Some(p) = obj.downcast_ref::<PayloadObject>() {
+            charge(json_len(&p.0.payload).saturating_mul(2))?;
             return Ok(Json::Object(p.0.payload.clone()));
         }
         if let Some(t) = obj.downcast_ref::<DateTimeObject>() {
@@ -618,6 +658,34 @@ fn to_json(value: &Value, depth: usize) -> Result<Json, String> {
         ValueKind::Invalid => return Err(value.to_string()),
         other => return Err(format!("a value of type {other} cannot be converted to JSON")),
     })
+}
+
+/// The length of `value` as JSON, counted without writing it.
+fn json_len<T: serde::Serialize + ?Sized>(value: &T) -> u128 {
+    struct Count(u128);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 = self.0.saturating_add(buf.len() as u128);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        // Not serializable: nothing will be built from it.
+        Err(_) => 0,
+    }
+}
+
+/// A minijinja error as "kind: detail", without location.
+fn plain_error(err: &Error) -> String {
+    match err.detail() {
+        Some(detail) => format!("{}: {detail}", err.kind()),
+        None => err.kind().to_string(),
+    }
 }
 
 fn number_to_json(value: &Value) -> Result<Json, String> {
@@ -688,6 +756,8 @@ enum Node {
     Text {
         path: String,
         source: String,
+        /// What is rendered: the source with checked operators (see `rewrite.rs`).
+        rewritten: String,
     },
     /// A template with a syntax error (already reported at compile time).
     Broken {
@@ -747,12 +817,17 @@ fn has_top_level_variable_end(expr: &str) -> bool {
     false
 }
 
-/// Compiles a standalone expression (see [`has_top_level_variable_end`]).
+/// Compiles a standalone expression (see [`has_top_level_variable_end`]), with its operators
+/// rewritten into checked calls (see `rewrite.rs`).
 fn compile_expression(source: &str) -> Result<Expression<'static, 'static>, Error> {
     if has_top_level_variable_end(source) {
         return Err(Error::new(ErrorKind::SyntaxError, "unexpected `}}` in an expression"));
     }
-    ENV.compile_expression_owned(source.to_owned())
+    let rewritten = rewrite::expression(source)?;
+    if has_top_level_variable_end(&rewritten) {
+        return Err(Error::new(ErrorKind::SyntaxError, "unexpected `}}` in an expression"));
+    }
+    ENV.compile_expression_owned(rewritten)
 }
 
 /// Prefect's `maybe_template`.
@@ -760,10 +835,13 @@ fn is_template(s: &str) -> bool {
     s.contains("{{") || s.contains("{%")
 }
 
-/// Parses `source` as a template without keeping it (the shared environment only keeps
-/// `'static` sources; rendering parses again with `render_str`).
-fn check_syntax(source: &str) -> Result<std::collections::HashSet<String>, Error> {
-    Environment::empty().template_from_str(source).map(|t| t.undeclared_variables(false))
+/// Rewrites `source` (see `rewrite.rs`) and parses the result without keeping it (the shared
+/// environment only keeps `'static` sources; rendering parses again with `render_str`).
+/// Returns the rewritten source and the names it reads.
+fn check_syntax(source: &str) -> Result<(String, std::collections::HashSet<String>), Error> {
+    let rewritten = rewrite::template(source)?;
+    let names = Environment::empty().template_from_str(&rewritten).map(|t| t.undeclared_variables(false))?;
+    Ok((rewritten, names))
 }
 
 /// Compiles one value; the top-level names its templates read are added to `used`.
@@ -778,9 +856,9 @@ fn compile_node(value: &Json, path: &JsonPath, problems: &mut Problems, used: &m
                 }
             }
             match check_syntax(s) {
-                Ok(names) => {
+                Ok((rewritten, names)) => {
                     used.extend(names);
-                    Node::Text { path: path.to_string(), source: s.clone() }
+                    Node::Text { path: path.to_string(), source: s.clone(), rewritten }
                 }
                 Err(e) => {
                     let message = format!("invalid template: {}", describe(&e, s));
@@ -819,8 +897,8 @@ fn render_node(node: &Node, ctx: &Value) -> Result<Json, RenderError> {
                 expr.eval(ctx).map_err(|e| RenderError { path: path.clone(), message: describe(&e, source) })?;
             to_json(&value, 0).map_err(|message| RenderError { path: path.clone(), message })
         }
-        Node::Text { path, source } => ENV
-            .render_str(source, ctx)
+        Node::Text { path, source, rewritten } => ENV
+            .render_str(rewritten, ctx)
             .map(Json::String)
             .map_err(|e| RenderError { path: path.clone(), message: describe(&e, source) }),
         Node::Broken { path, message } => Err(RenderError { path: path.clone(), message: message.clone() }),
@@ -908,8 +986,20 @@ impl Parameters {
         if let Node::Literal(v) = &*self.root {
             return Ok(v.clone());
         }
+        budget::start();
         let ctx = context_value(ctx, &self.used).map_err(|message| RenderError { path: self.path.clone(), message })?;
-        render_node(&self.root, &ctx)
+        let rendered = render_node(&self.root, &ctx)?;
+        let bytes = json_len(&rendered);
+        if bytes > MAX_RENDERED_PARAMETERS_BYTES as u128 {
+            return Err(RenderError {
+                path: self.path.clone(),
+                message: format!(
+                    "rendered parameters are {bytes} bytes of JSON; at most {MAX_RENDERED_PARAMETERS_BYTES} bytes \
+                     (MAX_RENDERED_PARAMETERS_BYTES)"
+                ),
+            });
+        }
+        Ok(rendered)
     }
 
     /// The parameters as written.
@@ -933,14 +1023,18 @@ impl fmt::Debug for Parameters {
 #[derive(Clone)]
 pub struct KeyTemplate {
     source: Arc<str>,
+    /// What is rendered: the source with checked operators (see `rewrite.rs`).
+    rewritten: Arc<str>,
     path: String,
 }
 
 impl KeyTemplate {
     /// Checks the syntax; a syntax error is added to `problems` at `path` and None returned.
     pub fn compile(source: &str, path: &JsonPath, problems: &mut Problems) -> Option<KeyTemplate> {
-        match ENV.template_from_str(source) {
-            Ok(_) => Some(KeyTemplate { source: Arc::from(source), path: path.to_string() }),
+        match check_syntax(source) {
+            Ok((rewritten, _)) => {
+                Some(KeyTemplate { source: Arc::from(source), rewritten: Arc::from(rewritten), path: path.to_string() })
+            }
             Err(e) => {
                 problems.add(path, format!("invalid key template: {}", describe(&e, source)));
                 None
@@ -953,8 +1047,9 @@ impl KeyTemplate {
     pub fn render(&self, parameters: &serde_json::Map<String, Json>) -> Result<String, RenderError> {
         let params = Value::from_serialize(parameters);
         let ctx = Value::from_iter([("params", params.clone()), ("parameters", params.clone()), ("input", params)]);
+        budget::start();
         let key = ENV
-            .render_str(&self.source, ctx)
+            .render_str(&self.rewritten, ctx)
             .map_err(|e| RenderError { path: self.path.clone(), message: describe(&e, &self.source) })?;
         if key.trim().is_empty() {
             return Err(RenderError {
@@ -1021,6 +1116,7 @@ impl Filter {
             }
         }
         let ctx = Value::from_iter(vars);
+        budget::start();
         self.expr
             .eval(&ctx)
             .map(|v| v.is_true())
@@ -1063,7 +1159,7 @@ mod tests {
         assert!(problems.to_string().starts_with("$.key: invalid key template"), "{problems}");
     }
 
-    fn event(payload: Json) -> Arc<Event> {
+    pub(super) fn event(payload: Json) -> Arc<Event> {
         Arc::new(
             serde_json::from_value(json!({
                 "id": "00000000-0000-0000-0000-000000000001",
@@ -1080,13 +1176,17 @@ mod tests {
         )
     }
 
-    fn compile(params: &Json) -> (Parameters, Problems) {
+    pub(super) fn compile(params: &Json) -> (Parameters, Problems) {
         let mut problems = Problems::default();
         let p = Parameters::compile(params, &JsonPath::root().index(0).key("parameters"), &mut problems);
         (p, problems)
     }
 
-    fn render_with(params: Json, event: Option<Arc<Event>>, labels: &[(&str, &str)]) -> Result<Json, RenderError> {
+    pub(super) fn render_with(
+        params: Json,
+        event: Option<Arc<Event>>,
+        labels: &[(&str, &str)],
+    ) -> Result<Json, RenderError> {
         let (p, problems) = compile(&params);
         assert!(problems.is_empty(), "{problems}");
         let def = TriggerDefinition::new("t", EventTrigger::new().expect("n")).name("My trigger");
@@ -1116,12 +1216,12 @@ mod tests {
         p.render(&ctx)
     }
 
-    fn render(params: Json, payload: Json) -> Json {
+    pub(super) fn render(params: Json, payload: Json) -> Json {
         render_with(params, Some(event(payload)), &[]).unwrap()
     }
 
     /// Renders one template string against the standard event.
-    fn one(template: &str, payload: Json) -> Json {
+    pub(super) fn one(template: &str, payload: Json) -> Json {
         render(json!({ "v": template }), payload)["v"].clone()
     }
 

@@ -1,0 +1,344 @@
+//! Memory limits of templates: each attack fails with a RenderError naming the limit, within
+//! the budget, and an ordinary template renders right after.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value as Json};
+
+use super::tests::{compile, event, one, render_with};
+use super::*;
+use crate::model::{EventTrigger, JsonPath, Problems};
+
+/// Renders `template` as parameter `v` against an event with `payload`: it must fail naming
+/// `limit`, having charged no more than the budget; then an ordinary template renders.
+fn rejects(template: &str, payload: Json, limit: &str) -> RenderError {
+    let err = render_with(json!({ "v": template }), Some(event(payload)), &[]).unwrap_err();
+    assert!(err.message.contains(limit), "{template}: {err}");
+    assert!(budget::used() <= TEMPLATE_MAX_ALLOC_BYTES as u128, "{template}");
+    assert_eq!(err.path, "$[0].parameters.v");
+    // The budget starts again: an ordinary template renders after the failure.
+    assert_eq!(one("{{ event.payload.n + 1 }}-{{ 'ab' ~ 'c' }}", json!({"n": 41})), json!("42-abc"));
+    err
+}
+
+/// Renders compiled parameters (syntax problems or not) without labels.
+fn render_compiled(p: &Parameters, event: Option<Arc<Event>>) -> Result<Json, RenderError> {
+    let def = TriggerDefinition::new("t", EventTrigger::new());
+    let firing = Firing {
+        id: uuid::Uuid::nil(),
+        trigger: "t".into(),
+        bucket: BTreeMap::new(),
+        at: Timestamp::default(),
+        triggered: Timestamp::default(),
+        triggering_event: None,
+        triggering_events: vec![],
+        deployment: None,
+        parameters: None,
+        filter: None,
+        error: None,
+    };
+    let labels = BTreeMap::new();
+    let ctx =
+        TemplateContext { automation: &def, event, labels: &labels, firing: &firing, events: vec![], filter: None };
+    p.render(&ctx)
+}
+
+const VALUE: &str = "TEMPLATE_MAX_VALUE_BYTES";
+const ALLOC: &str = "TEMPLATE_MAX_ALLOC_BYTES";
+
+#[test]
+fn indent_with_huge_widths_is_refused_before_allocating() {
+    for t in [
+        "{{ 'a' | indent(10**12) }}",
+        "{{ 'a' | indent(2**63) }}",
+        "{{ 'a' | indent(width=10**12) }}",
+        "{{ 'a\nb\nc' | indent(1048576) }}",
+        "{{ event.payload.s | indent(event.payload.n) }}",
+    ] {
+        let err = rejects(t, json!({"s": "x", "n": 1_000_000_000_000_i64}), VALUE);
+        assert!(err.message.contains("`indent` would be at least"), "{err}");
+    }
+    // Negative and non-numeric widths are minijinja's argument errors, not allocations.
+    assert!(render_with(json!({"v": "{{ 'a' | indent(-5) }}"}), None, &[]).is_err());
+    assert_eq!(one("{{ 'a\nb' | indent(2) }}", json!({})), json!("a\n  b"));
+    assert_eq!(one("{{ 'a\nb' | indent(2, true) }}", json!({})), json!("  a\n  b"));
+}
+
+#[test]
+fn format_widths_and_precisions_are_bounded() {
+    for t in [
+        "{{ '{:>1000000000000}'.format(1) }}",
+        "{{ '{:.1000000000000f}'.format(1.5) }}",
+        "{{ '%1000000000000d' | format(1) }}",
+        "{{ '%.1000000000000f' | format(1.5) }}",
+        "{{ '%1048577s' | format('x') }}",
+        "{{ ('{0}' * 3000).format(event.payload.s) }}",
+    ] {
+        rejects(t, json!({"s": "y".repeat(1000)}), VALUE);
+    }
+    // `%` is not string formatting in minijinja: an error, nothing built.
+    let err = render_with(json!({"v": "{{ '%s' % 'x' }}"}), None, &[]).unwrap_err();
+    assert!(err.message.contains("%"), "{err}");
+    assert_eq!(one("{{ '{:>5}|{:.2f}'.format(1, 2.5) }}", json!({})), json!("    1|2.50"));
+    assert_eq!(one("{{ '%05.1f-%s' | format(2.25, 'a') }}", json!({})), json!("002.2-a"));
+}
+
+#[test]
+fn slice_batch_and_range_counts_are_bounded() {
+    for t in [
+        "{{ [1] | slice(10**12) }}",
+        "{{ [1] | slice(2**63) }}",
+        "{{ [1] | batch(10**12) }}",
+        "{{ [1, 2, 3] | batch(2**63) | list }}",
+        "{{ [1] | batch(2, 'x') | batch(40000) }}",
+    ] {
+        rejects(t, json!({}), VALUE);
+    }
+    let err = rejects("{% for i in range(10**12) %}{% endfor %}", json!({}), "TEMPLATE_MAX_RANGE");
+    assert!(err.message.contains("1000000000000 items"), "{err}");
+    rejects("{{ range(100001) | list }}", json!({}), "TEMPLATE_MAX_RANGE");
+    assert_eq!(one("{{ [1, 2, 3] | batch(2) | list }}", json!({})), json!([[1, 2], [3]]));
+    assert_eq!(one("{{ [1, 2, 3] | slice(2) | list }}", json!({})), json!([[1, 2], [3]]));
+    assert_eq!(one("{{ range(2, 11, 4) | list }}", json!({})), json!([2, 6, 10]));
+}
+
+#[test]
+fn growing_strings_in_loops_stop_at_the_limits() {
+    // The brief's doubling, `replace` chains, nested and parenthesized doubling.
+    for t in [
+        "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s | length }}",
+        "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s | replace('x', 'xx') %}{% endfor %}",
+        "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s.replace('x', 'xx') %}{% endfor %}",
+        "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ((ns.s) ~ (ns.s ~ '')) %}{% endfor %}",
+        "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}",
+        "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s * 2 %}{% endfor %}",
+        "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = [ns.s, ns.s] | join %}{% endfor %}",
+        "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = '{}{}'.format(ns.s, ns.s) %}{% endfor %}",
+    ] {
+        let err = render_with(json!({ "v": t }), None, &[]).unwrap_err();
+        assert!(err.message.contains(VALUE) || err.message.contains(ALLOC), "{t}: {err}");
+    }
+    // `replace` with an empty pattern inserts between every character.
+    rejects("{{ ('x' * 2000) | replace('', 'y' * 1000) }}", json!({}), VALUE);
+}
+
+#[test]
+fn captures_filter_blocks_and_macros_are_counted() {
+    let raw = "r".repeat(1000);
+    for t in [
+        // Capture-block doubling.
+        "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set t %}{{ ns.s }}{{ ns.s }}{% endset %}{% set ns.s = t %}{% endfor %}".to_owned(),
+        // Template text repeated inside a capture.
+        format!("{{% set t %}}{{% for i in range(20000) %}}{raw}{{% endfor %}}{{% endset %}}{{{{ t | length }}}}"),
+        // ... inside a filter block, and a macro called in a loop.
+        format!("{{% filter upper %}}{{% for i in range(20000) %}}{raw}{{% endfor %}}{{% endfilter %}}"),
+        format!("{{% macro m() %}}{raw}{{% endmacro %}}{{% set ns = namespace(n=0) %}}{{% for i in range(20000) %}}{{% set ns.n = m() | length %}}{{% endfor %}}"),
+    ] {
+        let err = render_with(json!({ "v": t }), None, &[]).unwrap_err();
+        assert!(err.message.contains(ALLOC) || err.message.contains(VALUE), "{t}: {err}");
+    }
+    // Text in loops still renders as written.
+    assert_eq!(
+        one("{% for i in range(2) %}a'\\{{ i }}\n{% endfor %}{% set t %}x{% endset %}{{ t }}", json!({})),
+        json!("a'\\0\na'\\1\nx")
+    );
+}
+
+#[test]
+fn namespace_accumulation_is_bounded_by_the_rendering_budget() {
+    let err = rejects(
+        "{% set ns = namespace(l=[]) %}{% for i in range(10000) %}{% set ns.l = ns.l + ['x' * 100000] %}{% endfor %}",
+        json!({}),
+        ALLOC,
+    );
+    assert!(err.message.contains("4194304 bytes per rendering"), "{err}");
+    assert_eq!(
+        one(
+            "{% set ns = namespace(l=[]) %}{% for i in range(3) %}{% set ns.l = ns.l + [i] %}{% endfor %}{{ ns.l }}",
+            json!({})
+        ),
+        json!("[0, 1, 2]")
+    );
+}
+
+#[test]
+fn repetition_sizes_from_the_event_are_checked() {
+    rejects("{{ 'x' * event.payload.n }}", json!({"n": 1_000_000_000_000_i64}), VALUE);
+    rejects("{{ event.payload.s * event.payload.n }}", json!({"s": "ab", "n": 524_289}), VALUE);
+    rejects("{{ [1, 2] * event.payload.n }}", json!({"n": 1_000_000_000_000_i64}), VALUE);
+    rejects("{{ ([1] * event.payload.n) | list }}", json!({"n": 32_769}), VALUE);
+    assert_eq!(one("{{ 'ab' * event.payload.n }}", json!({"n": 3})), json!("ababab"));
+    assert_eq!(one("{{ [1] * 2 }}", json!({})), json!([1, 1]));
+}
+
+#[test]
+fn shared_values_cannot_be_printed_or_converted_without_limit() {
+    // A list holding itself twice, 60 times over: 2**60 items when printed.
+    let dag = "{% set ns = namespace(v=1) %}{% for i in range(60) %}{% set ns.v = [ns.v, ns.v] %}{% endfor %}";
+    for tail in [
+        "{{ ns.v }}",
+        "x{{ ns.v }}",
+        "{{ ns.v | tojson(indent=64) }}",
+        "{{ ns.v | string }}",
+        "{{ ns.v | pprint }}",
+        "{{ ns.v ~ '' }}",
+        "{{ [ns.v] | join }}",
+        "{{ ns.v | upper }}",
+        "{{ ns.v in 'abc' }}",
+        "{{ ns.v is in 'abc' }}",
+        "{{ '{}'.format(ns.v) }}",
+        "{{ ns.v | truncate(10) }}",
+    ] {
+        let err = render_with(json!({ "v": format!("{dag}{tail}") }), None, &[]).unwrap_err();
+        assert!(err.message.contains(VALUE) || err.message.contains(ALLOC), "{tail}: {err}");
+    }
+    // A namespace holding itself is refused when printed, not a stack overflow.
+    let err =
+        render_with(json!({"v": "{% set ns = namespace(a=1) %}{% set ns.a = ns %}x{{ ns }}"}), None, &[]).unwrap_err();
+    assert!(err.message.contains("128 levels"), "{err}");
+}
+
+#[test]
+fn constant_operands_are_not_folded_at_compile_time() {
+    // Rewritten into checked calls: nothing is built when the definition is saved ...
+    assert_eq!(
+        rewrite::expression("('x' * 100000000) ~ 'y'").unwrap(),
+        "__tw_concat((__tw_mul('x' , 100000000)) , 'y')"
+    );
+    let (p, problems) = compile(&json!({"v": "{{ ('x' * 100000000) ~ 'y' }}", "w": "a{{ 'x' * 100000000 }}"}));
+    assert!(problems.is_empty(), "{problems}");
+    // ... and rendering fails on the limit.
+    let err = render_compiled(&p, None).unwrap_err();
+    assert!(err.message.contains(VALUE), "{err}");
+    // Keys and filters too.
+    let mut problems = Problems::default();
+    let key = KeyTemplate::compile("{{ 'x' * 10**12 }}", &JsonPath::root(), &mut problems).unwrap();
+    assert!(key.render(&serde_json::Map::new()).unwrap_err().message.contains(VALUE));
+    let f = Filter::compile("('x' * 10**12) == payload.a", &JsonPath::root(), &mut problems).unwrap();
+    assert!(f.matches(&event(json!({"a": 1}))).unwrap_err().message.contains(VALUE));
+    assert!(problems.is_empty(), "{problems}");
+}
+
+#[test]
+fn rewritten_operators_mean_what_minijinja_means() {
+    // Nested, parenthesized, chained, in `set`, in filter arguments, in macros, slices.
+    let cases = [
+        "{{ 1 + 2 * 3 }}",
+        "{{ (1 + 2) * 3 }}",
+        "{{ 'a' ~ 'b' ~ 'c' }}",
+        "{{ ('a' ~ ('b' ~ 'c')) ~ (('d')) }}",
+        "{{ -2 * -3 + 2 ** 3 * 2 }}",
+        "{{ [1, 2] + [3] }}",
+        "{{ 'ab' * 2 ~ 'c' | upper }}",
+        "{{ 1 in [1, 2] }}|{{ 3 not in [1, 2] }}|{{ not 1 in [2] }}|{{ 'a' in 'cat' and 'z' not in 'cat' }}",
+        "{{ (1) in ([1]) }}",
+        "{% set x = 'a' ~ (1 + 2) %}{{ x }}{% set y = 1 + 2 * 3 %}{{ y }}",
+        "{{ 'abc' | replace('b', 'x' ~ 'y') | center if false else ('x' * 2) | upper }}",
+        "{% macro m(a, b='x' ~ 'y') %}{{ a ~ b }}{% endmacro %}{{ m('q' * 2) }}",
+        "{{ 'abcdef'[1:4] }}|{{ 'abcdef'[::-1] }}|{{ 'abcdef'[:2] }}|{{ 'abcdef'[4:] }}|{{ [1,2,3][1:][0] }}|{{ ('ab' ~ 'cd')[1:3] }}",
+        "{{ 'abcdef'[ ( 1 ) : ( 3 ) ] }}|{{ 'abcdef'[::2] }}|{{ 'abcdef'[1:5:2] }}",
+        "{{ ('a' if true else 'b') ~ 'c' }}|{{ 'x' if 1 + 1 == 2 else 'y' }}",
+        "{{ [1, 2, 3] | map('string') | join('-' ~ '-') }}",
+        "{% for i in range(3) if i * 2 > 1 %}{{ i ~ ',' }}{% endfor %}",
+        "{{ {'a': 1 + 1, 'b': 'x' ~ 1}['b'] }}{{ (1, 2 * 2)[1] }}",
+        "{{ 1 + 2 == 3 }}{{ 'a' ~ 'b' is string }}{{ 'A' ~ 'b' | lower }}",
+    ];
+    let mut plain = Environment::new();
+    plain.set_undefined_behavior(UndefinedBehavior::Chainable);
+    minijinja_contrib::add_to_environment(&mut plain);
+    for t in cases {
+        let expected = plain.render_str(t, minijinja::context! {}).unwrap();
+        let got = one(&format!("x{t}"), json!({}));
+        assert_eq!(got, json!(format!("x{expected}")), "{t} => {}", rewrite::template(t).unwrap());
+    }
+    let mut problems = Problems::default();
+    for bad in ["{{ __tw_concat('a', 'b') }}", "{% include 'x' %}", "{{ 1 < 2 in [true] }}"] {
+        let (_, p) = compile(&json!({ "v": bad }));
+        assert_eq!(p.0.len(), 1, "{bad}");
+        assert!(Filter::compile("__tw_add(1, 2)", &JsonPath::root(), &mut problems).is_none());
+    }
+    let err = {
+        let (_, p) = compile(&json!({"v": "{% for i in [1] %}{% raw %}{{ x }}{% endraw %}{% endfor %}"}));
+        p.to_string()
+    };
+    assert!(err.contains("raw"), "{err}");
+    assert_eq!(one("{% raw %}{{ x }}{% endraw %}", json!({})), json!("{{ x }}"));
+}
+
+#[test]
+fn templates_are_bounded_in_size() {
+    let long = format!("{{{{ '{}' }}}}", "x".repeat(TEMPLATE_MAX_SOURCE_BYTES));
+    let (_, problems) = compile(&json!({ "v": long }));
+    assert_eq!(problems.0.len(), 1);
+    assert_eq!(problems.0[0].path, "$[0].parameters.v");
+    assert!(problems.0[0].message.contains("TEMPLATE_MAX_SOURCE_BYTES"), "{problems}");
+    let mut problems = Problems::default();
+    let source = format!("payload.a == '{}'", "x".repeat(TEMPLATE_MAX_SOURCE_BYTES));
+    assert!(Filter::compile(&source, &JsonPath::root(), &mut problems).is_none());
+    assert!(problems.to_string().contains("TEMPLATE_MAX_SOURCE_BYTES"), "{problems}");
+    let just = format!("{{{{ '{}' }}}}", "x".repeat(TEMPLATE_MAX_SOURCE_BYTES - 8));
+    assert_eq!(one(&just, json!({})).as_str().map(str::len), Some(TEMPLATE_MAX_SOURCE_BYTES - 8));
+}
+
+#[test]
+fn rendered_parameters_are_capped() {
+    let over = MAX_RENDERED_PARAMETERS_BYTES - "{\"v\":\"\"}".len() + 1;
+    let err = render_with(json!({ "v": format!("{{{{ 'x' * {over} }}}}") }), None, &[]).unwrap_err();
+    assert_eq!(err.path, "$[0].parameters");
+    assert!(err.message.contains("MAX_RENDERED_PARAMETERS_BYTES"), "{err}");
+    assert!(err.message.contains(&format!("{} bytes", MAX_RENDERED_PARAMETERS_BYTES + 1)), "{err}");
+    let err = render_with(json!({"v": "{{ 'x' * 10**12 }}"}), None, &[]).unwrap_err();
+    assert!(err.message.contains(VALUE), "{err}");
+    let out = render_with(json!({ "v": format!("{{{{ 'x' * {} }}}}", over - 1) }), None, &[]).unwrap();
+    assert_eq!(out["v"].as_str().map(str::len), Some(over - 1));
+}
+
+#[test]
+fn filters_on_undefined_values_render_as_jinja_renders() {
+    let out = render_with(
+        json!({
+            "related": "{{ event.related | length }}",
+            "count": "{{ missing | count }}",
+            "default": "{{ missing | default('x') }}",
+            "first": "{{ missing | first }}",
+            "items": "{{ missing | items | list }}",
+            "bare": "{{ missing }}",
+            "nope": "{{ event.nope }}",
+            "text": "n={{ event.related | length }}"
+        }),
+        None,
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        out,
+        json!({"related": 0, "count": 0, "default": "x", "first": null, "items": [], "bare": null, "nope": null, "text": "n=0"})
+    );
+    assert_eq!(one("{{ event.related | length }}", json!({})), json!(2));
+    // none is not undefined: its length is an error, as in Jinja.
+    assert!(render_with(json!({"v": "{{ none | length }}"}), None, &[]).is_err());
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+    #[test]
+    fn checked_operations_never_panic(
+        a in proptest::sample::select(vec!["'ab'", "[1, 2]", "event.payload.s", "none", "missing", "{'k': 1}", "3", "-1", "2.5"]),
+        op in proptest::sample::select(vec!["+", "*", "~", "in", "not in", "**", "%", "-", "//"]),
+        n in proptest::sample::select(vec!["10**12", "2**63", "-5", "0", "1048577", "2**64", "-(2**63)", "event.payload.n"]),
+        f in proptest::sample::select(vec!["indent", "batch", "slice", "center", "truncate", "tojson", "format", "join", "replace('a', 'b' * 3)", "wordwrap", "round", "string"]),
+    ) {
+        for t in [
+            format!("{{{{ {a} {op} {n} }}}}"),
+            format!("x{{{{ ({a} {op} {n}) | {f} }}}}"),
+            format!("{{{{ {a} | {f}({n}) }}}}"),
+            format!("{{{{ '%{n}s' | format({a}) }}}}"),
+            format!("{{{{ {a}[{n}:{n}] }}}}"),
+            format!("{{% set ns = namespace(s={a}) %}}{{% for i in range(50) %}}{{% set ns.s = ns.s {op} ns.s %}}{{% endfor %}}"),
+        ] {
+            let (p, _) = compile(&json!({ "v": t }));
+            let _ = render_compiled(&p, Some(event(json!({"s": "ab", "n": 1_000_000_000_000_i64}))));
+            proptest::prop_assert!(budget::used() <= TEMPLATE_MAX_ALLOC_BYTES as u128);
+        }
+    }
+}
