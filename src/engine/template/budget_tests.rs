@@ -192,10 +192,34 @@ fn shared_values_cannot_be_printed_or_converted_without_limit() {
         let err = render_with(json!({ "v": format!("{dag}{tail}") }), None, &[]).unwrap_err();
         assert!(err.message.contains(VALUE) || err.message.contains(ALLOC), "{tail}: {err}");
     }
-    // A namespace holding itself is refused when printed, not a stack overflow.
-    let err =
-        render_with(json!({"v": "{% set ns = namespace(a=1) %}{% set ns.a = ns %}x{{ ns }}"}), None, &[]).unwrap_err();
-    assert!(err.message.contains("128 levels"), "{err}");
+}
+
+#[test]
+fn no_namespace_can_be_stored_in_a_namespace() {
+    // A namespace that could hold itself: comparing two such values would overflow the stack.
+    for stored in [
+        "ns",
+        "(ns)",
+        "[ns]",
+        "[1, [2, {'k': ns}]]",
+        "ms",
+        "[ms] + []",
+        "{'a': ms}",
+        "dict(a=ms)",
+        "ms if true else 1",
+        "(((ns)))",
+    ] {
+        let template = format!(
+            "{{% set ns = namespace(a=1) %}}{{% set ms = namespace(b=1) %}}{{% set ns.a = {stored} %}}{{{{ ns == ms }}}}"
+        );
+        let err = render_with(json!({ "v": template }), None, &[]).unwrap_err();
+        assert!(err.message.contains("cannot be stored in a namespace"), "{stored}: {err}");
+    }
+    // Anything else is stored as before, events included.
+    let ok =
+        "{% set ns = namespace(a=1, l=[]) %}{% set ns.a = (1 + 2) * 3 %}{% set ns.l = ns.l + [event.id, {'k': [1]}] %}\
+              {{ ns.a }} {{ ns.l | length }}";
+    assert_eq!(render_with(json!({ "v": ok }), Some(event(json!({}))), &[]).unwrap(), json!({"v": "9 2"}));
 }
 
 #[test]

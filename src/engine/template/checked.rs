@@ -20,6 +20,8 @@ pub(super) const MUL: &str = "__tw_mul";
 pub(super) const CONCAT: &str = "__tw_concat";
 pub(super) const IN: &str = "__tw_in";
 pub(super) const SLICE: &str = "__tw_slice";
+/// Guards `{% set ns.attr = value %}` (see [`no_namespace`]).
+pub(super) const PLAIN: &str = "__tw_plain";
 /// The prefix of those names; a template may not use it.
 pub(super) const RESERVED_PREFIX: &str = "__tw_";
 
@@ -30,6 +32,7 @@ pub(super) fn install(env: &mut Environment<'static>) {
     env.add_function(CONCAT, op_concat);
     env.add_function(IN, op_in);
     env.add_function(SLICE, op_slice);
+    env.add_function(PLAIN, no_namespace);
     env.add_function("range", range);
     env.add_function("dict", dict);
     env.add_function("namespace", namespace);
@@ -423,6 +426,51 @@ fn namespace(state: &State, args: Rest<Value>) -> Result<Value, Error> {
     let items: u128 = args.iter().map(|v| v.len().unwrap_or(0) as u128).sum();
     charge_items(&"namespace()", items.saturating_add(1))?;
     call_builtin(state, "namespace", &args)
+}
+
+/// Items [`no_namespace`] looks through in one value.
+pub const TEMPLATE_MAX_NAMESPACE_WALK: usize = 100_000;
+
+/// What `{% set ns.attr = value %}` may store: anything but a namespace, at any depth. A
+/// namespace inside a namespace can hold itself, and comparing two such values recurses
+/// until the stack overflows, which no error can catch. Values of tripwire's own types
+/// (events, resources, datetimes) hold no namespace and are not looked into.
+fn no_namespace(value: Value) -> Result<Value, Error> {
+    let refuse = |why: String| Err(Error::new(ErrorKind::InvalidOperation, why));
+    let mut stack = vec![value.clone()];
+    let mut seen = 0usize;
+    while let Some(v) = stack.pop() {
+        seen += 1;
+        if seen > TEMPLATE_MAX_NAMESPACE_WALK {
+            return refuse(format!(
+                "a value stored in a namespace may hold at most {TEMPLATE_MAX_NAMESPACE_WALK} items, nested ones \
+                 included (TEMPLATE_MAX_NAMESPACE_WALK, part of TEMPLATE_MAX_VALUE_BYTES)"
+            ));
+        }
+        let Some(object) = v.as_object() else { continue };
+        let name = object.type_name();
+        if name.ends_with("::Namespace") {
+            return refuse("a namespace cannot be stored in a namespace (it could hold itself)".to_owned());
+        }
+        if name.starts_with("tripwire::") {
+            continue;
+        }
+        match v.kind() {
+            ValueKind::Seq | ValueKind::Iterable => {
+                stack.extend(v.try_iter().into_iter().flatten().take(TEMPLATE_MAX_NAMESPACE_WALK))
+            }
+            ValueKind::Map => {
+                for key in v.try_iter().into_iter().flatten() {
+                    if let Ok(item) = v.get_item(&key) {
+                        stack.push(item);
+                    }
+                    stack.push(key);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(value)
 }
 
 fn debug(_args: Rest<Value>) -> Result<Value, Error> {

@@ -23,7 +23,7 @@ use minijinja::machinery::{ast, parse, parse_expr};
 use minijinja::{Error, ErrorKind};
 
 use super::budget::TEMPLATE_MAX_SOURCE_BYTES;
-use super::checked::{ADD, CONCAT, IN, MUL, RESERVED_PREFIX, SLICE};
+use super::checked::{ADD, CONCAT, IN, MUL, PLAIN, RESERVED_PREFIX, SLICE};
 
 /// Rewrites a template (see the module documentation).
 pub(super) fn template(source: &str) -> Result<String, Error> {
@@ -234,7 +234,16 @@ impl Rewriter<'_> {
                 }
                 self.stmts(&w.body, repeated);
             }
-            ast::Stmt::Set(set) => self.expr(&set.expr),
+            ast::Stmt::Set(set) => {
+                // `{% set ns.attr = value %}` stores into a namespace: guarded, so that no
+                // namespace ends up inside one.
+                let guarded = matches!(set.target, ast::Expr::GetAttr(_));
+                let close = guarded.then(|| self.wrap_open(&set.expr, PLAIN));
+                self.expr(&set.expr);
+                if let Some(at) = close {
+                    self.insert(at, ")");
+                }
+            }
             ast::Stmt::SetBlock(set) => {
                 if let Some(f) = &set.filter {
                     self.expr(f);
@@ -389,6 +398,29 @@ impl Rewriter<'_> {
                 }
             }
         }
+    }
+
+    /// Opens `func(` before `e` (its parentheses included) and returns where the closing `)`
+    /// goes: insert it after the edits inside `e`, so that it closes last.
+    fn wrap_open(&mut self, e: &ast::Expr<'_>, func: &str) -> usize {
+        let (inner, stop) = (self.start(e), end(e));
+        let start = self.ext(inner, stop);
+        let parens = self.src.get(start..inner).map_or(0, |t| t.matches('(').count());
+        let mut at = stop;
+        let bytes = self.src.as_bytes();
+        let mut closed = 0;
+        while closed < parens {
+            match bytes.get(at) {
+                Some(b')') => {
+                    closed += 1;
+                    at += 1;
+                }
+                Some(c) if c.is_ascii_whitespace() => at += 1,
+                _ => break,
+            }
+        }
+        self.insert(start, &format!("{func}("));
+        at
     }
 
     fn binop(&mut self, b: &ast::BinOp<'_>, end_at: usize, func: &str) {
