@@ -6,6 +6,7 @@ mod error;
 mod event_filter;
 mod events;
 mod filters;
+pub mod listener;
 mod openapi;
 mod runs;
 mod triggers;
