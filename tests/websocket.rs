@@ -293,3 +293,20 @@ async fn a_malformed_subscription_is_closed_with_a_reason() {
     assert!(reason.contains("filter"), "{reason}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subscriber_that_reads_keeps_up_with_a_burst_of_a_thousand_events() {
+    let app = App::start("burst").await;
+    let mut socket = app.connect("/api/events/out", false).await;
+    socket.send(Message::text(json!({"type": "filter", "filter": {}, "backfill": false}).to_string())).await.unwrap();
+    checkpoint(&mut socket).await;
+    let burst: Vec<Event> = (1..=1000)
+        .map(|n| Event::from_json(&event_json(n, "order.created", "order.1"), &JsonPath::root(), None).unwrap())
+        .collect();
+    app.service.ingest(burst).await.unwrap();
+    for n in 1..=1000u128 {
+        let message = next_json(&mut socket).await;
+        assert_eq!(message["event"]["id"], Uuid::from_u128(n).to_string(), "{message}");
+    }
+    app.stop().await;
+}

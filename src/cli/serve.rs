@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::http::listener::{self, ListenerLimits, MAX_CONNECTIONS_SETTING, MAX_TIMEOUT};
+use crate::http::SubscriberLimits;
 use crate::model::time::Span;
 use crate::service::{Service, ServiceConfig};
 
@@ -35,6 +36,10 @@ pub struct ServeArgs {
     #[arg(long, env = "TRIPWIRE_MAX_CONNECTIONS", default_value_t = listener::DEFAULT_MAX_CONNECTIONS,
           value_parser = parse_max_connections)]
     max_connections: usize,
+    /// Time an `/api/events/out` subscriber's socket has to take each message; past it the
+    /// subscriber is closed with 1008 and told to reconnect with backfill.
+    #[arg(long, env = "TRIPWIRE_SUBSCRIBER_SEND_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
+    subscriber_send_timeout: Duration,
 }
 
 impl ServeArgs {
@@ -44,6 +49,10 @@ impl ServeArgs {
             request_timeout: self.request_timeout,
             max_connections: self.max_connections,
         }
+    }
+
+    fn subscriber_limits(&self) -> SubscriberLimits {
+        SubscriberLimits { send_timeout: self.subscriber_send_timeout, ..SubscriberLimits::default() }
     }
 }
 
@@ -125,7 +134,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}: {e} (is another server running there?)", args.addr))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!("tripwire listening on http://{addr}/api with data in {}", args.data.display());
-    let app = crate::http::router(service.clone());
+    let app = crate::http::router_with(service.clone(), args.subscriber_limits());
     let served = listener::serve(listener, app, args.listener_limits(), shutdown_signal()).await;
     tracing::info!("shutting down: finishing queued work and writing a snapshot");
     service.shutdown().await;
