@@ -293,3 +293,76 @@ async fn a_malformed_subscription_is_closed_with_a_reason() {
     assert!(reason.contains("filter"), "{reason}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subscriber_that_reads_keeps_up_with_a_burst_of_a_thousand_events() {
+    let app = App::start("burst").await;
+    let mut socket = app.connect("/api/events/out", false).await;
+    socket.send(Message::text(json!({"type": "filter", "filter": {}, "backfill": false}).to_string())).await.unwrap();
+    checkpoint(&mut socket).await;
+    let burst: Vec<Event> = (1..=1000)
+        .map(|n| Event::from_json(&event_json(n, "order.created", "order.1"), &JsonPath::root(), None).unwrap())
+        .collect();
+    app.service.ingest(burst).await.unwrap();
+    for n in 1..=1000u128 {
+        let message = next_json(&mut socket).await;
+        assert_eq!(message["event"]["id"], Uuid::from_u128(n).to_string(), "{message}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_backfill_stops_at_its_byte_limit_and_an_oversized_subscription_ends_the_connection() {
+    let app = App::start("backfill-bytes").await;
+    // Ten events of ~1 MB: only the newest that fit in BACKFILL_MAX_BYTES (8 MiB) are sent.
+    let big: Vec<Event> = (1..=10u128)
+        .map(|n| {
+            let mut value = event_json(n, "order.created", &format!("order.{n}"));
+            value["payload"] = json!({"blob": "x".repeat(1_000_000)});
+            Event::from_json(&value, &JsonPath::root(), None).unwrap()
+        })
+        .collect();
+    app.service.ingest(big).await.unwrap();
+    let mut socket = app.connect("/api/events/out", false).await;
+    socket.send(Message::text(json!({"type": "filter", "filter": {}, "backfill": true}).to_string())).await.unwrap();
+    let fit = tripwire::http::BACKFILL_MAX_BYTES / 1_000_300;
+    assert_eq!(fit, 8);
+    for n in (10 - fit as u128 + 1)..=10 {
+        let message = next_json(&mut socket).await;
+        assert_eq!(message["event"]["id"], Uuid::from_u128(n).to_string());
+    }
+    // Nothing else was backfilled: the next message is a live one.
+    app.service
+        .ingest(vec![Event::from_json(&event_json(11, "order.paid", "order.1"), &JsonPath::root(), None).unwrap()])
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut socket).await["event"]["id"], Uuid::from_u128(11).to_string());
+    socket.close(None).await.unwrap();
+
+    // A subscription message past MAX_SUBSCRIPTION_BYTES (1 MiB) ends the connection.
+    let mut socket = app.connect("/api/events/out", false).await;
+    let huge = json!({"type": "filter", "filter": {"event": {"name": ["x".repeat(2_000_000)]}}}).to_string();
+    let _ = socket.send(Message::text(huge)).await;
+    let ended = tokio::time::timeout(WAIT, async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| f.code),
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return None,
+            }
+        }
+    })
+    .await
+    .expect("the connection ends");
+    assert_ne!(ended, Some(CloseCode::Normal));
+    // An ordinary subscription still works.
+    let mut socket = app.connect("/api/events/out", false).await;
+    socket.send(Message::text(json!({"type": "filter", "filter": {}, "backfill": false}).to_string())).await.unwrap();
+    checkpoint(&mut socket).await;
+    app.service
+        .ingest(vec![Event::from_json(&event_json(12, "order.paid", "order.1"), &JsonPath::root(), None).unwrap()])
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut socket).await["event"]["id"], Uuid::from_u128(12).to_string());
+    app.stop().await;
+}

@@ -3,9 +3,12 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
 
+use crate::http::listener::{self, ListenerLimits, MAX_CONNECTIONS_SETTING, MAX_TIMEOUT};
+use crate::http::SubscriberLimits;
 use crate::model::time::Span;
 use crate::service::{Service, ServiceConfig};
 
@@ -21,24 +24,83 @@ pub struct ServeArgs {
     /// How long events are kept, e.g. `7d`, `12h`, `30m`.
     #[arg(long, env = "TRIPWIRE_RETENTION", default_value = "7d", value_parser = parse_span)]
     retention: Span,
+    /// Time a client has to send a request's head, from connecting or from the previous
+    /// response (so also the keep-alive idle timeout); past it the connection is closed.
+    #[arg(long, env = "TRIPWIRE_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
+    header_timeout: Duration,
+    /// Time one request has to send its body and be answered; past it the client gets 408.
+    /// `POST /api/runs/claim` gets its `wait_seconds` cap (60 s) on top; WebSockets are exempt.
+    #[arg(long, env = "TRIPWIRE_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_timeout)]
+    request_timeout: Duration,
+    /// Connections open at once (WebSockets included); past it a new connection gets 503.
+    #[arg(long, env = "TRIPWIRE_MAX_CONNECTIONS", default_value_t = listener::DEFAULT_MAX_CONNECTIONS,
+          value_parser = parse_max_connections)]
+    max_connections: usize,
+    /// Time an `/api/events/out` subscriber's socket has to take each message; past it the
+    /// subscriber is closed with 1008 and told to reconnect with backfill.
+    #[arg(long, env = "TRIPWIRE_SUBSCRIBER_SEND_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
+    subscriber_send_timeout: Duration,
 }
 
-/// `7d`, `12h`, `30m`, `45s` or a number of seconds.
-fn parse_span(text: &str) -> Result<Span, String> {
+impl ServeArgs {
+    fn listener_limits(&self) -> ListenerLimits {
+        ListenerLimits {
+            header_timeout: self.header_timeout,
+            request_timeout: self.request_timeout,
+            max_connections: self.max_connections,
+        }
+    }
+
+    fn subscriber_limits(&self) -> SubscriberLimits {
+        SubscriberLimits { send_timeout: self.subscriber_send_timeout, ..SubscriberLimits::default() }
+    }
+}
+
+/// `7d`, `12h`, `30m`, `45s` or a number of seconds, as a positive number of seconds.
+fn parse_seconds(text: &str) -> Result<i64, String> {
     let text = text.trim();
     let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
     let n: i64 = number.parse().map_err(|_| format!("`{text}` is not a duration such as 7d, 12h, 30m or 45s"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
         _ => return Err(format!("unknown unit `{unit}` in `{text}`; use s, m, h or d")),
     };
+    let secs = n.checked_mul(scale).ok_or_else(|| format!("`{text}` is too long a duration"))?;
     if secs <= 0 {
-        return Err("the retention must be positive".into());
+        return Err("the duration must be positive".into());
+    }
+    Ok(secs)
+}
+
+/// A retention: see [`parse_seconds`].
+fn parse_span(text: &str) -> Result<Span, String> {
+    let secs = parse_seconds(text)?;
+    // Spans count microseconds.
+    if secs > i64::MAX / 1_000_000 {
+        return Err(format!("`{}` is too long a duration", text.trim()));
     }
     Ok(Span::seconds(secs))
+}
+
+/// A timeout: see [`parse_seconds`]; at most [`MAX_TIMEOUT`].
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let secs = parse_seconds(text)?;
+    if secs.unsigned_abs() > MAX_TIMEOUT.as_secs() {
+        return Err(format!("a timeout is at most {} s (1d); got `{}`", MAX_TIMEOUT.as_secs(), text.trim()));
+    }
+    Ok(Duration::from_secs(secs.unsigned_abs()))
+}
+
+/// A connection cap: 1 to [`MAX_CONNECTIONS_SETTING`].
+fn parse_max_connections(text: &str) -> Result<usize, String> {
+    let n: u64 = text.trim().parse().map_err(|_| format!("`{text}` is not a number of connections"))?;
+    if n == 0 || n > MAX_CONNECTIONS_SETTING as u64 {
+        return Err(format!("the connection cap must be between 1 and {MAX_CONNECTIONS_SETTING}; got {n}"));
+    }
+    Ok(n as usize)
 }
 
 pub fn run(args: ServeArgs) -> ExitCode {
@@ -72,8 +134,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}: {e} (is another server running there?)", args.addr))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!("tripwire listening on http://{addr}/api with data in {}", args.data.display());
-    let app = crate::http::router(service.clone());
-    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
+    let app = crate::http::router_with(service.clone(), args.subscriber_limits());
+    let served = listener::serve(listener, app, args.listener_limits(), shutdown_signal());
     let failed = service.core_failed();
     tokio::select! {
         served = served => {
@@ -120,5 +182,29 @@ mod tests {
         assert_eq!(parse_span("90"), Ok(Span::seconds(90)));
         assert!(parse_span("7w").is_err());
         assert!(parse_span("0s").is_err());
+        assert!(parse_span("106751991167d").unwrap_err().contains("too long"));
+        assert!(parse_span("9223372036854775807d").unwrap_err().contains("too long"));
+        assert!(parse_span("99999999999999999999").unwrap_err().contains("not a duration"));
+    }
+
+    #[test]
+    fn timeouts_are_bounded() {
+        assert_eq!(parse_timeout("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_timeout("1d"), Ok(MAX_TIMEOUT));
+        assert!(parse_timeout("86401").unwrap_err().contains("at most 86400 s"));
+        assert!(parse_timeout("1000000000000").unwrap_err().contains("at most"));
+        assert!(parse_timeout("9223372036854775807d").unwrap_err().contains("too long"));
+        assert!(parse_timeout("0").is_err());
+        assert!(parse_timeout("-5s").is_err());
+    }
+
+    #[test]
+    fn connection_caps_are_bounded() {
+        assert_eq!(parse_max_connections("1024"), Ok(1024));
+        assert_eq!(parse_max_connections("1"), Ok(1));
+        assert!(parse_max_connections("0").unwrap_err().contains("between 1 and"));
+        assert!(parse_max_connections("1000001").unwrap_err().contains("between 1 and"));
+        assert!(parse_max_connections("1000000000000").unwrap_err().contains("between 1 and"));
+        assert!(parse_max_connections("18446744073709551616").unwrap_err().contains("not a number"));
     }
 }

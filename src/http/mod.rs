@@ -6,6 +6,7 @@ mod error;
 mod event_filter;
 mod events;
 mod filters;
+pub mod listener;
 mod openapi;
 mod runs;
 mod triggers;
@@ -22,6 +23,11 @@ use serde_json::Value;
 use crate::service::Service;
 
 pub use self::error::ApiError;
+pub use self::websocket::{
+    SubscriberLimits, BACKFILL_MAX_BYTES, INGEST_BATCH_BYTES, MAX_SUBSCRIPTION_BYTES,
+    SUBSCRIBERS_MAX_TOTAL_QUEUED_BYTES, SUBSCRIBER_MAX_QUEUED_BYTES, SUBSCRIBER_MAX_QUEUED_EVENTS,
+    SUBSCRIBER_SEND_TIMEOUT,
+};
 
 /// Request bodies larger than this are refused with 413.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -30,8 +36,13 @@ pub const MAX_BATCH_EVENTS: usize = 10_000;
 /// The version answered to Prefect clients (they check the major version).
 pub const PREFECT_API_VERSION: &str = "3.8.8";
 
-/// The whole API.
+/// The whole API, with the default [`SubscriberLimits`].
 pub fn router(service: Service) -> Router {
+    router_with(service, SubscriberLimits::default())
+}
+
+/// The whole API, with the given limits for `/api/events/out` subscribers.
+pub fn router_with(service: Service, subscribers: SubscriberLimits) -> Router {
     let api = Router::new()
         .route("/health", get(health))
         .route("/admin/version", get(|| async { Json(PREFECT_API_VERSION) }))
@@ -41,7 +52,7 @@ pub fn router(service: Service) -> Router {
         .merge(triggers::routes())
         .merge(deployments::routes())
         .merge(runs::routes())
-        .merge(websocket::routes());
+        .merge(websocket::routes(subscribers));
     Router::new()
         .nest("/api", api)
         .fallback(|method: Method, uri: Uri| async move { ApiError::no_route(method.as_str(), uri.path()) })

@@ -8,8 +8,13 @@
 //! The per-connection loops are generic over a `Sink` of messages and a `Stream` of them, so
 //! they do not depend on a real socket.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::fmt::Display;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -17,8 +22,10 @@ use axum::extract::ws::{close_code, CloseFrame, Message, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
+use axum::Extension;
 use axum::Router;
 use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
+use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
@@ -32,18 +39,80 @@ use crate::store::{Store, StoreError};
 
 use super::event_filter::EventFilter;
 
-pub(super) fn routes() -> Router<Service> {
-    Router::new().route("/events/in", get(events_in)).route("/events/out", get(events_out))
+pub(super) fn routes(limits: SubscriberLimits) -> Router<Service> {
+    let subscribers = Arc::new(Subscribers { limits, queued: AtomicUsize::new(0) });
+    Router::new()
+        .route("/events/in", get(events_in))
+        .route("/events/out", get(events_out))
+        .layer(Extension(subscribers))
+}
+
+/// Default of [`SubscriberLimits::send_timeout`]: a subscriber's socket must accept each
+/// message within 10 s, or it is closed with 1008 `subscriber too slow: ...`.
+pub const SUBSCRIBER_SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of [`SubscriberLimits::max_queued_bytes`]: 16 MiB of encoded events waiting for
+/// one subscriber; past it the subscriber is closed with 1008 `subscriber too slow: ...`.
+pub const SUBSCRIBER_MAX_QUEUED_BYTES: usize = 16 * 1024 * 1024;
+/// Default of [`SubscriberLimits::max_queued_events`]: 4,096 events waiting for one
+/// subscriber; past it the subscriber is closed with 1008 `subscriber too slow: ...`.
+pub const SUBSCRIBER_MAX_QUEUED_EVENTS: usize = 4096;
+/// Default of [`SubscriberLimits::max_total_queued_bytes`]: 128 MiB of encoded events waiting
+/// for all the subscribers of the server together; the subscriber whose event would go past it
+/// is closed with 1008 `subscriber too slow: ...`.
+pub const SUBSCRIBERS_MAX_TOTAL_QUEUED_BYTES: usize = 128 * 1024 * 1024;
+/// A subscriber's backfill holds at most this many bytes of encoded events (the newest by
+/// arrival, like the count limit [`BACKFILL_LIMIT`]); older matching events are not sent.
+pub const BACKFILL_MAX_BYTES: usize = 8 * 1024 * 1024;
+/// Event frames of `/api/events/in` buffered for one commit stop at this many bytes (or at
+/// [`INGEST_BATCH`] frames), so one connection buffers at most this plus one frame; the
+/// client simply waits for the commit before more frames are read.
+pub const INGEST_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// How far the subscribers of `/api/events/out` may fall behind before they are closed with
+/// 1008 and told to reconnect with backfill. Ingestion never waits for a subscriber.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SubscriberLimits {
+    /// Time for the socket to accept one message ([`SUBSCRIBER_SEND_TIMEOUT`]).
+    pub send_timeout: Duration,
+    /// Encoded bytes waiting for one subscriber ([`SUBSCRIBER_MAX_QUEUED_BYTES`]).
+    pub max_queued_bytes: usize,
+    /// Events waiting for one subscriber ([`SUBSCRIBER_MAX_QUEUED_EVENTS`]).
+    pub max_queued_events: usize,
+    /// Encoded bytes waiting for all subscribers together ([`SUBSCRIBERS_MAX_TOTAL_QUEUED_BYTES`]).
+    pub max_total_queued_bytes: usize,
+}
+
+impl Default for SubscriberLimits {
+    fn default() -> Self {
+        SubscriberLimits {
+            send_timeout: SUBSCRIBER_SEND_TIMEOUT,
+            max_queued_bytes: SUBSCRIBER_MAX_QUEUED_BYTES,
+            max_queued_events: SUBSCRIBER_MAX_QUEUED_EVENTS,
+            max_total_queued_bytes: SUBSCRIBERS_MAX_TOTAL_QUEUED_BYTES,
+        }
+    }
+}
+
+/// Shared by the subscribers of one app: their limits and the bytes waiting for all of them.
+#[derive(Debug)]
+struct Subscribers {
+    limits: SubscriberLimits,
+    queued: AtomicUsize,
 }
 
 /// The subprotocol Prefect's clients ask for; choosing it turns on the auth exchange.
 const SUBPROTOCOL: &str = "prefect";
 /// Prefect's limit on one event (`PREFECT_EVENTS_MAXIMUM_SIZE_BYTES`).
-const MAX_EVENT_BYTES: usize = 1_500_000;
+const MAX_EVENT_BYTES: usize = crate::model::limits::MAX_EVENT_BYTES;
 /// Frames above this are refused by the WebSocket layer itself (the connection just ends);
 /// between [`MAX_EVENT_BYTES`] and this, the client is told why with close code 1009.
 const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
-/// Event frames that already arrived and are committed together.
+/// A message to `/api/events/out` (the auth and filter messages) larger than this ends the
+/// connection (the WebSocket layer refuses it), so a subscriber cannot make the server buffer
+/// large messages it would ignore anyway.
+pub const MAX_SUBSCRIPTION_BYTES: usize = 1024 * 1024;
+/// Event frames that already arrived and are committed together (at most
+/// [`INGEST_BATCH_BYTES`] of them).
 const INGEST_BATCH: usize = 1000;
 /// How far back, by `received`, a subscriber's backfill reaches.
 const BACKFILL_WINDOW: Span = Span::minutes(15);
@@ -51,6 +120,9 @@ const BACKFILL_WINDOW: Span = Span::minutes(15);
 const BACKFILL_LIMIT: usize = 1000;
 /// Stored events read per store call while backfilling.
 const BACKFILL_SCAN_CHUNK: usize = 1000;
+/// Matching events kept per store call while backfilling (each is encoded and measured
+/// against [`BACKFILL_MAX_BYTES`] before the next call).
+const BACKFILL_PAGE: usize = 50;
 /// How long to wait for the client's reply to our close frame.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// A close reason fits in a control frame (125 bytes) after the 2-byte code.
@@ -101,7 +173,11 @@ impl Auth {
 /// `$.resource: the \`prefect.resource.id\` label is required`. Skipping would lose the event
 /// without the client ever learning why, since the server sends nothing else on this socket.
 /// The valid events before it are committed first.
-async fn events_in(ws: WebSocketUpgrade, State(service): State<Service>) -> Response {
+async fn events_in(
+    ws: WebSocketUpgrade,
+    State(service): State<Service>,
+    Extension(subscribers): Extension<Arc<Subscribers>>,
+) -> Response {
     let ws = ws.protocols([SUBPROTOCOL]).max_message_size(MAX_MESSAGE_BYTES);
     let handshake = ws.selected_protocol().is_some();
     ws.on_upgrade(move |socket| async move {
@@ -110,7 +186,7 @@ async fn events_in(ws: WebSocketUpgrade, State(service): State<Service>) -> Resp
         if let Stop::Close(code, reason) = &stop {
             tracing::info!(code, reason = %reason, "closing /api/events/in");
         }
-        finish(&mut write, &mut read, stop).await;
+        finish(&mut write, &mut read, stop, subscribers.limits.send_timeout).await;
     })
 }
 
@@ -118,17 +194,22 @@ async fn events_in(ws: WebSocketUpgrade, State(service): State<Service>) -> Resp
 /// `{"type": "filter", "filter": {...}, "backfill": true}`; the server streams
 /// `{"type": "event", "event": ...}`: first the matching events received in the last 15
 /// minutes (at most 1,000, ordered by `occurred`), then live ones. See [`EventFilter`] for the
-/// filter. A subscriber too slow to keep up is closed with 1008: ingestion never waits for it.
-async fn events_out(ws: WebSocketUpgrade, State(service): State<Service>) -> Response {
-    let ws = ws.protocols([SUBPROTOCOL]);
+/// filter. A subscriber too slow to keep up is closed with 1008 (see [`SubscriberLimits`]):
+/// ingestion never waits for it.
+async fn events_out(
+    ws: WebSocketUpgrade,
+    State(service): State<Service>,
+    Extension(subscribers): Extension<Arc<Subscribers>>,
+) -> Response {
+    let ws = ws.protocols([SUBPROTOCOL]).max_message_size(MAX_SUBSCRIPTION_BYTES);
     let handshake = ws.selected_protocol().is_some();
     ws.on_upgrade(move |socket| async move {
         let (mut write, mut read) = socket.split();
-        let stop = stream_events(&service, &Auth::default(), handshake, &mut write, &mut read).await;
+        let stop = stream_events(&service, &subscribers, &Auth::default(), handshake, &mut write, &mut read).await;
         if let Stop::Close(code, reason) = &stop {
             tracing::info!(code, reason = %reason, "closing /api/events/out");
         }
-        finish(&mut write, &mut read, stop).await;
+        finish(&mut write, &mut read, stop, subscribers.limits.send_timeout).await;
     })
 }
 
@@ -246,13 +327,17 @@ where
             Ok(event) => vec![event],
             Err(stop) => return stop,
         };
+        let mut batch_bytes = first.len();
         let mut stop = None;
         // Take the event frames that have already arrived, without waiting for more.
-        while batch.len() < INGEST_BATCH {
+        while batch.len() < INGEST_BATCH && batch_bytes < INGEST_BATCH_BYTES {
             let Some(item) = read.next().now_or_never() else { break };
             match classify(item) {
                 Incoming::Data(data) => match parse_event(&data, now) {
-                    Ok(event) => batch.push(event),
+                    Ok(event) => {
+                        batch_bytes += data.len();
+                        batch.push(event);
+                    }
                     Err(s) => {
                         stop = Some(s);
                         break;
@@ -298,21 +383,54 @@ fn parse_subscription(data: &[u8]) -> Result<(EventFilter, bool), Stop> {
     Ok((filter, backfill))
 }
 
-/// The matching events received since `cutoff`, newest first by arrival, at most
-/// [`BACKFILL_LIMIT`]; stops reading at the first event received before `cutoff`.
-fn read_backfill(store: &Store, filter: &EventFilter, cutoff: Timestamp) -> Result<Vec<Event>, StoreError> {
+/// `{"type": "event", "event": ...}`, what a subscriber is sent for each event.
+#[derive(Serialize)]
+struct EventMessage<'a> {
+    r#type: &'static str,
+    event: &'a Event,
+}
+
+fn encode_event(event: &Event) -> Result<String, Stop> {
+    serde_json::to_string(&EventMessage { r#type: "event", event }).map_err(|e| {
+        tracing::error!(error = %e, "could not encode an event");
+        close(close_code::ERROR, "tripwire could not encode an event; see the server log")
+    })
+}
+
+/// A backfilled event: its id, when it occurred and its encoded message.
+type Backfilled = (Uuid, Timestamp, String);
+
+/// The matching events received since `cutoff`, newest first by arrival, encoded: at most
+/// [`BACKFILL_LIMIT`] of them and [`BACKFILL_MAX_BYTES`]; stops reading at the first event
+/// received before `cutoff`.
+fn read_backfill(store: &Store, filter: &EventFilter, cutoff: Timestamp) -> Result<Vec<Backfilled>, Stop> {
+    let failed = |e: StoreError| {
+        tracing::error!(error = %e, "could not read the backfill");
+        close(close_code::ERROR, "tripwire could not read stored events; see the server log")
+    };
     let mut found = Vec::new();
+    let mut bytes = 0;
     let mut before = None;
     loop {
         let mut reached_cutoff = false;
-        let (page, next) = store.events_desc(before, BACKFILL_LIMIT - found.len(), BACKFILL_SCAN_CHUNK, |e| {
-            if reached_cutoff || e.received.is_none_or(|r| r < cutoff) {
-                reached_cutoff = true;
-                return false;
+        let page = BACKFILL_PAGE.min(BACKFILL_LIMIT - found.len());
+        let (page, next) = store
+            .events_desc(before, page, BACKFILL_SCAN_CHUNK, |e| {
+                if reached_cutoff || e.received.is_none_or(|r| r < cutoff) {
+                    reached_cutoff = true;
+                    return false;
+                }
+                filter.includes(e)
+            })
+            .map_err(failed)?;
+        for stored in page {
+            let message = encode_event(&stored.event)?;
+            bytes += message.len();
+            if bytes > BACKFILL_MAX_BYTES {
+                return Ok(found);
             }
-            filter.includes(e)
-        })?;
-        found.extend(page.into_iter().map(|stored| stored.event));
+            found.push((stored.event.id, stored.event.occurred, message));
+        }
         match next {
             Some(seq) if !reached_cutoff && found.len() < BACKFILL_LIMIT => before = Some(seq),
             _ => return Ok(found),
@@ -320,8 +438,119 @@ fn read_backfill(store: &Store, filter: &EventFilter, cutoff: Timestamp) -> Resu
     }
 }
 
+/// Why a subscriber's message could not be sent.
+enum SendFailed {
+    /// The socket failed or closed.
+    Gone,
+    /// The socket did not accept the message within the send timeout.
+    TooSlow,
+}
+
+/// The encoded events waiting for one subscriber, and the one being sent. Every byte waiting
+/// is counted against the subscriber's limits and the limit of all subscribers together, and
+/// given back once sent (or when the subscriber ends).
+struct Outbox<'a> {
+    shared: &'a Subscribers,
+    waiting: VecDeque<String>,
+    /// Bytes waiting or in flight, all counted in `shared.queued`.
+    bytes: usize,
+    /// The message being sent, until the sink takes it.
+    unsent: Option<Message>,
+    /// Bytes of the message being sent (until it is flushed).
+    in_flight: usize,
+    /// Running while a message is being sent.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<'a> Outbox<'a> {
+    fn new(shared: &'a Subscribers) -> Self {
+        Outbox { shared, waiting: VecDeque::new(), bytes: 0, unsent: None, in_flight: 0, deadline: None }
+    }
+
+    fn too_slow(why: String) -> Stop {
+        close(close_code::POLICY, format!("subscriber too slow: {why}; reconnect with backfill"))
+    }
+
+    /// Queues a message, or says which limit it would cross.
+    fn push(&mut self, message: String) -> Result<(), Stop> {
+        let limits = &self.shared.limits;
+        let n = message.len();
+        if self.waiting.len() >= limits.max_queued_events {
+            return Err(Self::too_slow(format!("more than {} events waiting", limits.max_queued_events)));
+        }
+        if self.bytes + n > limits.max_queued_bytes {
+            return Err(Self::too_slow(format!("more than {} bytes of events waiting", limits.max_queued_bytes)));
+        }
+        let before = self.shared.queued.fetch_add(n, Ordering::Relaxed);
+        if before + n > limits.max_total_queued_bytes {
+            self.shared.queued.fetch_sub(n, Ordering::Relaxed);
+            return Err(Self::too_slow(format!(
+                "the server's {} bytes for waiting events are in use",
+                limits.max_total_queued_bytes
+            )));
+        }
+        self.bytes += n;
+        self.waiting.push_back(message);
+        Ok(())
+    }
+
+    /// Whether a message is being sent (starting the next one if there is one).
+    fn busy(&mut self) -> bool {
+        if self.deadline.is_none() {
+            if let Some(next) = self.waiting.pop_front() {
+                self.in_flight = next.len();
+                self.unsent = Some(Message::Text(next.into()));
+                self.deadline = Some(Box::pin(tokio::time::sleep(self.shared.limits.send_timeout)));
+            }
+        }
+        self.deadline.is_some()
+    }
+
+    /// Drives the message being sent until the socket has taken and flushed it.
+    fn poll_send<W: Sink<Message> + Unpin>(
+        &mut self,
+        write: &mut W,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), SendFailed>> {
+        if let Some(deadline) = &mut self.deadline {
+            if deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(SendFailed::TooSlow));
+            }
+        }
+        if self.unsent.is_some() {
+            ready!(write.poll_ready_unpin(cx)).map_err(|_| SendFailed::Gone)?;
+            if let Some(message) = self.unsent.take() {
+                write.start_send_unpin(message).map_err(|_| SendFailed::Gone)?;
+            }
+        }
+        ready!(write.poll_flush_unpin(cx)).map_err(|_| SendFailed::Gone)?;
+        self.shared.queued.fetch_sub(self.in_flight, Ordering::Relaxed);
+        self.bytes -= self.in_flight;
+        self.in_flight = 0;
+        self.deadline = None;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for Outbox<'_> {
+    fn drop(&mut self) {
+        self.shared.queued.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
 /// The `/api/events/out` loop; returns how the connection ends.
-async fn stream_events<W, R, E>(service: &Service, auth: &Auth, handshake: bool, write: &mut W, read: &mut R) -> Stop
+///
+/// Live events are taken from the service as they come, whether or not the socket keeps up,
+/// and wait in the subscriber's [`Outbox`] until the socket takes them; a subscriber that
+/// falls behind past its [`SubscriberLimits`] is closed, which frees what waited for it.
+async fn stream_events<W, R, E>(
+    service: &Service,
+    subscribers: &Subscribers,
+    auth: &Auth,
+    handshake: bool,
+    write: &mut W,
+    read: &mut R,
+) -> Stop
 where
     W: Sink<Message> + Unpin,
     R: Stream<Item = Result<Message, E>> + Unpin,
@@ -340,31 +569,29 @@ where
     // what arrives both ways is sent once (by id).
     let mut live = service.subscribe();
     let mut sent: HashSet<Uuid> = HashSet::new();
+    let mut outbox = Outbox::new(subscribers);
     if backfill {
         let store = service.store();
         let cutoff = service.config().clock.now().minus(BACKFILL_WINDOW);
         let shared = filter.clone();
-        let events = match tokio::task::spawn_blocking(move || read_backfill(&store, &shared, cutoff)).await {
+        let mut events = match tokio::task::spawn_blocking(move || read_backfill(&store, &shared, cutoff)).await {
             Ok(Ok(events)) => events,
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "could not read the backfill");
-                return close(close_code::ERROR, "tripwire could not read stored events; see the server log");
-            }
+            Ok(Err(stop)) => return stop,
             Err(_) => return close(close_code::ERROR, "reading stored events failed"),
         };
-        let mut events = events;
         // Arrival order, then by `occurred` as Prefect's server sorts its backfill (stable,
         // so events that occurred at the same instant keep their arrival order).
         events.reverse();
-        events.sort_by_key(|e| e.occurred);
-        for event in &events {
-            sent.insert(event.id);
-            if let Err(stop) = send_json(write, &json!({"type": "event", "event": event})).await {
+        events.sort_by_key(|(_, occurred, _)| *occurred);
+        for (id, _, message) in events {
+            sent.insert(id);
+            if let Err(stop) = outbox.push(message) {
                 return stop;
             }
         }
     }
     loop {
+        let sending = outbox.busy();
         tokio::select! {
             // Keep reading so that pings are answered and a close is noticed; anything else
             // the client sends after the filter is ignored.
@@ -378,36 +605,45 @@ where
                     if !filter.includes(&event) || (!sent.is_empty() && sent.remove(&event.id)) {
                         continue;
                     }
-                    if let Err(stop) = send_json(write, &json!({"type": "event", "event": &*event})).await {
+                    if let Err(stop) = encode_event(&event).and_then(|message| outbox.push(message)) {
                         return stop;
                     }
                 }
                 Err(RecvError::Lagged(dropped)) => {
-                    return close(
-                        close_code::POLICY,
-                        format!("subscriber too slow: {dropped} events dropped; reconnect with backfill"),
-                    );
+                    return Outbox::too_slow(format!("{dropped} events dropped"));
                 }
                 Err(RecvError::Closed) => return close(close_code::AWAY, "tripwire is shutting down"),
-            }
+            },
+            result = std::future::poll_fn(|cx| outbox.poll_send(write, cx)), if sending => match result {
+                Ok(()) => {}
+                Err(SendFailed::Gone) => return Stop::Disconnected,
+                Err(SendFailed::TooSlow) => {
+                    return Outbox::too_slow(format!(
+                        "a message was not taken within {} s",
+                        subscribers.limits.send_timeout.as_secs_f64()
+                    ));
+                }
+            },
         }
     }
 }
 
 /// Ends the connection: answers the client's close, or sends ours and waits briefly for the
-/// reply so that the reason is not lost to a reset.
-async fn finish<W, R, E>(write: &mut W, read: &mut R, stop: Stop)
+/// reply so that the reason is not lost to a reset. Our close frame goes after what the socket
+/// has not sent yet, so it waits up to `send_wait` for the client to read that; the connection
+/// is dropped past it.
+async fn finish<W, R, E>(write: &mut W, read: &mut R, stop: Stop, send_wait: Duration)
 where
     W: Sink<Message> + Unpin,
     R: Stream<Item = Result<Message, E>> + Unpin,
 {
     match stop {
         Stop::Disconnected => {
-            let _ = write.close().await;
+            let _ = tokio::time::timeout(CLOSE_WAIT, write.close()).await;
         }
         Stop::Close(code, reason) => {
             let frame = CloseFrame { code, reason: truncate_reason(reason).into() };
-            if write.send(Message::Close(Some(frame))).await.is_ok() {
+            if let Ok(Ok(())) = tokio::time::timeout(send_wait, write.send(Message::Close(Some(frame)))).await {
                 let drain = async { while let Some(Ok(_)) = read.next().await {} };
                 let _ = tokio::time::timeout(CLOSE_WAIT, drain).await;
             }
@@ -536,19 +772,25 @@ mod tests {
         assert_eq!(auth.check(None), Err(close(close_code::POLICY, "Invalid token")));
     }
 
-    /// The subscriber loop over in-memory halves: its sink accepts a message only when the
-    /// test hands out a permit, standing in for a client that stops reading.
-    #[tokio::test(flavor = "multi_thread")]
-    async fn a_stalled_subscriber_never_slows_ingestion_and_is_told_to_reconnect() {
-        use std::sync::{Arc, Mutex};
-        let dir = std::env::temp_dir().join(format!("tripwire-ws-unit-{}-stalled", std::process::id()));
+    fn small_event(n: u128) -> Event {
+        Event::new(Uuid::from_u128(n), Timestamp::from_micros(1), "a", Resource::new("x"))
+    }
+
+    /// Runs the subscriber loop over in-memory halves whose sink takes one message and then
+    /// never another, standing in for a client that stops reading; once that first event is
+    /// delivered, ingests `burst` (which must never wait for the subscriber) and returns how
+    /// the subscriber ends. Checks that everything it queued is given back.
+    async fn stalled_subscriber(tag: &str, limits: SubscriberLimits, burst: Vec<Event>) -> Stop {
+        use std::sync::Mutex;
+        let dir = std::env::temp_dir().join(format!("tripwire-ws-unit-{}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let service = Service::start(ServiceConfig::new(&dir)).await.unwrap();
+        let subscribers = Arc::new(Subscribers { limits, queued: AtomicUsize::new(0) });
 
         let permits = Arc::new(tokio::sync::Semaphore::new(1));
         let delivered = Arc::new(Mutex::new(0usize));
         let write = {
-            let (permits, delivered) = (permits.clone(), delivered.clone());
+            let delivered = delivered.clone();
             Box::pin(futures_util::sink::unfold((), move |(), _message: Message| {
                 let (permits, delivered) = (permits.clone(), delivered.clone());
                 async move {
@@ -562,35 +804,82 @@ mod tests {
         let read = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(Message::text(subscription))])
             .chain(futures_util::stream::pending());
         let task = {
-            let service = service.clone();
+            let (service, subscribers) = (service.clone(), subscribers.clone());
             tokio::spawn(async move {
                 let (mut write, mut read) = (write, read);
-                stream_events(&service, &Auth::default(), false, &mut write, &mut read).await
+                stream_events(&service, &subscribers, &Auth::default(), false, &mut write, &mut read).await
             })
         };
-
-        let event = |n: u128| Event::new(Uuid::from_u128(n), Timestamp::from_micros(1), "a", Resource::new("x"));
         // Wait until the subscriber is live and has delivered one event (its only permit).
         let mut n = 0;
         while *delivered.lock().unwrap() == 0 {
             n += 1;
             assert!(n < 500, "the subscriber never received an event");
-            service.ingest(vec![event(n)]).await.unwrap();
+            service.ingest(vec![small_event(n)]).await.unwrap();
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         // The subscriber is now stuck sending; ingestion goes on regardless.
-        let burst: Vec<Event> = (0..6000).map(|i| event(1_000_000 + i)).collect();
-        tokio::time::timeout(Duration::from_secs(30), service.ingest(burst)).await.unwrap().unwrap();
-        permits.add_permits(10_000);
+        for chunk in burst.chunks(1000) {
+            tokio::time::timeout(Duration::from_secs(30), service.ingest(chunk.to_vec())).await.unwrap().unwrap();
+        }
         let stop = tokio::time::timeout(Duration::from_secs(30), task).await.unwrap().unwrap();
+        assert_eq!(subscribers.queued.load(Ordering::Relaxed), 0, "the queued bytes are given back");
+        service.shutdown().await;
+        let _ = std::fs::remove_dir_all(&dir);
+        stop
+    }
+
+    fn too_slow_reason(stop: Stop) -> String {
         match stop {
             Stop::Close(code, reason) => {
-                assert_eq!(code, close_code::POLICY);
+                assert_eq!(code, close_code::POLICY, "{reason}");
                 assert!(reason.starts_with("subscriber too slow: ") && reason.ends_with("reconnect with backfill"));
+                assert!(reason.len() <= MAX_CLOSE_REASON, "{reason}");
+                reason
             }
             other => panic!("expected a close, got {other:?}"),
         }
-        service.shutdown().await;
-        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn big_event(n: u128, bytes: usize) -> Event {
+        let mut e = small_event(n);
+        e.payload = [("blob".to_owned(), json!("x".repeat(bytes)))].into_iter().collect();
+        e
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_stalled_subscriber_never_slows_ingestion_and_is_closed_past_its_event_count() {
+        let burst: Vec<Event> = (0..6000).map(|i| small_event(1_000_000 + i)).collect();
+        let reason = too_slow_reason(stalled_subscriber("count", SubscriberLimits::default(), burst).await);
+        // The count limit, or the service's channel if the subscriber fell behind it first.
+        assert!(reason.contains("more than 4096 events waiting") || reason.contains("events dropped"), "{reason}");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_subscriber_is_closed_past_its_queued_bytes() {
+        let limits = SubscriberLimits { max_queued_bytes: 100_000, ..SubscriberLimits::default() };
+        // Just past the limit: the 11th event of 10 KB.
+        let burst: Vec<Event> = (0..11).map(|i| big_event(1_000_000 + i, 10_000)).collect();
+        let reason = too_slow_reason(stalled_subscriber("bytes", limits, burst).await);
+        assert!(reason.contains("more than 100000 bytes of events waiting"), "{reason}");
+        // One absurd event, far larger than the whole limit.
+        let burst = vec![big_event(2_000_000, 1_000_000)];
+        let reason = too_slow_reason(stalled_subscriber("bytes-absurd", limits, burst).await);
+        assert!(reason.contains("more than 100000 bytes"), "{reason}");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_subscriber_is_closed_when_all_subscribers_hold_too_much() {
+        let limits = SubscriberLimits { max_total_queued_bytes: 50_000, ..SubscriberLimits::default() };
+        let burst: Vec<Event> = (0..6).map(|i| big_event(1_000_000 + i, 10_000)).collect();
+        let reason = too_slow_reason(stalled_subscriber("total", limits, burst).await);
+        assert!(reason.contains("the server's 50000 bytes for waiting events are in use"), "{reason}");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_subscriber_whose_socket_takes_nothing_is_closed_after_the_send_timeout() {
+        let limits = SubscriberLimits { send_timeout: Duration::from_millis(200), ..SubscriberLimits::default() };
+        let reason = too_slow_reason(stalled_subscriber("send-timeout", limits, vec![small_event(7_000_000)]).await);
+        assert!(reason.contains("a message was not taken within 0.2 s"), "{reason}");
     }
 }

@@ -151,7 +151,10 @@ impl Service {
             tokio::task::spawn_blocking(move || Store::open(&dir)).await.map_err(|_| ServiceError::ShuttingDown)??
         };
         let store = Arc::new(store);
-        let (events, _) = broadcast::channel(4096);
+        // Events not yet taken by every subscriber: at most 1,024 (each at most 1.5 MB), enough
+        // for a burst of Prefect's 1,000-event batches; subscribers take them at once into
+        // their own byte-bounded queues (http::SubscriberLimits).
+        let (events, _) = broadcast::channel(1024);
         let runs_changed = Arc::new(watch::channel(0u64).0);
         let core = {
             let store = store.clone();
