@@ -330,3 +330,54 @@ fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+#[tokio::test]
+async fn templates_that_would_allocate_without_bound_fail_their_firing_only() {
+    let mut target = Target::start("hard-templates").await;
+    let http = &target.http;
+    assert_eq!(http.put("/deployments/t", json!({})).await.0, 201);
+    let attacks = [
+        "{{ 'a' | indent(10**12) }}",
+        "{{ 'a' | indent(2**63) }}",
+        "{{ '{:>1000000000000}'.format(1) }}",
+        "{{ [1] | slice(10**12) }}",
+        "{{ 'x' * 100000000 }}",
+        "{{ 'x' * event.payload.n }}",
+        "{{ range(10**12) | list }}",
+        "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}",
+        "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s | replace('x', 'xx') %}{% endfor %}",
+        "{% set ns = namespace(a=1) %}{% set ms = namespace(b=1) %}{% set ns.a = ms %}{% set ms.b = ns %}{{ ns == ms }}",
+    ];
+    for (i, template) in attacks.iter().enumerate() {
+        let definition = json!({"id": format!("t{i}"), "trigger": {"expect": ["attack"]}, "deployment": "t",
+                                "parameters": {"p": template}});
+        let (status, body) = http.put(&format!("/triggers/t{i}"), definition).await;
+        assert_eq!(status, 201, "{template}: {body}");
+    }
+    // Constant expressions are not folded when a definition is saved: five of these would
+    // hold ~500 MB if they were.
+    for i in 0..5 {
+        let definition = json!({"id": format!("fold{i}"), "trigger": {"expect": ["never"]},
+                                "parameters": {"p": "{{ ('x' * 100000000) ~ 'y' }}"}});
+        assert_eq!(http.put(&format!("/triggers/fold{i}"), definition).await.0, 201);
+    }
+    let (status, _) = http
+        .post("/events", json!({"event": "attack", "resource": {"prefect.resource.id": "a"}, "payload": {"n": 1e15}}))
+        .await;
+    assert_eq!(status, 200);
+    target.still_serves().await;
+    for (i, template) in attacks.iter().enumerate() {
+        let (status, firings) = target.http.get(&format!("/triggers/t{i}/firings")).await;
+        assert_eq!(status, 200);
+        let error = firings[0]["error"].as_str().unwrap_or_default();
+        assert!(!error.is_empty(), "{template}: the firing records why it made no run: {firings}");
+        assert!(firings[0]["parameters"].is_null(), "{firings}");
+    }
+    let (_, runs) = target.http.get("/runs?deployment=t").await;
+    assert_eq!(runs.as_array().unwrap().len(), 0, "no firing of an attack made a run");
+    // One firing of `'x' * 100000000` once grew the database by 540 MB.
+    let size: u64 = std::fs::read_dir(&target.data).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+    assert!(size < 64 * 1024 * 1024, "the data directory holds {size} bytes");
+    target.restart().await;
+    assert!(target.rss_mib() < 200, "recovery compiles the definitions without folding them");
+}

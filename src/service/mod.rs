@@ -402,3 +402,46 @@ impl Service {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Resource;
+
+    fn temp(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("tripwire-service-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn event(n: u128) -> Event {
+        Event::new(Uuid::from_u128(n), Timestamp::from_micros(0), "x", Resource::new("r"))
+    }
+
+    #[tokio::test]
+    async fn a_panicking_batch_fails_alone_and_three_in_a_row_stop_the_core_with_a_reason() {
+        let dir = temp("explode");
+        let service = Service::start(ServiceConfig::new(&dir)).await.unwrap();
+        // One batch panics: its request fails, the next one is served.
+        assert!(service.call(|reply| Command::Explode { reply }).await.is_err());
+        assert_eq!(service.ingest(vec![event(1)]).await.unwrap().ids.len(), 1);
+        assert_eq!(service.health(), Ok(()));
+        // Three in a row: the core gives up, health says why, writes are refused.
+        for _ in 0..3 {
+            assert!(service.call(|reply| Command::Explode { reply }).await.is_err());
+        }
+        let why = tokio::time::timeout(Duration::from_secs(10), service.core_failed()).await.expect("the core stops");
+        assert!(why.contains("3 batches in a row failed") && why.contains("a command exploded"), "{why}");
+        assert_eq!(service.health(), Err(why));
+        assert!(matches!(service.ingest(vec![event(2)]).await, Err(ServiceError::ShuttingDown)));
+        service.shutdown().await; // joins the stopped core thread, which holds the database
+        drop(service);
+        // What was committed before is intact: a new service on the same data starts and serves.
+        let service = Service::start(ServiceConfig::new(&dir)).await.unwrap();
+        let report = service.ingest(vec![event(1), event(3)]).await.unwrap();
+        assert_eq!(report.duplicates, [Uuid::from_u128(1)]);
+        service.shutdown().await;
+        drop(service);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

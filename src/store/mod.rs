@@ -406,19 +406,31 @@ fn collect_events<'a>(
     mut keep: impl FnMut(&Event) -> bool,
 ) -> Result<(Vec<StoredEvent>, Option<u64>), StoreError> {
     let mut out = Vec::new();
+    let (mut page_bytes, mut scanned_bytes) = (0usize, 0usize);
     for (scanned, item) in range.enumerate() {
         let (k, v) = item?;
         let seq = k.value();
-        if out.len() == limit || scanned == scan_limit {
+        let size = v.value().len();
+        let page_full = out.len() == limit || (!out.is_empty() && page_bytes + size > MAX_EVENT_PAGE_BYTES);
+        if page_full || scanned == scan_limit || scanned_bytes > MAX_EVENT_SCAN_BYTES {
             return Ok((out, Some(seq)));
         }
+        scanned_bytes += size;
         let event: Event = decode("event", v.value())?;
         if keep(&event) {
+            page_bytes += size;
             out.push(StoredEvent { seq, event });
         }
     }
     Ok((out, None))
 }
+
+/// Stored bytes of the events one page holds at most (a page always holds at least one
+/// event): past it, the page ends early and the next one starts there.
+pub const MAX_EVENT_PAGE_BYTES: usize = 16 * 1024 * 1024;
+/// Stored bytes one page reads at most while looking for events that pass its filter; past
+/// it the page ends early with a cursor.
+pub const MAX_EVENT_SCAN_BYTES: usize = 256 * 1024 * 1024;
 
 /// The value an id index points at: `ids` maps the id to a sequence number in `values`.
 fn through_index<T: DeserializeOwned>(
