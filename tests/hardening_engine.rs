@@ -154,3 +154,18 @@ fn the_bucket_view_pages_and_looks_one_key_up() {
     assert!(none.buckets.is_empty() && none.next.is_none());
     assert!(engine.bucket_page("missing", &BucketQuery::default()).is_none());
 }
+
+#[test]
+fn a_window_cut_short_by_the_end_of_time_does_not_recurse() {
+    // Events are refused past 9800 at the edge; the engine must still not loop on a window
+    // that saturates to nothing at Timestamp::MAX.
+    let mut engine = engine(
+        json!([{"id": "t", "trigger": {"expect": ["e"], "for_each": ["prefect.resource.id"], "threshold": 2, "within": 60}}]),
+        EngineConfig::default(),
+    );
+    for n in 0..3 {
+        let step = engine.on_event(t(n), ev(n as u128, Timestamp::MAX, "e", "x"), &());
+        assert!(step.faults.is_empty());
+    }
+    assert!(engine.bucket_count() <= 1);
+}

@@ -386,8 +386,9 @@ pub fn evaluate(
     }
     let start = bucket.end.max(now);
     let end = start.plus(node.within);
-    if reactive && count > 0 {
-        // The event came after the window: it opens the next one and is counted there.
+    if reactive && count > 0 && start < end {
+        // The event came after the window: it opens the next one and is counted there (an
+        // empty window, cut short by the end of time, cannot count it: no recursion then).
         let fresh = Bucket { start, end, last_event: None, count: 0 };
         buckets.put(key, fresh);
         evaluate(node, buckets, key, fresh, now, event, out)

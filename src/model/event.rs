@@ -244,16 +244,23 @@ impl Event {
     }
 
     /// Reads and validates one event in Prefect's JSON format, reporting every problem with
-    /// its path. Without `defaults`, `id` and `occurred` are required.
+    /// its path. With `defaults` (an event a client sends) it is also held to
+    /// [`limits::MAX_EVENT_BYTES`] and [`limits::MAX_JSON_DEPTH`]; without (a stored or
+    /// exported event), `id` and `occurred` are required.
     pub fn from_json(value: &Value, path: &JsonPath, defaults: Option<EventDefaults<'_>>) -> Result<Event, Problems> {
         let mut problems = Problems::default();
         let Some(object) = value.as_object() else {
             problems.add(path, format!("an event must be a JSON object, got {}", kind_of(value)));
             return Err(problems);
         };
-        limits::check_json(value, path, limits::MAX_EVENT_BYTES, &mut problems);
-        if !problems.is_empty() {
-            return Err(problems);
+        if defaults.is_some() {
+            // An incoming event is held to the size and depth limits; stored ones (read
+            // without defaults) are read as they are, including the run-state events the
+            // server builds around limited parameters and outputs.
+            limits::check_json(value, path, limits::MAX_EVENT_BYTES, &mut problems);
+            if !problems.is_empty() {
+                return Err(problems);
+            }
         }
         let mut defaults = defaults;
         let id = match object.get("id") {
@@ -274,10 +281,23 @@ impl Event {
             }
         };
         let occurred = match object.get("occurred") {
-            Some(Value::String(s)) => Timestamp::parse(s).unwrap_or_else(|e| {
-                problems.add(&path.key("occurred"), e);
-                Timestamp::default()
-            }),
+            Some(Value::String(s)) => match Timestamp::parse(s) {
+                Ok(t) if t > Timestamp::LATEST_OCCURRED => {
+                    problems.add(
+                        &path.key("occurred"),
+                        format!(
+                            "`{s}` is too late: events may occur up to {} (windows after them must end by year 9999)",
+                            Timestamp::LATEST_OCCURRED
+                        ),
+                    );
+                    Timestamp::default()
+                }
+                Ok(t) => t,
+                Err(e) => {
+                    problems.add(&path.key("occurred"), e);
+                    Timestamp::default()
+                }
+            },
             None | Some(Value::Null) => match defaults.as_ref() {
                 Some(d) => d.occurred,
                 None => {

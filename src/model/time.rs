@@ -81,6 +81,11 @@ impl Timestamp {
     /// The latest instant: `9999-12-31T23:59:59.999999Z`.
     pub const MAX: Timestamp = Timestamp(253_402_300_799_999_999);
 
+    /// The latest `occurred` an event may have: `9800-12-31T23:59:59.999999Z`. A window of
+    /// up to [`Span::MAX_WITHIN`] after it still ends before [`Timestamp::MAX`], so no window
+    /// is ever cut short by the end of time.
+    pub const LATEST_OCCURRED: Timestamp = Timestamp(247_122_489_599_999_999);
+
     /// The instant `us` microseconds after the Unix epoch, clamped to [`Timestamp::MIN`] ..=
     /// [`Timestamp::MAX`].
     pub const fn from_micros(us: i64) -> Timestamp {
@@ -232,6 +237,13 @@ mod tests {
         assert_eq!(Timestamp::MIN.minus(Span::MAX), Timestamp::MIN);
         assert_eq!(Timestamp::from_micros(i64::MIN), Timestamp::MIN);
         assert_eq!(Span::seconds(i64::MAX), Span::MAX);
+    }
+
+    #[test]
+    fn the_latest_event_leaves_room_for_the_longest_window() {
+        assert_eq!(Timestamp::LATEST_OCCURRED.to_rfc3339(), "9800-12-31T23:59:59.999999Z");
+        let end = Timestamp::LATEST_OCCURRED.plus(Span::MAX_WITHIN).plus(Span::minutes(15));
+        assert!(end < Timestamp::MAX, "{end}");
     }
 
     #[test]
