@@ -54,11 +54,12 @@ const JSON_DEPTH_LIMIT: usize = 128;
 /// The widest indentation `tojson(indent=n)` accepts.
 const MAX_JSON_INDENT: usize = 64;
 
-/// The most bytes the rendered parameters of one firing may take as JSON. Default 512 KiB.
-/// Past it [`Parameters::render`] fails with a [`RenderError`] at the parameters' path
-/// ("rendered parameters are N bytes of JSON; at most 524288 bytes
-/// (MAX_RENDERED_PARAMETERS_BYTES)"), so the firing records the error and creates no run.
-pub const MAX_RENDERED_PARAMETERS_BYTES: usize = 512 << 10;
+/// The most bytes the rendered parameters of one firing may take as JSON: the model's limit
+/// on any run's parameters, 256 KiB. Past it [`Parameters::render`] fails with a
+/// [`RenderError`] at the parameters' path ("rendered parameters are N bytes of JSON; at most
+/// 262144 bytes (MAX_RENDERED_PARAMETERS_BYTES)"), so the firing records the error and
+/// creates no run.
+pub const MAX_RENDERED_PARAMETERS_BYTES: usize = crate::model::limits::MAX_PARAMETERS_BYTES;
 
 /// A rendering failure (a runtime error; syntax errors are caught at compile time).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
