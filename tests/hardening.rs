@@ -13,9 +13,6 @@ use std::time::{Duration, Instant};
 use common::{temp_dir, Http, Server};
 use serde_json::{json, Value};
 
-/// Resident memory the server may use while attacked.
-const MAX_RSS_MIB: u64 = 600;
-
 /// A server with an ordinary canary trigger, to show it still works.
 struct Target {
     server: Option<Server>,
@@ -29,10 +26,7 @@ impl Target {
         let data = temp_dir(tag);
         let server = Server::start(&data);
         let http = Http::new(&server.api);
-        assert_eq!(http.put("/deployments/canary", json!({})).await.0, 201);
-        let canary = json!({"id": "canary", "trigger": {"expect": ["canary.ping"]}, "deployment": "canary",
-                            "parameters": {"n": "{{ event.resource.id }}"}});
-        assert_eq!(http.put("/triggers/canary", canary).await.0, 201);
+        common::install_canary(&http).await;
         Target { server: Some(server), http, data, pings: 0 }
     }
 
@@ -40,37 +34,10 @@ impl Target {
         self.server.as_ref().expect("running").child.id()
     }
 
-    /// Resident memory, in MiB.
-    fn rss_mib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("the server runs");
-        let kb: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS");
-        kb / 1024
-    }
-
-    /// An ordinary event fires its run within a second, and memory is in bounds.
+    /// An ordinary event fires its run within a second, and memory stayed in bounds.
     async fn still_serves(&mut self) {
         self.pings += 1;
-        let id = format!("ping-{}", self.pings);
-        let (status, body) =
-            self.http.post("/events", json!({"event": "canary.ping", "resource": {"prefect.resource.id": id}})).await;
-        assert_eq!(status, 200, "an ordinary event is accepted: {body}");
-        let sent = Instant::now();
-        loop {
-            let (_, runs) = self.http.get("/runs?deployment=canary&limit=1000").await;
-            if runs.as_array().is_some_and(|r| r.iter().any(|r| r["parameters"]["n"] == id.as_str())) {
-                break;
-            }
-            assert!(sent.elapsed() < Duration::from_secs(1), "the canary's run for {id} did not appear within 1 s");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let (status, health) = self.http.get("/health").await;
-        assert_eq!((status, health), (200, json!(true)));
-        let rss = self.rss_mib();
-        assert!(rss < MAX_RSS_MIB, "resident memory {rss} MiB");
+        common::canary_fires(&self.http, self.pid(), &format!("ping-{}", self.pings)).await;
     }
 
     /// SIGKILL, then start again on the same data: it comes back, and still serves.
@@ -384,5 +351,6 @@ async fn templates_that_would_allocate_without_bound_fail_their_firing_only() {
     let size: u64 = std::fs::read_dir(&target.data).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
     assert!(size < 64 * 1024 * 1024, "the data directory holds {size} bytes");
     target.restart().await;
-    assert!(target.rss_mib() < 200, "recovery compiles the definitions without folding them");
+    let peak = common::peak_rss_mib(target.pid());
+    assert!(peak < 200, "recovery compiles the definitions without folding them: {peak} MiB");
 }

@@ -172,12 +172,16 @@ pub struct Tx {
     written: std::cell::Cell<bool>,
 }
 
+/// Memory redb may keep as its page cache (its default is 1 GiB: reading a few hundred MB of
+/// stored events through one listing grew the server by as much).
+pub const CACHE_BYTES: usize = 128 * 1024 * 1024;
+
 impl Store {
-    /// Opens (or creates) `dir/tripwire.redb`.
+    /// Opens (or creates) `dir/tripwire.redb`, with a page cache of [`CACHE_BYTES`].
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Database(format!("cannot create {}: {e}", dir.display())))?;
-        let db = Database::create(dir.join("tripwire.redb"))?;
+        let db = Database::builder().set_cache_size(CACHE_BYTES).create(dir.join("tripwire.redb"))?;
         let store = Store { db };
         let tx = store.begin()?;
         {

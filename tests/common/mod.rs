@@ -32,9 +32,19 @@ impl Server {
 
     /// Starts it on a given address (to restart on the same port).
     pub fn start_on(data: &Path, addr: &str) -> Server {
+        Server::launch(data, addr, &[])
+    }
+
+    /// Starts it on a free port with extra `serve` settings.
+    pub fn start_with(data: &Path, settings: &[&str]) -> Server {
+        Server::launch(data, "127.0.0.1:0", settings)
+    }
+
+    fn launch(data: &Path, addr: &str, settings: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tripwire"))
             .args(["serve", "--addr", addr, "--data"])
             .arg(data)
+            .args(settings)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
@@ -164,4 +174,66 @@ pub fn order_trigger() -> serde_json::Value {
         "deployment": "post-order-complete",
         "parameters": {"user_id": "{{ event.resource.id }}"}
     })
+}
+
+/// Resident memory the server may reach while attacked, in MiB.
+pub const MAX_PEAK_RSS_MIB: u64 = 600;
+
+/// The most resident memory the process has had (VmHWM), in MiB: "throughout", not now.
+pub fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the server runs");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    kb / 1024
+}
+
+/// Installs an ordinary trigger (`canary.ping` runs deployment `canary`), to show afterwards
+/// that the server still serves. Idempotent.
+pub async fn install_canary(http: &Http) {
+    let (status, body) = http.put("/deployments/canary", serde_json::json!({})).await;
+    assert!(status == 200 || status == 201, "{body}");
+    let canary = serde_json::json!({"id": "canary", "trigger": {"expect": ["canary.ping"]}, "deployment": "canary",
+                                    "parameters": {"n": "{{ event.resource.id }}"}});
+    let (status, body) = http.put("/triggers/canary", canary).await;
+    assert!(status == 200 || status == 201, "{body}");
+}
+
+/// An ordinary event fires the canary's run within a second, health is good, and the server's
+/// peak memory stayed under [`MAX_PEAK_RSS_MIB`].
+pub async fn canary_fires(http: &Http, pid: u32, id: &str) {
+    let ping = serde_json::json!({"event": "canary.ping", "resource": {"prefect.resource.id": id}});
+    let (status, body) = http.post("/events", ping).await;
+    assert_eq!(status, 200, "an ordinary event is accepted: {body}");
+    #[allow(clippy::disallowed_methods)] // tests wait on the wall clock
+    let sent = std::time::Instant::now();
+    loop {
+        let (_, runs) = http.get("/runs?deployment=canary&limit=1000").await;
+        if runs.as_array().is_some_and(|r| r.iter().any(|r| r["parameters"]["n"] == id)) {
+            break;
+        }
+        assert!(sent.elapsed() < Duration::from_secs(1), "the canary's run for {id} did not appear within 1 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (status, health) = http.get("/health").await;
+    assert_eq!((status, health), (200, serde_json::json!(true)));
+    let peak = peak_rss_mib(pid);
+    assert!(peak < MAX_PEAK_RSS_MIB, "the server's memory peaked at {peak} MiB");
+}
+
+/// After an attack: an ordinary event still fires its run within a second with memory in
+/// bounds, and after `kill -9` the server comes back on the same data and fires again.
+pub async fn survives(server: Server, settings: &[&str]) {
+    let http = Http::new(&server.api);
+    install_canary(&http).await;
+    canary_fires(&http, server.child.id(), "after-attack").await;
+    let data = server.data.clone();
+    server.kill();
+    let server = Server::start_with(&data, settings);
+    let http = Http::new(&server.api);
+    let (status, _) = http.get("/events?limit=10").await;
+    assert_eq!(status, 200, "stored events read back after the restart");
+    canary_fires(&http, server.child.id(), "after-restart").await;
 }
