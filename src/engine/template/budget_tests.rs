@@ -366,3 +366,111 @@ proptest::proptest! {
         }
     }
 }
+
+const WORK: &str = "TEMPLATE_MAX_WORK";
+
+/// Two shared lists of 2**`n` leaves each, built in about 50 bytes of source per level
+/// (`a40` and `b40`: equal, and 2**40 nodes when compared).
+fn dags(n: usize) -> String {
+    let mut s = "{% set a0 = 1 %}{% set b0 = 1 %}".to_owned();
+    for i in 1..=n {
+        let p = i - 1;
+        s.push_str(&format!("{{% set a{i} = [a{p}, a{p}] %}}{{% set b{i} = [b{p}, b{p}] %}}"));
+    }
+    s
+}
+
+/// Renders `template`: it must fail naming TEMPLATE_MAX_WORK, within the budget; then an
+/// ordinary template renders.
+fn rejects_work(template: &str, payload: Json) -> RenderError {
+    let err = rejects(template, payload, WORK);
+    assert!(err.message.contains(&format!("more than {TEMPLATE_MAX_WORK} units of work")), "{template}: {err}");
+    err
+}
+
+#[test]
+fn comparing_shared_lists_stops_at_the_work_budget() {
+    let dag = dags(40);
+    for tail in [
+        "{{ a40 == b40 }}",
+        "{{ a40 != b40 }}",
+        "{{ a40 < b40 }}",
+        "{{ 1 < 2 and a40 >= b40 }}",
+        "{{ (a40) == ((b40)) }}",
+        "{% if not a40 == b40 %}x{% endif %}",
+        "{{ 'x' if a40 == b40 else 'y' }}",
+        "{{ a40 == a40 }}",
+        "{{ a40 in [b40] }}",
+        "{{ a40 not in [b40] }}",
+        "{{ [1] + [a40] == [1] + [b40] }}",
+        "{{ a40 is eq(b40) }}",
+        "{{ a40 is equalto b40 }}",
+        "{{ a40 is ne(b40) }}",
+        "{{ a40 is in([b40]) }}",
+        "{{ a40 is sameas(b40) }}",
+        "{{ {'k': 1}[a40] }}",
+        "{{ {a40: 1} }}",
+        "{% for i in [1, 2] %}{{ loop.changed(a40) }}{% endfor %}",
+        "{% set ns = namespace(x=a40 == b40) %}",
+    ] {
+        rejects_work(&format!("{dag}{tail}"), json!({}));
+    }
+    // Just under the budget: two lists of 2**17 leaves compare (2 * 2 * 2**17 nodes).
+    let small = dags(17);
+    assert_eq!(one(&format!("{small}{{{{ a17 == b17 }}}}"), json!({})), json!("True"));
+    assert!(budget::work() < TEMPLATE_MAX_WORK);
+}
+
+#[test]
+fn comparisons_still_mean_what_minijinja_means() {
+    let cases = [
+        "{{ 1 == 1 }}{{ 1 != 2 }}{{ 1 < 2 < 3 }}{{ 3 > 2 >= 2 }}{{ 'a' <= 'b' }}",
+        "{{ [1, [2]] == [1, [2]] }}{{ {'a': [1]} == {'a': [1]} }}{{ (1 + 2) * 3 == 9 }}",
+        "{{ 1 + 2 == 3 and not 2 == 3 }}{{ (1 if true else 2) == 1 }}{{ 'ab' | upper == 'AB' }}",
+        "{{ 3 is eq 3 }}{{ 3 is ne(4) }}{{ 2 is lt 3 }}{{ 1 is in [1] }}{{ 'ab' is startingwith 'a' }}",
+        "{{ {'a': 1}['a'] }}{{ [1, 2][1] }}{% set k = 'a' %}{{ {k: 2}[k] }}{{ {k ~ 'b': 3}['ab'] }}",
+        "{% for i in [1, 1, 2] %}{{ loop.changed(i) }}{% endfor %}",
+        "{{ missing == none }}{{ missing is eq(missing) }}{{ none is ne(1) }}",
+        "{{ [1, 2, 3] | select('gt', 1) | list }}{{ [3, 1] | sort == [1, 3] }}",
+        "{{ ('a' ~ 'b') == 'ab' }}{{ ((1)) < ((2)) }}{{ -1 < 0 }}{{ ('b' in 'abc') == true }}",
+    ];
+    let mut plain = Environment::new();
+    plain.set_undefined_behavior(UndefinedBehavior::Chainable);
+    minijinja_contrib::add_to_environment(&mut plain);
+    for t in cases {
+        let expected = plain.render_str(t, minijinja::context! {}).unwrap();
+        let got = one(&format!("x{t}"), json!({}));
+        assert_eq!(got, json!(format!("x{expected}")), "{t} => {}", rewrite::template(t).unwrap());
+    }
+    assert_eq!(rewrite::expression("a == 'x'").unwrap(), "__tw_w(a) == 'x'");
+    assert_eq!(rewrite::expression("(a + b) < c[d]").unwrap(), "(__tw_w(__tw_add(a , b))) < __tw_w(c[__tw_w(d)])");
+}
+
+#[test]
+fn ordinary_comparisons_of_event_fields_render() {
+    let out = render_with(
+        json!({
+            "big": "{% if event.payload.total > 100 %}big{% else %}small{% endif %}",
+            "same": "{{ event.resource.id == 'Acme.Order.42' }}",
+            "eq": "{{ event.payload == event.payload }}",
+            "in": "{{ 'b' in event.payload.tags and event.event is startingwith 'order' }}",
+            "sorted": "{{ (event.payload.items | sort | first) }}",
+            "picked": "{{ event.payload.rows | selectattr('n', 'gt', 997) | map(attribute='n') | list }}"
+        }),
+        Some(event(json!({
+            "total": 250,
+            "tags": ["a", "b"],
+            "items": (0..1000).rev().collect::<Vec<_>>(),
+            "rows": (0..1000).map(|n| json!({"n": n})).collect::<Vec<_>>(),
+        }))),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(out["big"], json!("big"));
+    assert_eq!(out["same"], json!(true));
+    assert_eq!(out["eq"], json!(true));
+    assert_eq!(out["in"], json!(true));
+    assert_eq!(out["sorted"], json!(0));
+    assert_eq!(out["picked"], json!([998, 999]));
+    assert!(budget::work() < TEMPLATE_MAX_WORK / 10, "{}", budget::work());
+}

@@ -8,7 +8,9 @@ use std::sync::LazyLock;
 use minijinja::value::{Kwargs, Rest, Value, ValueKind};
 use minijinja::{Environment, Error, ErrorKind, Expression, State, UndefinedBehavior};
 
-use super::budget::{self, charge, charge_items, display_len, stringify, Capped, TEMPLATE_MAX_ITEMS, VALUE_COST};
+use super::budget::{
+    self, charge, charge_items, charge_walk, display_len, stringify, Capped, TEMPLATE_MAX_ITEMS, VALUE_COST,
+};
 
 /// The most items `range()` may produce (minijinja's own limit, reported with tripwire's
 /// wording).
@@ -20,6 +22,8 @@ pub(super) const MUL: &str = "__tw_mul";
 pub(super) const CONCAT: &str = "__tw_concat";
 pub(super) const IN: &str = "__tw_in";
 pub(super) const SLICE: &str = "__tw_slice";
+/// Charges walking its argument to the work budget, and returns it (see `rewrite.rs`).
+pub(super) const WALK: &str = "__tw_w";
 /// Guards `{% set ns.attr = value %}` (see [`no_namespace`]).
 pub(super) const PLAIN: &str = "__tw_plain";
 /// The prefix of those names; a template may not use it.
@@ -33,6 +37,7 @@ pub(super) fn install(env: &mut Environment<'static>) {
     env.add_function(IN, op_in);
     env.add_function(SLICE, op_slice);
     env.add_function(PLAIN, no_namespace);
+    env.add_function(WALK, op_walk);
     env.add_function("range", range);
     env.add_function("dict", dict);
     env.add_function("namespace", namespace);
@@ -362,8 +367,18 @@ fn op_concat(a: Value, b: Value) -> Result<Value, Error> {
     Ok(Value::from(out))
 }
 
+/// An operand of a comparison, a comparing test, a subscript or a computed map key: its walk
+/// is charged to the work budget (what comparing or hashing it can cost at most).
+fn op_walk(value: Value) -> Result<Value, Error> {
+    charge_walk(&"comparing", &value)?;
+    Ok(value)
+}
+
 /// `item in container`.
 fn op_in(item: Value, container: Value) -> Result<Value, Error> {
+    // Looking for `item` compares it with the container's items (or scans the string).
+    charge_walk(&"`in`", &item)?;
+    charge_walk(&"`in`", &container)?;
     if container.as_str().is_some() && item.as_str().is_none() {
         charge(&"`in`", display_len(&"`in`", &item)?)?;
     }
