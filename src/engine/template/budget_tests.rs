@@ -474,3 +474,108 @@ fn ordinary_comparisons_of_event_fields_render() {
     assert_eq!(out["picked"], json!([998, 999]));
     assert!(budget::work() < TEMPLATE_MAX_WORK / 10, "{}", budget::work());
 }
+
+#[test]
+fn filters_over_shared_lists_stop_at_the_work_budget() {
+    let dag = dags(40);
+    for tail in [
+        "{{ [a40, b40] | sort }}",
+        "{{ [a40, b40] | unique | list }}",
+        "{{ a40 | unique | list }}",
+        "{{ a40 | max }}",
+        "{{ a40 | min }}",
+        "{{ [a40, b40] | max }}",
+        "{{ [{'k': a40}, {'k': b40}] | selectattr('k', 'equalto', a40) | list }}",
+        "{{ [a40, b40] | select('eq', a40) | list }}",
+        "{{ [a40, b40] | reject('in', [b40]) | list }}",
+        "{{ {'x': a40, 'y': b40} | dictsort(by='value') }}",
+        "{{ [{'k': a40}, {'k': b40}] | groupby('k') }}",
+        "{{ [{'k': a40}, {'k': b40}] | sort(attribute='k') }}",
+        "{{ [a40, b40].count(a40) }}",
+        "{{ {'k': 1}.get(a40) }}",
+        "{{ 'abc'.startswith(a40) }}",
+        "{{ [a40] is eq [b40] }}",
+    ] {
+        rejects_work(&format!("{dag}{tail}"), json!({}));
+    }
+}
+
+/// A 1 MiB string from the payload, read once, and a copy built within the memory budget.
+const BIG: &str = "{% set big = event.payload.big %}{% set big2 = big ~ '' %}";
+
+fn big_payload() -> Json {
+    json!({"big": "a".repeat(1 << 20), "n": 1})
+}
+
+#[test]
+fn scanning_big_strings_in_loops_stops_at_the_work_budget() {
+    for body in [
+        "{% if big | length > 0 %}{% endif %}",
+        "{% if big | count > 0 %}{% endif %}",
+        "{% if big == big2 %}{% endif %}",
+        "{% if big >= big2 %}{% endif %}",
+        "{% if big < big2 %}{% endif %}",
+        "{% if 'x' in big %}{% endif %}",
+        "{% if 'x' not in big %}{% endif %}",
+        "{% if big is startingwith big2 %}{% endif %}",
+        "{% if big is endingwith big2 %}{% endif %}",
+        "{% if 'x' is in big %}{% endif %}",
+        "{% if big.startswith(big2) %}{% endif %}",
+        "{% if big.endswith(big2) %}{% endif %}",
+        "{% if big.count('a') > 0 %}{% endif %}",
+        "{% if big.find('b') > 0 %}{% endif %}",
+        "{% if big.rfind('b') > 0 %}{% endif %}",
+        "{% if big.isdigit() %}{% endif %}",
+        "{% if big.isalpha() %}{% endif %}",
+        "{% if [big] | max == 'x' %}{% endif %}",
+        "{% if [big, big2] | sort | first == 'x' %}{% endif %}",
+        "{% if {big: 1}[big2] %}{% endif %}",
+    ] {
+        let t = format!("{BIG}{{% for i in range(99999) %}}{body}{{% endfor %}}");
+        rejects_work(&t, big_payload());
+    }
+    // Allocating scans stop at the memory limits first.
+    for body in ["{% if big | lower == 'x' %}{% endif %}", "{% if big.upper() == 'x' %}{% endif %}"] {
+        let t = format!("{BIG}{{% for i in range(99999) %}}{body}{{% endfor %}}");
+        let err = render_with(json!({ "v": t }), Some(event(big_payload())), &[]).unwrap_err();
+        assert!([VALUE, ALLOC, WORK].iter().any(|limit| err.message.contains(limit)), "{body}: {err}");
+    }
+    // Once, each of these is fine.
+    let once = format!(
+        "{BIG}{{{{ big | length }}}} {{{{ big == big2 }}}} {{{{ 'b' in big }}}} {{{{ big.count('a') }}}} \
+         {{{{ big.startswith('aa') }}}} {{{{ big is endingwith 'a' }}}} {{{{ big.find('b') }}}}"
+    );
+    assert_eq!(one(&once, big_payload()), json!("1048576 True False 1048576 True True -1"));
+}
+
+#[test]
+fn counting_an_empty_string_does_not_loop_forever() {
+    // minijinja-contrib's `str.count('')` never returns; Python counts positions.
+    assert_eq!(one("{{ 'abc'.count('') }}|{{ ''.count('') }}|{{ 'abca'.count('a') }}", json!({})), json!("4|1|2"));
+    let t = format!("{BIG}{{% for i in range(99999) %}}{{% if big.count('') %}}{{% endif %}}{{% endfor %}}");
+    rejects_work(&t, big_payload());
+}
+
+#[test]
+fn ordinary_sorts_and_selections_render() {
+    let items: Vec<Json> = (0..1000).map(|n| json!({"n": (n * 7919) % 1000, "s": format!("item-{n}")})).collect();
+    let out = render_with(
+        json!({
+            "sorted": "{{ event.payload.items | sort(attribute='n') | map(attribute='n') | first }}",
+            "max": "{{ event.payload.items | map(attribute='n') | max }}",
+            "unique": "{{ event.payload.items | map(attribute='n') | unique | list | length }}",
+            "sel": "{{ event.payload.items | selectattr('n', 'lt', 3) | map(attribute='n') | sort | list }}",
+            "groups": "{{ event.payload.items | groupby('n') | length }}",
+            "text": "{{ event.payload.items | map(attribute='s') | join(',') | length }}"
+        }),
+        Some(event(json!({ "items": items }))),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(out["sorted"], json!(0));
+    assert_eq!(out["max"], json!(999));
+    assert_eq!(out["unique"], json!(1000));
+    assert_eq!(out["sel"], json!([0, 1, 2]));
+    assert_eq!(out["groups"], json!(1000));
+    assert!(budget::work() < TEMPLATE_MAX_WORK / 10, "{}", budget::work());
+}
