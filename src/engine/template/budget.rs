@@ -21,11 +21,20 @@
 //! (`TEMPLATE_MAX_VALUE_BYTES`, 1 MiB), plus the uncharged O(1)-per-instruction values
 //! (`TEMPLATE_FUEL` x a few dozen bytes, about 5 MiB), plus the source text (16 KiB): well
 //! under 16 MiB, against the 64 MiB the engine allows itself per rendering.
+//!
+//! Fuel does not bound time either: one comparison of two shared lists (`[a, a]` forty times
+//! over is 2**40 nodes in 2 KB of source) or one `in` over a 1 MiB string is one instruction.
+//! So every operation whose cost in Rust grows with its operands (comparisons, `in`, tests,
+//! sorts, string scans, see `checked.rs` and `rewrite.rs`) first charges that cost to the
+//! rendering's work budget, [`TEMPLATE_MAX_WORK`]: [`WORK_PER_NODE`] units per value visited
+//! and one unit per [`WORK_BYTES_PER_UNIT`] bytes of string. Values are walked by
+//! [`charge_walk`], which stops as soon as the budget is gone, so walking costs at most the
+//! budget, never the value's size.
 
 use std::cell::Cell;
 use std::fmt;
 
-use minijinja::value::Value;
+use minijinja::value::{ObjectRepr, Value};
 use minijinja::{Error, ErrorKind};
 
 /// The most bytes one value built by a template may hold (a string's bytes; a list or map
@@ -57,13 +66,151 @@ pub const TEMPLATE_MAX_ITEMS: u128 = TEMPLATE_MAX_VALUE_BYTES as u128 / VALUE_CO
 /// How deep a value may nest when printed (a namespace holding itself nests forever).
 pub(super) const MAX_PRINT_DEPTH: usize = 128;
 
+/// The most work one rendering (all templates of one `parameters` value, one concurrency key,
+/// one trigger filter) may do in Rust beyond its fuel, in units: [`WORK_PER_NODE`] per value
+/// visited (a comparison, `in`, a test, a sort ... visits its operands) and one per
+/// [`WORK_BYTES_PER_UNIT`] bytes of string scanned. Default 50 million (at most ~3 million
+/// values or ~400 MB of string scans: well under a second of one core). Past it the rendering
+/// fails with "invalid operation: ...: this rendering would do more than 50000000 units of
+/// work (TEMPLATE_MAX_WORK)", before the operation runs.
+pub const TEMPLATE_MAX_WORK: u128 = 50_000_000;
+
+/// The work units one value visited costs (a list, a map, a string, a number ...; a map entry
+/// is two values). Comparing two values node by node costs about as much as scanning this
+/// many times [`WORK_BYTES_PER_UNIT`] bytes.
+pub const WORK_PER_NODE: u128 = 16;
+
+/// The bytes of string one work unit pays for.
+pub const WORK_BYTES_PER_UNIT: u128 = 8;
+
 thread_local! {
     static USED: Cell<u128> = const { Cell::new(0) };
+    static WORK: Cell<u128> = const { Cell::new(0) };
 }
 
-/// Starts the budget of a new rendering on this thread.
+/// Starts the budget of a new rendering on this thread (memory and work).
 pub(super) fn start() {
     USED.with(|used| used.set(0));
+    WORK.with(|work| work.set(0));
+}
+
+/// The work the current rendering has done so far (for tests).
+#[cfg(test)]
+pub(super) fn work() -> u128 {
+    WORK.with(Cell::get)
+}
+
+fn too_much_work(what: &dyn fmt::Display) -> Error {
+    Error::new(
+        ErrorKind::InvalidOperation,
+        format!(
+            "{what}: this rendering would do more than {TEMPLATE_MAX_WORK} units of work (TEMPLATE_MAX_WORK); \
+             compare, search and sort smaller values"
+        ),
+    )
+}
+
+/// Charges `units` of work (about to be done by `what`) to the rendering's work budget; an
+/// error when it would be crossed (and then the budget counts as spent).
+pub(super) fn charge_work(what: &dyn fmt::Display, units: u128) -> Result<(), Error> {
+    WORK.with(|work| {
+        let total = work.get().saturating_add(units);
+        if total > TEMPLATE_MAX_WORK {
+            work.set(TEMPLATE_MAX_WORK);
+            return Err(too_much_work(what));
+        }
+        work.set(total);
+        Ok(())
+    })
+}
+
+/// The work units of scanning `bytes` bytes of string.
+pub(super) fn scan_units(bytes: usize) -> u128 {
+    (bytes as u128).div_ceil(WORK_BYTES_PER_UNIT)
+}
+
+/// Charges scanning `bytes` bytes of string.
+pub(super) fn charge_scan(what: &dyn fmt::Display, bytes: usize) -> Result<(), Error> {
+    charge_work(what, scan_units(bytes))
+}
+
+/// A walk over a value's nodes that stops once it has spent `left` units.
+struct Walk {
+    left: u128,
+    spent: u128,
+    stack: Vec<Value>,
+}
+
+impl Walk {
+    /// Pays for `v` (false once the budget is gone) and remembers it for its children.
+    fn see(&mut self, v: Value) -> bool {
+        let mut units = WORK_PER_NODE;
+        if let Some(s) = v.as_str() {
+            units += scan_units(s.len());
+        } else if let Some(b) = v.as_bytes() {
+            units += scan_units(b.len());
+        } else if v.as_object().is_some() {
+            self.stack.push(v);
+        }
+        self.spent = self.spent.saturating_add(units);
+        self.spent <= self.left
+    }
+
+    /// Visits the children of one object; false once the budget is gone.
+    fn children(&mut self, v: &Value) -> bool {
+        let Some(object) = v.as_object() else { return true };
+        match object.repr() {
+            ObjectRepr::Seq | ObjectRepr::Iterable => {
+                if let Some(items) = object.downcast_ref::<Vec<Value>>() {
+                    return items.iter().all(|item| self.see(item.clone()));
+                }
+                match object.try_iter() {
+                    Some(mut iter) => iter.all(|item| self.see(item)),
+                    None => true,
+                }
+            }
+            ObjectRepr::Map => {
+                // tripwire's label trees find a key by looking through all of them.
+                let lookup = if object.type_name().ends_with("::LabelTree") {
+                    object.enumerator_len().unwrap_or(0) as u128
+                } else {
+                    0
+                };
+                match object.try_iter_pairs() {
+                    Some(mut pairs) => pairs.all(|(key, value)| {
+                        self.spent = self.spent.saturating_add(lookup);
+                        self.see(key) && self.see(value)
+                    }),
+                    None => true,
+                }
+            }
+            // Plain objects (datetimes, functions, macros ...) compare by their short printed
+            // form.
+            _ => true,
+        }
+    }
+}
+
+/// Walks every node of `value` (lists, maps, iterables, and tripwire's own objects, events
+/// included, whose walk costs what comparing them costs), charging the rendering's work budget
+/// as it goes and stopping with the `TEMPLATE_MAX_WORK` error as soon as the budget is gone:
+/// a value shared 2**40 times over costs at most the budget. Returns the units charged.
+pub(super) fn charge_walk(what: &dyn fmt::Display, value: &Value) -> Result<u128, Error> {
+    let left = TEMPLATE_MAX_WORK.saturating_sub(WORK.with(Cell::get));
+    let mut walk = Walk { left, spent: 0, stack: Vec::new() };
+    let mut ok = walk.see(value.clone());
+    while ok {
+        match walk.stack.pop() {
+            Some(v) => ok = walk.children(&v),
+            None => break,
+        }
+    }
+    if !ok {
+        WORK.with(|work| work.set(TEMPLATE_MAX_WORK));
+        return Err(too_much_work(what));
+    }
+    charge_work(what, walk.spent)?;
+    Ok(walk.spent)
 }
 
 /// What the current rendering has built so far (for tests).

@@ -366,3 +366,216 @@ proptest::proptest! {
         }
     }
 }
+
+const WORK: &str = "TEMPLATE_MAX_WORK";
+
+/// Two shared lists of 2**`n` leaves each, built in about 50 bytes of source per level
+/// (`a40` and `b40`: equal, and 2**40 nodes when compared).
+fn dags(n: usize) -> String {
+    let mut s = "{% set a0 = 1 %}{% set b0 = 1 %}".to_owned();
+    for i in 1..=n {
+        let p = i - 1;
+        s.push_str(&format!("{{% set a{i} = [a{p}, a{p}] %}}{{% set b{i} = [b{p}, b{p}] %}}"));
+    }
+    s
+}
+
+/// Renders `template`: it must fail naming TEMPLATE_MAX_WORK, within the budget; then an
+/// ordinary template renders.
+fn rejects_work(template: &str, payload: Json) -> RenderError {
+    let err = rejects(template, payload, WORK);
+    assert!(err.message.contains(&format!("more than {TEMPLATE_MAX_WORK} units of work")), "{template}: {err}");
+    err
+}
+
+#[test]
+fn comparing_shared_lists_stops_at_the_work_budget() {
+    let dag = dags(40);
+    for tail in [
+        "{{ a40 == b40 }}",
+        "{{ a40 != b40 }}",
+        "{{ a40 < b40 }}",
+        "{{ 1 < 2 and a40 >= b40 }}",
+        "{{ (a40) == ((b40)) }}",
+        "{% if not a40 == b40 %}x{% endif %}",
+        "{{ 'x' if a40 == b40 else 'y' }}",
+        "{{ a40 == a40 }}",
+        "{{ a40 in [b40] }}",
+        "{{ a40 not in [b40] }}",
+        "{{ [1] + [a40] == [1] + [b40] }}",
+        "{{ a40 is eq(b40) }}",
+        "{{ a40 is equalto b40 }}",
+        "{{ a40 is ne(b40) }}",
+        "{{ a40 is in([b40]) }}",
+        "{{ a40 is sameas(b40) }}",
+        "{{ {'k': 1}[a40] }}",
+        "{{ {a40: 1} }}",
+        "{% for i in [1, 2] %}{{ loop.changed(a40) }}{% endfor %}",
+        "{% set ns = namespace(x=a40 == b40) %}",
+    ] {
+        rejects_work(&format!("{dag}{tail}"), json!({}));
+    }
+    // Just under the budget: two lists of 2**17 leaves compare (2 * 2 * 2**17 nodes).
+    let small = dags(17);
+    assert_eq!(one(&format!("{small}{{{{ a17 == b17 }}}}"), json!({})), json!("True"));
+    assert!(budget::work() < TEMPLATE_MAX_WORK);
+}
+
+#[test]
+fn comparisons_still_mean_what_minijinja_means() {
+    let cases = [
+        "{{ 1 == 1 }}{{ 1 != 2 }}{{ 1 < 2 < 3 }}{{ 3 > 2 >= 2 }}{{ 'a' <= 'b' }}",
+        "{{ [1, [2]] == [1, [2]] }}{{ {'a': [1]} == {'a': [1]} }}{{ (1 + 2) * 3 == 9 }}",
+        "{{ 1 + 2 == 3 and not 2 == 3 }}{{ (1 if true else 2) == 1 }}{{ 'ab' | upper == 'AB' }}",
+        "{{ 3 is eq 3 }}{{ 3 is ne(4) }}{{ 2 is lt 3 }}{{ 1 is in [1] }}{{ 'ab' is startingwith 'a' }}",
+        "{{ {'a': 1}['a'] }}{{ [1, 2][1] }}{% set k = 'a' %}{{ {k: 2}[k] }}{{ {k ~ 'b': 3}['ab'] }}",
+        "{% for i in [1, 1, 2] %}{{ loop.changed(i) }}{% endfor %}",
+        "{{ missing == none }}{{ missing is eq(missing) }}{{ none is ne(1) }}",
+        "{{ [1, 2, 3] | select('gt', 1) | list }}{{ [3, 1] | sort == [1, 3] }}",
+        "{{ ('a' ~ 'b') == 'ab' }}{{ ((1)) < ((2)) }}{{ -1 < 0 }}{{ ('b' in 'abc') == true }}",
+    ];
+    let mut plain = Environment::new();
+    plain.set_undefined_behavior(UndefinedBehavior::Chainable);
+    minijinja_contrib::add_to_environment(&mut plain);
+    for t in cases {
+        let expected = plain.render_str(t, minijinja::context! {}).unwrap();
+        let got = one(&format!("x{t}"), json!({}));
+        assert_eq!(got, json!(format!("x{expected}")), "{t} => {}", rewrite::template(t).unwrap());
+    }
+    assert_eq!(rewrite::expression("a == 'x'").unwrap(), "__tw_w(a) == 'x'");
+    assert_eq!(rewrite::expression("(a + b) < c[d]").unwrap(), "(__tw_w(__tw_add(a , b))) < __tw_w(c[__tw_w(d)])");
+}
+
+#[test]
+fn ordinary_comparisons_of_event_fields_render() {
+    let out = render_with(
+        json!({
+            "big": "{% if event.payload.total > 100 %}big{% else %}small{% endif %}",
+            "same": "{{ event.resource.id == 'Acme.Order.42' }}",
+            "eq": "{{ event.payload == event.payload }}",
+            "in": "{{ 'b' in event.payload.tags and event.event is startingwith 'order' }}",
+            "sorted": "{{ (event.payload.items | sort | first) }}",
+            "picked": "{{ event.payload.rows | selectattr('n', 'gt', 997) | map(attribute='n') | list }}"
+        }),
+        Some(event(json!({
+            "total": 250,
+            "tags": ["a", "b"],
+            "items": (0..1000).rev().collect::<Vec<_>>(),
+            "rows": (0..1000).map(|n| json!({"n": n})).collect::<Vec<_>>(),
+        }))),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(out["big"], json!("big"));
+    assert_eq!(out["same"], json!(true));
+    assert_eq!(out["eq"], json!(true));
+    assert_eq!(out["in"], json!(true));
+    assert_eq!(out["sorted"], json!(0));
+    assert_eq!(out["picked"], json!([998, 999]));
+    assert!(budget::work() < TEMPLATE_MAX_WORK / 10, "{}", budget::work());
+}
+
+#[test]
+fn filters_over_shared_lists_stop_at_the_work_budget() {
+    let dag = dags(40);
+    for tail in [
+        "{{ [a40, b40] | sort }}",
+        "{{ [a40, b40] | unique | list }}",
+        "{{ a40 | unique | list }}",
+        "{{ a40 | max }}",
+        "{{ a40 | min }}",
+        "{{ [a40, b40] | max }}",
+        "{{ [{'k': a40}, {'k': b40}] | selectattr('k', 'equalto', a40) | list }}",
+        "{{ [a40, b40] | select('eq', a40) | list }}",
+        "{{ [a40, b40] | reject('in', [b40]) | list }}",
+        "{{ {'x': a40, 'y': b40} | dictsort(by='value') }}",
+        "{{ [{'k': a40}, {'k': b40}] | groupby('k') }}",
+        "{{ [{'k': a40}, {'k': b40}] | sort(attribute='k') }}",
+        "{{ [a40, b40].count(a40) }}",
+        "{{ {'k': 1}.get(a40) }}",
+        "{{ 'abc'.startswith(a40) }}",
+        "{{ [a40] is eq [b40] }}",
+    ] {
+        rejects_work(&format!("{dag}{tail}"), json!({}));
+    }
+}
+
+/// A 1 MiB string from the payload, read once, and a copy built within the memory budget.
+const BIG: &str = "{% set big = event.payload.big %}{% set big2 = big ~ '' %}";
+
+fn big_payload() -> Json {
+    json!({"big": "a".repeat(1 << 20), "n": 1})
+}
+
+#[test]
+fn scanning_big_strings_in_loops_stops_at_the_work_budget() {
+    for body in [
+        "{% if big | length > 0 %}{% endif %}",
+        "{% if big | count > 0 %}{% endif %}",
+        "{% if big == big2 %}{% endif %}",
+        "{% if big >= big2 %}{% endif %}",
+        "{% if big < big2 %}{% endif %}",
+        "{% if 'x' in big %}{% endif %}",
+        "{% if 'x' not in big %}{% endif %}",
+        "{% if big is startingwith big2 %}{% endif %}",
+        "{% if big is endingwith big2 %}{% endif %}",
+        "{% if 'x' is in big %}{% endif %}",
+        "{% if big.startswith(big2) %}{% endif %}",
+        "{% if big.endswith(big2) %}{% endif %}",
+        "{% if big.count('a') > 0 %}{% endif %}",
+        "{% if big.find('b') > 0 %}{% endif %}",
+        "{% if big.rfind('b') > 0 %}{% endif %}",
+        "{% if big.isdigit() %}{% endif %}",
+        "{% if big.isalpha() %}{% endif %}",
+        "{% if [big] | max == 'x' %}{% endif %}",
+        "{% if [big, big2] | sort | first == 'x' %}{% endif %}",
+        "{% if {big: 1}[big2] %}{% endif %}",
+    ] {
+        let t = format!("{BIG}{{% for i in range(99999) %}}{body}{{% endfor %}}");
+        rejects_work(&t, big_payload());
+    }
+    // Allocating scans stop at the memory limits first.
+    for body in ["{% if big | lower == 'x' %}{% endif %}", "{% if big.upper() == 'x' %}{% endif %}"] {
+        let t = format!("{BIG}{{% for i in range(99999) %}}{body}{{% endfor %}}");
+        let err = render_with(json!({ "v": t }), Some(event(big_payload())), &[]).unwrap_err();
+        assert!([VALUE, ALLOC, WORK].iter().any(|limit| err.message.contains(limit)), "{body}: {err}");
+    }
+    // Once, each of these is fine.
+    let once = format!(
+        "{BIG}{{{{ big | length }}}} {{{{ big == big2 }}}} {{{{ 'b' in big }}}} {{{{ big.count('a') }}}} \
+         {{{{ big.startswith('aa') }}}} {{{{ big is endingwith 'a' }}}} {{{{ big.find('b') }}}}"
+    );
+    assert_eq!(one(&once, big_payload()), json!("1048576 True False 1048576 True True -1"));
+}
+
+#[test]
+fn counting_an_empty_string_does_not_loop_forever() {
+    // minijinja-contrib's `str.count('')` never returns; Python counts positions.
+    assert_eq!(one("{{ 'abc'.count('') }}|{{ ''.count('') }}|{{ 'abca'.count('a') }}", json!({})), json!("4|1|2"));
+    let t = format!("{BIG}{{% for i in range(99999) %}}{{% if big.count('') %}}{{% endif %}}{{% endfor %}}");
+    rejects_work(&t, big_payload());
+}
+
+#[test]
+fn ordinary_sorts_and_selections_render() {
+    let items: Vec<Json> = (0..1000).map(|n| json!({"n": (n * 7919) % 1000, "s": format!("item-{n}")})).collect();
+    let out = render_with(
+        json!({
+            "sorted": "{{ event.payload.items | sort(attribute='n') | map(attribute='n') | first }}",
+            "max": "{{ event.payload.items | map(attribute='n') | max }}",
+            "unique": "{{ event.payload.items | map(attribute='n') | unique | list | length }}",
+            "sel": "{{ event.payload.items | selectattr('n', 'lt', 3) | map(attribute='n') | sort | list }}",
+            "groups": "{{ event.payload.items | groupby('n') | length }}",
+            "text": "{{ event.payload.items | map(attribute='s') | join(',') | length }}"
+        }),
+        Some(event(json!({ "items": items }))),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(out["sorted"], json!(0));
+    assert_eq!(out["max"], json!(999));
+    assert_eq!(out["unique"], json!(1000));
+    assert_eq!(out["sel"], json!([0, 1, 2]));
+    assert_eq!(out["groups"], json!(1000));
+    assert!(budget::work() < TEMPLATE_MAX_WORK / 10, "{}", budget::work());
+}

@@ -8,7 +8,10 @@ use std::sync::LazyLock;
 use minijinja::value::{Kwargs, Rest, Value, ValueKind};
 use minijinja::{Environment, Error, ErrorKind, Expression, State, UndefinedBehavior};
 
-use super::budget::{self, charge, charge_items, display_len, stringify, Capped, TEMPLATE_MAX_ITEMS, VALUE_COST};
+use super::budget::{
+    self, charge, charge_items, charge_scan, charge_walk, charge_work, display_len, stringify, Capped,
+    TEMPLATE_MAX_ITEMS, VALUE_COST,
+};
 
 /// The most items `range()` may produce (minijinja's own limit, reported with tripwire's
 /// wording).
@@ -20,6 +23,8 @@ pub(super) const MUL: &str = "__tw_mul";
 pub(super) const CONCAT: &str = "__tw_concat";
 pub(super) const IN: &str = "__tw_in";
 pub(super) const SLICE: &str = "__tw_slice";
+/// Charges walking its argument to the work budget, and returns it (see `rewrite.rs`).
+pub(super) const WALK: &str = "__tw_w";
 /// Guards `{% set ns.attr = value %}` (see [`no_namespace`]).
 pub(super) const PLAIN: &str = "__tw_plain";
 /// The prefix of those names; a template may not use it.
@@ -33,6 +38,7 @@ pub(super) fn install(env: &mut Environment<'static>) {
     env.add_function(IN, op_in);
     env.add_function(SLICE, op_slice);
     env.add_function(PLAIN, no_namespace);
+    env.add_function(WALK, op_walk);
     env.add_function("range", range);
     env.add_function("dict", dict);
     env.add_function("namespace", namespace);
@@ -61,6 +67,10 @@ pub(super) fn install(env: &mut Environment<'static>) {
     env.add_filter("first", first_filter);
     env.add_filter("last", last_filter);
     env.add_filter("items", items_filter);
+    // Filters that compare every item or scan a string: their inputs are walked first.
+    for name in ["max", "min", "sum", "int", "float"] {
+        add_walked(env, name);
+    }
     // List builders: one item per input item (dictsort: a pair per entry).
     for (name, per_item) in [
         ("list", 1),
@@ -112,6 +122,11 @@ fn builtin(name: &str) -> Value {
         "first" => Value::from_function(f::first),
         "last" => Value::from_function(f::last),
         "items" => Value::from_function(f::items),
+        "max" => Value::from_function(f::max),
+        "min" => Value::from_function(f::min),
+        "sum" => Value::from_function(f::sum),
+        "int" => Value::from_function(f::int),
+        "float" => Value::from_function(f::float),
         "list" => Value::from_function(f::list),
         "sort" => Value::from_function(f::sort),
         "unique" => Value::from_function(f::unique),
@@ -160,6 +175,11 @@ fn call_builtin(state: &State, name: &str, args: &[Value]) -> Result<Value, Erro
             "first",
             "last",
             "items",
+            "max",
+            "min",
+            "sum",
+            "int",
+            "float",
             "list",
             "sort",
             "unique",
@@ -254,7 +274,9 @@ fn add_guarded(env: &mut Environment<'static>, name: &'static str, grow: u128) {
     env.add_filter(name, move |state: &State, args: Rest<Value>| -> Result<Value, Error> {
         let what = format!("`{name}`");
         let args = stringified(&what, &args)?;
-        charge(&what, display_len(&what, &input(&args))?.saturating_mul(grow))?;
+        let len = display_len(&what, &input(&args))?;
+        charge(&what, len.saturating_mul(grow))?;
+        charge_scan(&what, usize::try_from(len).unwrap_or(usize::MAX))?;
         call_builtin(state, name, &args)
     });
 }
@@ -272,6 +294,40 @@ fn add_items_guarded(env: &mut Environment<'static>, name: &'static str, per_ite
             return Err(too_many(&what, items));
         }
         charge_items(&what, items.saturating_mul(per_item))?;
+        charge_comparisons(&what, name, &args, items)?;
+        call_builtin(state, name, &args)
+    });
+}
+
+/// Charges what the list filter `name` compares over `items` items: a sort (or the ordered set
+/// of `unique`, the sort of `groupby` and `dictsort`) compares each item about log2(n) times;
+/// `select` and the like test each item against the test's arguments.
+fn charge_comparisons(what: &dyn fmt::Display, name: &str, args: &[Value], items: u128) -> Result<(), Error> {
+    match name {
+        "sort" | "unique" | "groupby" | "dictsort" => {
+            let units = charge_walk(what, &input(args))?;
+            let rounds = u128::from(items.max(2).next_power_of_two().trailing_zeros());
+            charge_work(what, units.saturating_mul(rounds.saturating_sub(1)))
+        }
+        "select" | "reject" | "selectattr" | "rejectattr" => {
+            charge_walk(what, &input(args))?;
+            let mut per_item: u128 = 0;
+            for a in args.iter().skip(1) {
+                per_item = per_item.saturating_add(charge_walk(what, a)?);
+            }
+            charge_work(what, per_item.saturating_mul(items))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Registers `name` so that its input and arguments are walked (charged) first.
+fn add_walked(env: &mut Environment<'static>, name: &'static str) {
+    env.add_filter(name, move |state: &State, args: Rest<Value>| -> Result<Value, Error> {
+        let what = format!("`{name}`");
+        for a in args.iter() {
+            charge_walk(&what, a)?;
+        }
         call_builtin(state, name, &args)
     });
 }
@@ -362,8 +418,18 @@ fn op_concat(a: Value, b: Value) -> Result<Value, Error> {
     Ok(Value::from(out))
 }
 
+/// An operand of a comparison, a comparing test, a subscript or a computed map key: its walk
+/// is charged to the work budget (what comparing or hashing it can cost at most).
+fn op_walk(value: Value) -> Result<Value, Error> {
+    charge_walk(&"comparing", &value)?;
+    Ok(value)
+}
+
 /// `item in container`.
 fn op_in(item: Value, container: Value) -> Result<Value, Error> {
+    // Looking for `item` compares it with the container's items (or scans the string).
+    charge_walk(&"`in`", &item)?;
+    charge_walk(&"`in`", &container)?;
     if container.as_str().is_some() && item.as_str().is_none() {
         charge(&"`in`", display_len(&"`in`", &item)?)?;
     }
@@ -504,6 +570,7 @@ fn replace_filter(state: &State, args: Rest<Value>) -> Result<Value, Error> {
     }
     let text = |i: usize| args.get(i).map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned));
     if let (Some(s), Some(from), Some(to)) = (text(0), text(1), text(2)) {
+        charge_scan(&what, s.len())?;
         charge(&what, replace_size(&s, &from, &to, None))?;
     }
     call_builtin(state, "replace", &args)
@@ -623,6 +690,7 @@ fn pprint_filter(value: &Value) -> Result<Value, Error> {
 
 fn split_filter(state: &State, args: Rest<Value>) -> Result<Value, Error> {
     if let Some(s) = input(&args).as_str() {
+        charge_scan(&"`split`", s.len())?;
         let sep = arg(&args, 1, "split").filter(|v| !v.is_none());
         let max = arg(&args, 2, "maxsplits").and_then(|v| i64::try_from(v).ok()).filter(|m| *m >= 0);
         let pieces = match sep.as_ref().and_then(Value::as_str) {
@@ -640,6 +708,7 @@ fn split_filter(state: &State, args: Rest<Value>) -> Result<Value, Error> {
 
 fn lines_filter(state: &State, args: Rest<Value>) -> Result<Value, Error> {
     if let Some(s) = input(&args).as_str() {
+        charge_scan(&"`lines`", s.len())?;
         charge(&"`lines`", (s.lines().count() as u128).saturating_mul(VALUE_COST).saturating_add(s.len() as u128))?;
     }
     call_builtin(state, "lines", &args)
@@ -682,8 +751,13 @@ fn reverse_filter(state: &State, args: Rest<Value>) -> Result<Value, Error> {
 
 /// `length`: as in Jinja, an undefined value has length 0.
 fn length_filter(state: &State, args: Rest<Value>) -> Result<Value, Error> {
-    if input(&args).is_undefined() {
+    let value = input(&args);
+    if value.is_undefined() {
         return Ok(Value::from(0));
+    }
+    // A string's length counts its characters.
+    if let Some(s) = value.as_str() {
+        charge_scan(&"`length`", s.len())?;
     }
     call_builtin(state, "length", &args)
 }
@@ -720,6 +794,9 @@ fn items_filter(state: &State, args: Rest<Value>) -> Result<Value, Error> {
 
 fn string_test(state: &State, name: &str, args: &[Value]) -> Result<bool, Error> {
     let what = format!("`is {name}`");
+    for a in args.iter().take(2) {
+        charge_walk(&what, a)?;
+    }
     let mut args = args.to_vec();
     for v in args.iter_mut().take(2) {
         if name != "in" || v.as_str().is_none() {
@@ -743,9 +820,22 @@ fn string_test(state: &State, name: &str, args: &[Value]) -> Result<bool, Error>
 
 /// minijinja-contrib's Python methods, each checked first.
 pub(super) fn method_callback(state: &State, value: &Value, method: &str, args: &[Value]) -> Result<Value, Error> {
+    let what = format!("`.{method}()`");
+    // Arguments are compared with, searched for, or hashed (`dict.get(key)`).
+    for a in args {
+        charge_walk(&what, a)?;
+    }
+    if value.kind() == ValueKind::Seq && method == "count" {
+        // `list.count(x)` compares `x` with every item.
+        charge_walk(&what, value)?;
+    }
     if let Some(s) = value.as_str() {
         let what = format!("`str.{method}()`");
         let len = s.len() as u128;
+        // Every string method but these two looks at the whole string.
+        if !matches!(method, "startswith" | "endswith") {
+            charge_scan(&what, s.len())?;
+        }
         match method {
             "upper" | "lower" | "title" | "capitalize" => charge(&what, len.saturating_mul(4))?,
             "strip" | "lstrip" | "rstrip" => charge(&what, len)?,
@@ -771,6 +861,11 @@ pub(super) fn method_callback(state: &State, value: &Value, method: &str, args: 
                     None => s.split_whitespace().count() as u128,
                 };
                 charge(&what, pieces.saturating_mul(VALUE_COST).saturating_add(len))?;
+            }
+            // minijinja-contrib loops forever on an empty needle; Python counts the positions
+            // between characters.
+            "count" if args.len() == 1 && args[0].as_str() == Some("") => {
+                return Ok(Value::from(s.chars().count() as u128 + 1));
             }
             "splitlines" => {
                 charge(&what, (s.lines().count() as u128).saturating_mul(VALUE_COST).saturating_add(len))?;

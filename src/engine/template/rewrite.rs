@@ -11,6 +11,12 @@
 //!   parentheses included), the operator token (found after the left operand's end, past its
 //!   closing parentheses) becomes `, `, and `)` goes after the right operand;
 //! - `x[a:b:c]` becomes `__tw_slice(x, a, b, c)` (a missing part is `none`);
+//! - every operand of a comparison (`a == b < c`), the subject and arguments of the tests
+//!   that compare or search (`is eq(x)`, `is in(x)`, `is startingwith(x)` ...), subscripts
+//!   (`d[k]` hashes `k`), computed map keys and the arguments of `loop.changed(...)` become
+//!   `__tw_w(operand)`, which charges walking the value to the work budget (see `budget.rs`)
+//!   and returns it unchanged; constants that cost O(1) to compare (numbers, booleans, none,
+//!   strings of at most [`SMALL_CONST_BYTES`] bytes) are left as they are;
 //! - template text inside loops, macros, call blocks, `{% set %}` captures and `{% filter %}`
 //!   blocks becomes `{{ '...' }}`, so that the formatter counts it (see `budget.rs`).
 //!
@@ -23,7 +29,33 @@ use minijinja::machinery::{ast, parse, parse_expr};
 use minijinja::{Error, ErrorKind};
 
 use super::budget::TEMPLATE_MAX_SOURCE_BYTES;
-use super::checked::{ADD, CONCAT, IN, MUL, PLAIN, RESERVED_PREFIX, SLICE};
+use super::checked::{ADD, CONCAT, IN, MUL, PLAIN, RESERVED_PREFIX, SLICE, WALK};
+
+/// The longest string constant a comparison, test or subscript uses without charging its walk.
+const SMALL_CONST_BYTES: usize = 256;
+
+/// Tests that compare or search their subject and arguments (their operands are walked).
+const COMPARING_TESTS: &[&str] = &[
+    "eq",
+    "equalto",
+    "==",
+    "ne",
+    "!=",
+    "lt",
+    "lessthan",
+    "<",
+    "le",
+    "<=",
+    "gt",
+    "greaterthan",
+    ">",
+    "ge",
+    ">=",
+    "in",
+    "sameas",
+    "startingwith",
+    "endingwith",
+];
 
 /// Rewrites a template (see the module documentation).
 pub(super) fn template(source: &str) -> Result<String, Error> {
@@ -75,6 +107,17 @@ struct Rewriter<'s> {
     src: &'s str,
     edits: Vec<Edit>,
     problem: Option<String>,
+}
+
+/// A constant that costs O(1) to compare or hash.
+fn small_const(e: &ast::Expr<'_>) -> bool {
+    match e {
+        ast::Expr::Const(c) => match c.value.as_str() {
+            Some(s) => s.len() <= SMALL_CONST_BYTES,
+            None => c.value.as_object().is_none(),
+        },
+        _ => false,
+    }
 }
 
 fn end(e: &ast::Expr<'_>) -> usize {
@@ -349,16 +392,31 @@ impl Rewriter<'_> {
                 if let Some(func) = func {
                     self.binop(b, e.span().end_offset as usize, func);
                 }
-                self.expr(&b.left);
-                self.expr(&b.right);
+                // A single comparison is a binary operator (a chained one is `Compare`).
+                let compares = matches!(
+                    b.op,
+                    ast::BinOpKind::Eq
+                        | ast::BinOpKind::Ne
+                        | ast::BinOpKind::Lt
+                        | ast::BinOpKind::Lte
+                        | ast::BinOpKind::Gt
+                        | ast::BinOpKind::Gte
+                );
+                if compares {
+                    self.walked(&b.left);
+                    self.walked(&b.right);
+                } else {
+                    self.expr(&b.left);
+                    self.expr(&b.right);
+                }
             }
             ast::Expr::Compare(c) => {
                 if c.ops.iter().any(|op| matches!(op.op, ast::CompareOpKind::In | ast::CompareOpKind::NotIn)) {
                     self.fail("chained comparisons with `in` are not supported: use `and`");
                 }
-                self.expr(&c.expr);
+                self.walked(&c.expr);
                 for op in &c.ops {
-                    self.expr(&op.expr);
+                    self.walked(&op.expr);
                 }
             }
             ast::Expr::IfExpr(i) => {
@@ -375,17 +433,26 @@ impl Rewriter<'_> {
                 self.args(&f.args);
             }
             ast::Expr::Test(t) => {
-                self.expr(&t.expr);
-                self.args(&t.args);
+                if COMPARING_TESTS.contains(&t.name) {
+                    self.walked(&t.expr);
+                    self.walked_args(&t.args);
+                } else {
+                    self.expr(&t.expr);
+                    self.args(&t.args);
+                }
             }
             ast::Expr::GetAttr(g) => self.expr(&g.expr),
             ast::Expr::GetItem(g) => {
                 self.expr(&g.expr);
-                self.expr(&g.subscript_expr);
+                self.walked(&g.subscript_expr);
             }
             ast::Expr::Call(c) => {
                 self.expr(&c.expr);
-                self.args(&c.args);
+                if matches!(&c.expr, ast::Expr::GetAttr(g) if g.name == "changed") {
+                    self.walked_args(&c.args);
+                } else {
+                    self.args(&c.args);
+                }
             }
             ast::Expr::List(l) => {
                 for item in &l.items {
@@ -393,9 +460,34 @@ impl Rewriter<'_> {
                 }
             }
             ast::Expr::Map(m) => {
-                for item in m.keys.iter().chain(&m.values) {
-                    self.expr(item);
+                for key in &m.keys {
+                    self.walked(key);
                 }
+                for value in &m.values {
+                    self.expr(value);
+                }
+            }
+        }
+    }
+
+    /// Rewrites `e` wrapped in `__tw_w(...)` (unless it is a small constant).
+    fn walked(&mut self, e: &ast::Expr<'_>) {
+        if small_const(e) {
+            return;
+        }
+        // Around the operand's own text (an argument's parentheses are the call's).
+        self.insert(self.start(e), &format!("{WALK}("));
+        self.expr(e);
+        self.insert(end(e), ")");
+    }
+
+    fn walked_args(&mut self, args: &[ast::CallArg<'_>]) {
+        for a in args {
+            match a {
+                ast::CallArg::Pos(e)
+                | ast::CallArg::Kwarg(_, e)
+                | ast::CallArg::PosSplat(e)
+                | ast::CallArg::KwargSplat(e) => self.walked(e),
             }
         }
     }
