@@ -579,3 +579,18 @@ fn ordinary_sorts_and_selections_render() {
     assert_eq!(out["groups"], json!(1000));
     assert!(budget::work() < TEMPLATE_MAX_WORK / 10, "{}", budget::work());
 }
+
+#[test]
+fn a_payload_value_read_in_a_loop_is_converted_once() {
+    // A 1 MB payload value read 99,999 times: once converted, shared after (it used to be
+    // copied on every read, outside every budget).
+    let big = "x".repeat(1 << 20);
+    let template = "{% set ns = namespace(n=0) %}{% for i in range(99999) %}{% if event.payload.big %}\
+                    {% set ns.n = ns.n + 1 %}{% endif %}{% endfor %}{{ ns.n }}";
+    let rendered = render_with(json!({ "v": template }), Some(event(json!({ "big": big }))), &[]);
+    match rendered {
+        Ok(v) => assert_eq!(v, json!({"v": "99999"})),
+        // Fuel may end the loop first; what matters is that it ends, quickly and cleanly.
+        Err(e) => assert!(e.message.contains("fuel"), "{e}"),
+    }
+}

@@ -310,11 +310,13 @@ fn write_python_json_string(s: &str, out: &mut impl fmt::Write) -> fmt::Result {
 /// `.labels`), `event.payload`, `event.follows`, `event.received`. `event | tojson` is the
 /// event's JSON.
 pub fn event_value(event: &Arc<Event>) -> Value {
-    Value::from_object(EventObject(Arc::clone(event)))
+    Value::from_object(EventObject(Arc::clone(event), Arc::new(PayloadObject::new(event))))
 }
 
+/// The event, and its payload as one object for the whole rendering (so that each payload
+/// value is converted once, however often a loop reads it).
 #[derive(Debug)]
-struct EventObject(Arc<Event>);
+struct EventObject(Arc<Event>, Arc<PayloadObject>);
 
 const EVENT_FIELDS: &[&str] = &["id", "occurred", "event", "resource", "related", "payload", "follows"];
 const RECEIVED_EVENT_FIELDS: &[&str] =
@@ -337,7 +339,7 @@ impl Object for EventObject {
                     .map(|i| Value::from_object(ResourceObject { event: Arc::clone(e), related: Some(i) }))
                     .collect::<Vec<_>>(),
             ),
-            "payload" => Value::from_object(PayloadObject(Arc::clone(e))),
+            "payload" => Value::from_dyn_object(self.1.clone()),
             "follows" => e.follows.map_or(Value::from(()), |id| Value::from(id.to_string())),
             "received" => e.received.map_or(Value::from(()), datetime_value),
             // Prefect's `Event` properties.
@@ -369,17 +371,30 @@ impl Object for EventObject {
     }
 }
 
-/// The payload, converted key by key as a template reads it.
+/// The payload, converted key by key as a template reads it, each key once (a 1 MB value read
+/// in a loop would otherwise be copied on every read, outside every budget).
 #[derive(Debug)]
-struct PayloadObject(Arc<Event>);
+struct PayloadObject(Arc<Event>, std::sync::Mutex<std::collections::HashMap<String, Value>>);
+
+impl PayloadObject {
+    fn new(event: &Arc<Event>) -> PayloadObject {
+        PayloadObject(Arc::clone(event), std::sync::Mutex::default())
+    }
+
+    fn lookup(&self, key: &str) -> Option<Value> {
+        let json = self.0.payload.get(key)?;
+        let Ok(mut converted) = self.1.lock() else { return Some(Value::from_serialize(json)) };
+        Some(converted.entry(key.to_owned()).or_insert_with(|| Value::from_serialize(json)).clone())
+    }
+}
 
 impl Object for PayloadObject {
     fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
-        self.0.payload.get(key.as_str()?).map(Value::from_serialize)
+        self.lookup(key.as_str()?)
     }
 
     fn get_value_by_str(self: &Arc<Self>, key: &str) -> Option<Value> {
-        self.0.payload.get(key).map(Value::from_serialize)
+        self.lookup(key)
     }
 
     fn enumerate(self: &Arc<Self>) -> Enumerator {
@@ -1103,7 +1118,7 @@ impl Filter {
     /// Same, with extra top-level variables (for Hatchet-style filters: `input`, `payload`,
     /// `additional_metadata`, `event_key`); a name in `extra` replaces the default one.
     pub fn matches_with(&self, event: &Arc<Event>, extra: &[(&str, serde_json::Value)]) -> Result<bool, RenderError> {
-        let payload = Value::from_object(PayloadObject(Arc::clone(event)));
+        let payload = Value::from_object(PayloadObject::new(event));
         let mut vars: Vec<(&str, Value)> = vec![
             ("event", event_value(event)),
             ("payload", payload.clone()),
