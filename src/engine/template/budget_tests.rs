@@ -1,13 +1,11 @@
 //! Memory limits of templates: each attack fails with a RenderError naming the limit, within
 //! the budget, and an ordinary template renders right after.
 
-use std::collections::BTreeMap;
-
 use serde_json::{json, Value as Json};
 
-use super::tests::{compile, event, one, render_with};
+use super::tests::{compile, event, one, render_compiled, render_with};
 use super::*;
-use crate::model::{EventTrigger, JsonPath, Problems};
+use crate::model::{JsonPath, Problems};
 
 /// Renders `template` as parameter `v` against an event with `payload`: it must fail naming
 /// `limit`, having charged no more than the budget; then an ordinary template renders.
@@ -21,26 +19,16 @@ fn rejects(template: &str, payload: Json, limit: &str) -> RenderError {
     err
 }
 
-/// Renders compiled parameters (syntax problems or not) without labels.
-fn render_compiled(p: &Parameters, event: Option<Arc<Event>>) -> Result<Json, RenderError> {
-    let def = TriggerDefinition::new("t", EventTrigger::new());
-    let firing = Firing {
-        id: uuid::Uuid::nil(),
-        trigger: "t".into(),
-        bucket: BTreeMap::new(),
-        at: Timestamp::default(),
-        triggered: Timestamp::default(),
-        triggering_event: None,
-        triggering_events: vec![],
-        deployment: None,
-        parameters: None,
-        filter: None,
-        error: None,
-    };
-    let labels = BTreeMap::new();
-    let ctx =
-        TemplateContext { automation: &def, event, labels: &labels, firing: &firing, events: vec![], filter: None };
-    p.render(&ctx)
+/// Each template renders, rewritten and checked, what plain minijinja renders.
+fn renders_as_plain_minijinja(cases: &[&str]) {
+    let mut plain = Environment::new();
+    plain.set_undefined_behavior(UndefinedBehavior::Chainable);
+    minijinja_contrib::add_to_environment(&mut plain);
+    for t in cases {
+        let expected = plain.render_str(t, minijinja::context! {}).unwrap();
+        let got = one(&format!("x{t}"), json!({}));
+        assert_eq!(got, json!(format!("x{expected}")), "{t} => {}", rewrite::template(t).unwrap());
+    }
 }
 
 const VALUE: &str = "TEMPLATE_MAX_VALUE_BYTES";
@@ -267,14 +255,7 @@ fn rewritten_operators_mean_what_minijinja_means() {
         "{{ {'a': 1 + 1, 'b': 'x' ~ 1}['b'] }}{{ (1, 2 * 2)[1] }}",
         "{{ 1 + 2 == 3 }}{{ 'a' ~ 'b' is string }}{{ 'A' ~ 'b' | lower }}",
     ];
-    let mut plain = Environment::new();
-    plain.set_undefined_behavior(UndefinedBehavior::Chainable);
-    minijinja_contrib::add_to_environment(&mut plain);
-    for t in cases {
-        let expected = plain.render_str(t, minijinja::context! {}).unwrap();
-        let got = one(&format!("x{t}"), json!({}));
-        assert_eq!(got, json!(format!("x{expected}")), "{t} => {}", rewrite::template(t).unwrap());
-    }
+    renders_as_plain_minijinja(&cases);
     let mut problems = Problems::default();
     for bad in ["{{ __tw_concat('a', 'b') }}", "{% include 'x' %}", "{{ 1 < 2 in [true] }}"] {
         let (_, p) = compile(&json!({ "v": bad }));
@@ -434,14 +415,7 @@ fn comparisons_still_mean_what_minijinja_means() {
         "{{ [1, 2, 3] | select('gt', 1) | list }}{{ [3, 1] | sort == [1, 3] }}",
         "{{ ('a' ~ 'b') == 'ab' }}{{ ((1)) < ((2)) }}{{ -1 < 0 }}{{ ('b' in 'abc') == true }}",
     ];
-    let mut plain = Environment::new();
-    plain.set_undefined_behavior(UndefinedBehavior::Chainable);
-    minijinja_contrib::add_to_environment(&mut plain);
-    for t in cases {
-        let expected = plain.render_str(t, minijinja::context! {}).unwrap();
-        let got = one(&format!("x{t}"), json!({}));
-        assert_eq!(got, json!(format!("x{expected}")), "{t} => {}", rewrite::template(t).unwrap());
-    }
+    renders_as_plain_minijinja(&cases);
     assert_eq!(rewrite::expression("a == 'x'").unwrap(), "__tw_w(a) == 'x'");
     assert_eq!(rewrite::expression("(a + b) < c[d]").unwrap(), "(__tw_w(__tw_add(a , b))) < __tw_w(c[__tw_w(d)])");
 }

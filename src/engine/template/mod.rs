@@ -1544,6 +1544,11 @@ mod tests {
         assert_eq!(paths, ["$[0].parameters.user_id", "$[0].parameters.list[2]", "$[0].parameters[\"dotted.key\"].v"]);
         assert!(problems.0.iter().all(|p| p.message.starts_with("invalid template: syntax error")), "{problems}");
         // Rendering anyway reports the first broken template.
+        assert_eq!(render_compiled(&p, None).unwrap_err().path, "$[0].parameters.user_id");
+    }
+
+    /// Renders compiled parameters (syntax problems or not) without labels.
+    pub(super) fn render_compiled(p: &Parameters, event: Option<Arc<Event>>) -> Result<Json, RenderError> {
         let def = TriggerDefinition::new("t", EventTrigger::new());
         let firing = Firing {
             id: Uuid::nil(),
@@ -1559,15 +1564,9 @@ mod tests {
             error: None,
         };
         let labels = BTreeMap::new();
-        let ctx = TemplateContext {
-            automation: &def,
-            event: None,
-            labels: &labels,
-            firing: &firing,
-            events: vec![],
-            filter: None,
-        };
-        assert_eq!(p.render(&ctx).unwrap_err().path, "$[0].parameters.user_id");
+        let ctx =
+            TemplateContext { automation: &def, event, labels: &labels, firing: &firing, events: vec![], filter: None };
+        p.render(&ctx)
     }
 
     #[test]
