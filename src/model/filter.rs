@@ -63,7 +63,11 @@ impl ScopeFilter {
         let expression = text("expression");
         let payload = match object.get("payload") {
             None | Some(Value::Null) => Map::new(),
-            Some(Value::Object(m)) => m.clone(),
+            Some(v @ Value::Object(m)) => {
+                // Rendered into run parameters (`{{ filter.bonus }}`): held to their limits.
+                super::limits::check_json(v, &path.key("payload"), super::limits::MAX_PARAMETERS_BYTES, &mut problems);
+                m.clone()
+            }
             Some(other) => {
                 problems.add(&path.key("payload"), format!("expected an object, got {}", kind_of(other)));
                 Map::new()
@@ -96,5 +100,25 @@ mod tests {
         ] {
             assert!(text.contains(want), "{want} not in {text}");
         }
+    }
+
+    #[test]
+    fn payloads_are_held_to_the_parameter_limits() {
+        let filter = |payload: Value| {
+            ScopeFilter::from_json(
+                &json!({"deployment": "d", "scope": "s", "expression": "true", "payload": payload}),
+                &JsonPath::root(),
+                Uuid::nil(),
+            )
+        };
+        let mut deep = json!(1);
+        for _ in 0..100 {
+            deep = json!([deep]);
+        }
+        let err = filter(json!({"p": deep})).unwrap_err().to_string();
+        assert!(err.contains("$.payload") && err.contains("deep"), "{err}");
+        let err = filter(json!({"p": "x".repeat(300_000)})).unwrap_err().to_string();
+        assert!(err.contains("$.payload") && err.contains("bytes"), "{err}");
+        assert!(filter(json!({"bonus": 5})).is_ok());
     }
 }

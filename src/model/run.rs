@@ -286,9 +286,15 @@ fn default_lease() -> f64 {
     DEFAULT_LEASE_SECONDS
 }
 
+/// The longest worker name, in bytes (it is stored with every run the worker holds, and in
+/// its run-state events).
+pub const MAX_WORKER_NAME_BYTES: usize = 256;
+
 fn check_worker(worker: &str, path: &JsonPath, problems: &mut Problems) {
     if worker.trim().is_empty() {
         problems.add(&path.key("worker"), "must name the worker");
+    } else if worker.len() > MAX_WORKER_NAME_BYTES {
+        problems.add(&path.key("worker"), format!("is {} bytes; at most {MAX_WORKER_NAME_BYTES}", worker.len()));
     }
 }
 
