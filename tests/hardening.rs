@@ -149,6 +149,21 @@ async fn json_too_deep_or_too_big_is_refused_where_it_is_accepted() {
             .await;
         assert_eq!(status, 400, "{body}");
     }
+    // A sequence of sequences nested 62 deep once left a snapshot the server could not read.
+    for levels in [33, 62] {
+        let mut trigger = json!({"expect": ["x"]});
+        for _ in 0..levels {
+            trigger = json!({"type": "sequence", "triggers": [trigger]});
+        }
+        let (status, body) = http.put("/triggers/nested", json!({"id": "nested", "trigger": trigger})).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(problems(&body).contains("deep"), "{body}");
+    }
+    let mut trigger = json!({"expect": ["x"]});
+    for _ in 0..25 {
+        trigger = json!({"type": "sequence", "triggers": [trigger]});
+    }
+    assert_eq!(http.put("/triggers/nested", json!({"id": "nested", "trigger": trigger})).await.0, 201);
     // Depth 60 is fine, and its run-state event reads back.
     let (status, body) = http.post("/deployments/d/runs", json!({"parameters": {"p": nested(60)}})).await;
     assert_eq!(status, 201, "{body}");
@@ -165,6 +180,13 @@ async fn json_too_deep_or_too_big_is_refused_where_it_is_accepted() {
     assert_eq!(status, 200, "{events}");
     let (status, _) = http.get("/runs?limit=100").await;
     assert_eq!(status, 200);
+    target.still_serves().await;
+    // A clean stop writes a snapshot holding all of it; it must read back.
+    let server = target.server.take().unwrap();
+    assert!(server.terminate(), "a clean stop");
+    let server = Server::start(&target.data);
+    target.http = Http::new(&server.api);
+    target.server = Some(server);
     target.still_serves().await;
     target.restart().await;
 }

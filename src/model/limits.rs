@@ -26,6 +26,9 @@ pub const EVENT_NAME_LENGTH: usize = 1024;
 /// deployment's defaults. A firing whose rendered parameters are larger is recorded with an
 /// error and creates no run.
 pub const MAX_PARAMETERS_BYTES: usize = 256 * 1024;
+/// Bytes of one trigger definition as compact JSON (nested triggers count toward
+/// [`MAX_JSON_DEPTH`] too: a sequence of sequences may nest about 30 deep).
+pub const MAX_DEFINITION_BYTES: usize = 1024 * 1024;
 /// Bytes of a flow's output as compact JSON.
 pub const MAX_OUTPUT_BYTES: usize = 256 * 1024;
 /// Bytes of a failed attempt's error message; longer ones are cut, saying so.

@@ -613,6 +613,13 @@ impl TriggerDefinition {
             problems.add(path, format!("a trigger definition must be a JSON object, got {}", kind_of(value)));
             return Err(problems);
         };
+        // Stored inside snapshots and log entries, a few levels deeper: held to the JSON rule
+        // so that every stored definition reads back (a sequence nested 62 deep once left a
+        // snapshot the server could not read).
+        limits::check_json(value, path, limits::MAX_DEFINITION_BYTES, &mut problems);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
         let mut fields = Fields::new(object, path, &mut problems);
         let name = fields.opt_string("name");
         let description = fields.opt_string("description");

@@ -568,3 +568,17 @@ fn a_payload_value_read_in_a_loop_is_converted_once() {
         Err(e) => assert!(e.message.contains("fuel"), "{e}"),
     }
 }
+
+#[test]
+fn rendered_parameters_are_held_to_the_json_depth() {
+    // A firing's parameters are stored with it: a template may not build deeper JSON than a
+    // client may send.
+    let mut p = json!(1);
+    for _ in 0..60 {
+        p = json!([p]);
+    }
+    let deep = "{{ [[[[[[[[event.payload.p]]]]]]]] }}";
+    let err = render_with(json!({ "v": deep }), Some(event(json!({ "p": p.clone() }))), &[]).unwrap_err();
+    assert!(err.message.contains("MAX_JSON_DEPTH"), "{err}");
+    assert!(render_with(json!({ "v": "{{ [event.payload.p] }}" }), Some(event(json!({ "p": p }))), &[]).is_ok());
+}

@@ -1016,6 +1016,17 @@ impl Parameters {
                 ),
             });
         }
+        // Stored with the firing: held to the same depth as any other value.
+        let depth = crate::model::limits::depth(&rendered);
+        if depth > crate::model::limits::MAX_JSON_DEPTH {
+            return Err(RenderError {
+                path: self.path.clone(),
+                message: format!(
+                    "rendered parameters are nested {depth} levels deep; at most {} (MAX_JSON_DEPTH)",
+                    crate::model::limits::MAX_JSON_DEPTH
+                ),
+            });
+        }
         Ok(rendered)
     }
 
