@@ -175,6 +175,13 @@ async fn json_too_deep_or_too_big_is_refused_where_it_is_accepted() {
     assert_eq!(http.put("/deployments/big", json!({"parameters": {"a": "x".repeat(200_000)}})).await.0, 201);
     let (status, body) = http.post("/deployments/big/runs", json!({"parameters": {"b": "y".repeat(200_000)}})).await;
     assert_eq!(status, 400, "{body}");
+    // Absurd query values get the JSON error body naming the parameter.
+    for path in ["/events?limit=99999999999999999999", "/events?limit=-1", "/triggers/nested/firings?limit=1e999"] {
+        let (status, body) = http.get(path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "bad_query", "{path}: {body}");
+        assert!(body["error"]["message"].as_str().unwrap_or_default().contains("limit"), "{path}: {body}");
+    }
     // Everything stored reads back: events, runs (with their run-state events).
     let (status, events) = http.get("/events?limit=100").await;
     assert_eq!(status, 200, "{events}");

@@ -3,7 +3,7 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -16,7 +16,7 @@ use crate::service::{IngestReport, Service, ServiceError};
 use crate::store::StoreError;
 
 use super::event_filter::EventFilter;
-use super::{blocking, json_body, ApiError, MAX_BATCH_EVENTS};
+use super::{blocking, json_body, ApiError, Query, MAX_BATCH_EVENTS};
 
 pub(super) fn routes() -> Router<Service> {
     Router::new()

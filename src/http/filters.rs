@@ -3,7 +3,7 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -14,7 +14,7 @@ use crate::model::{JsonPath, Problems, ScopeFilter};
 use crate::service::clock::new_id;
 use crate::service::{Service, ServiceError};
 
-use super::{blocking, json_body, ApiError};
+use super::{blocking, json_body, ApiError, Query};
 
 pub(super) fn routes() -> Router<Service> {
     Router::new().route("/filters", get(list).post(create)).route("/filters/{id}", get(show).delete(remove))

@@ -98,6 +98,21 @@ fn typed_body<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection
     })
 }
 
+/// Query parameters, like axum's `Query`, but a value that does not parse (a number too large,
+/// a negative count) answers 400 with the JSON error body naming the parameter.
+pub(crate) struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(q)| Query(q))
+            .map_err(|rejection| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", rejection.body_text()))
+    }
+}
+
 /// Runs a blocking read against the store.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)

@@ -3,7 +3,7 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -15,7 +15,7 @@ use crate::model::{
 };
 use crate::service::{Service, ServiceError};
 
-use super::{blocking, typed_body, ApiError};
+use super::{blocking, typed_body, ApiError, Query};
 
 /// Most log lines one `GET /runs/{id}/logs` returns.
 const MAX_LOG_PAGE: usize = 1000;

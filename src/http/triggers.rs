@@ -3,7 +3,7 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -17,7 +17,7 @@ use crate::model::{JsonPath, Problems, TriggerDefinition};
 use crate::service::{Service, ServiceError};
 use crate::store::TriggerRecord;
 
-use super::{blocking, json_body, ApiError};
+use super::{blocking, json_body, ApiError, Query};
 
 pub(super) fn routes() -> Router<Service> {
     Router::new()
