@@ -25,10 +25,9 @@ use crate::client::{ClientError, NewEvent};
 use crate::flow::{Backend, BoxFuture};
 use crate::http::ApiError;
 use crate::model::{
-    ClaimRequest, ClaimedRun, Completion, Deployment, Event, EventDefaults, FailureReport, Heartbeat, HeartbeatReply,
-    JsonPath, LogBatch, Run, TriggerDefinition, TriggerSync,
+    ClaimRequest, ClaimedRun, Completion, Deployment, FailureReport, Heartbeat, HeartbeatReply, JsonPath, LogBatch,
+    Run, TriggerDefinition, TriggerSync,
 };
-use crate::service::clock::new_id;
 use crate::service::{Service, ServiceConfig, ServiceError};
 
 /// tripwire in this process: a [`Service`] that flows can be served against directly.
@@ -55,14 +54,12 @@ impl Embedded {
 
     /// Sends events; the id and time are filled in as the server would. Returns their ids.
     pub async fn emit_many(&self, events: Vec<NewEvent>) -> Result<Vec<Uuid>, ClientError> {
-        let now = self.service.now();
-        let mut ids = new_id;
+        let stamper = self.service.stamper();
         let mut parsed = Vec::with_capacity(events.len());
         for (i, event) in events.iter().enumerate() {
             let value = serde_json::to_value(event).map_err(|e| ClientError::Invalid(e.to_string()))?;
             let path = JsonPath::root().index(i);
-            let event = Event::from_json(&value, &path, Some(EventDefaults { occurred: now, new_id: &mut ids }))
-                .map_err(|p| api_error(ServiceError::Invalid(p)))?;
+            let event = stamper.read(&value, &path).map_err(|p| api_error(ServiceError::Invalid(p)))?;
             parsed.push(event);
         }
         Ok(self.service.ingest_waiting(parsed).await.map_err(api_error)?.ids)

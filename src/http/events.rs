@@ -10,9 +10,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::model::{Event, EventDefaults, JsonPath, Problems, Timestamp};
-use crate::service::clock::new_id;
-use crate::service::{IngestReport, Service, ServiceError};
+use crate::model::{Event, JsonPath, Problems, Timestamp};
+use crate::service::{IngestReport, Service, ServiceError, Stamper};
 use crate::store::StoreError;
 
 use super::event_filter::EventFilter;
@@ -26,7 +25,7 @@ pub(super) fn routes() -> Router<Service> {
 }
 
 /// Validates a whole request before anything is written: one bad event rejects the request.
-pub(crate) fn parse_events(value: &Value, now: Timestamp) -> Result<Vec<Event>, Problems> {
+pub(crate) fn parse_events(value: &Value, stamper: &Stamper) -> Result<Vec<Event>, Problems> {
     let (items, single) = match value {
         Value::Array(items) => (items.as_slice(), false),
         other => (std::slice::from_ref(other), true),
@@ -42,8 +41,7 @@ pub(crate) fn parse_events(value: &Value, now: Timestamp) -> Result<Vec<Event>, 
     let mut events = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let path = if single { JsonPath::root() } else { JsonPath::root().index(i) };
-        let mut ids = new_id;
-        match Event::from_json(item, &path, Some(EventDefaults { occurred: now, new_id: &mut ids })) {
+        match stamper.read(item, &path) {
             Ok(e) => events.push(e),
             Err(p) => problems.extend(p),
         }
@@ -56,8 +54,7 @@ async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<IngestReport>, ApiError> {
     let value = json_body(body)?;
-    let now = service.config().clock.now();
-    let events = parse_events(&value, now).map_err(ApiError::invalid)?;
+    let events = parse_events(&value, &service.stamper()).map_err(ApiError::invalid)?;
     Ok(Json(service.ingest(events).await?))
 }
 

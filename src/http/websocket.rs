@@ -32,8 +32,8 @@ use uuid::Uuid;
 
 use crate::model::problems::kind_of;
 use crate::model::time::Span;
-use crate::model::{Event, EventDefaults, JsonPath, Timestamp};
-use crate::service::clock::new_id;
+use crate::model::{Event, JsonPath, Timestamp};
+use crate::service::Stamper;
 use crate::service::{Service, ServiceError};
 use crate::store::{Store, StoreError};
 
@@ -278,7 +278,7 @@ where
 }
 
 /// Reads one event frame; `Err` closes the connection naming what is wrong.
-fn parse_event(data: &[u8], now: Timestamp) -> Result<Event, Stop> {
+fn parse_event(data: &[u8], stamper: &Stamper) -> Result<Event, Stop> {
     if data.len() > MAX_EVENT_BYTES {
         return Err(close(
             close_code::SIZE,
@@ -288,9 +288,7 @@ fn parse_event(data: &[u8], now: Timestamp) -> Result<Event, Stop> {
     let value: Value = serde_json::from_slice(data)
         .map_err(|e| close(close_code::INVALID, format!("the frame is not valid JSON: {e}")))?;
     // The same defaults as `POST /api/events`: a missing `id` or `occurred` is filled in.
-    let mut ids = new_id;
-    Event::from_json(&value, &JsonPath::root(), Some(EventDefaults { occurred: now, new_id: &mut ids }))
-        .map_err(|problems| close(close_code::INVALID, problems.to_string()))
+    stamper.read(&value, &JsonPath::root()).map_err(|problems| close(close_code::INVALID, problems.to_string()))
 }
 
 fn ingest_failed(e: ServiceError) -> Stop {
@@ -322,8 +320,8 @@ where
             Ok(data) => data,
             Err(stop) => return stop,
         };
-        let now = service.config().clock.now();
-        let mut batch = match parse_event(&first, now) {
+        let stamper = service.stamper();
+        let mut batch = match parse_event(&first, &stamper) {
             Ok(event) => vec![event],
             Err(stop) => return stop,
         };
@@ -333,7 +331,7 @@ where
         while batch.len() < INGEST_BATCH && batch_bytes < INGEST_BATCH_BYTES {
             let Some(item) = read.next().now_or_never() else { break };
             match classify(item) {
-                Incoming::Data(data) => match parse_event(&data, now) {
+                Incoming::Data(data) => match parse_event(&data, &stamper) {
                     Ok(event) => {
                         batch_bytes += data.len();
                         batch.push(event);

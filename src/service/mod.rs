@@ -18,8 +18,8 @@ use uuid::Uuid;
 use crate::engine::{BucketPage, BucketQuery};
 use crate::model::time::Span;
 use crate::model::{
-    ClaimRequest, ClaimedRun, Completion, Deployment, Event, FailureReport, Heartbeat, HeartbeatReply, LogBatch,
-    Problems, Run, ScopeFilter, Timestamp, TriggerDefinition, TriggerSync,
+    ClaimRequest, ClaimedRun, Completion, Deployment, Event, EventDefaults, FailureReport, Heartbeat, HeartbeatReply,
+    JsonPath, LogBatch, Problems, Run, ScopeFilter, Timestamp, TriggerDefinition, TriggerSync,
 };
 use crate::store::{Store, StoreError, TriggerRecord};
 
@@ -122,6 +122,22 @@ async fn run_timer(inner: std::sync::Weak<Inner>) {
         if answer.await.is_err() {
             return;
         }
+    }
+}
+
+/// Reads events as clients send them (Prefect's JSON), filling in what a client may leave
+/// out: a missing `id` from the service's id source, a missing `occurred` from its clock, one
+/// instant for a whole batch. The one place where incoming events are stamped; the edges hand
+/// it what the client sent. (`received` is set when the event is accepted.)
+pub struct Stamper {
+    now: Timestamp,
+}
+
+impl Stamper {
+    /// Reads one event, reporting every problem with its path under `path`.
+    pub fn read(&self, value: &Value, path: &JsonPath) -> Result<Event, Problems> {
+        let mut ids = clock::new_id;
+        Event::from_json(value, path, Some(EventDefaults { occurred: self.now, new_id: &mut ids }))
     }
 }
 
@@ -338,6 +354,11 @@ impl Service {
     /// The service clock's "now".
     pub fn now(&self) -> Timestamp {
         self.inner.config.clock.now()
+    }
+
+    /// A [`Stamper`] for a batch of incoming events, at the clock's "now".
+    pub fn stamper(&self) -> Stamper {
+        Stamper { now: self.now() }
     }
 
     /// Installs a Hatchet-style scope filter for an existing deployment.
