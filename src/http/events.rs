@@ -14,7 +14,7 @@ use crate::model::{Event, JsonPath, Problems, Timestamp};
 use crate::service::{IngestReport, Service, ServiceError, Stamper};
 use crate::store::StoreError;
 
-use super::event_filter::EventFilter;
+use crate::model::event_filter::EventFilter;
 use super::{blocking, json_body, ApiError, Query, MAX_BATCH_EVENTS};
 
 pub(super) fn routes() -> Router<Service> {

@@ -3,7 +3,6 @@
 
 mod deployments;
 mod error;
-mod event_filter;
 mod events;
 mod filters;
 pub mod listener;

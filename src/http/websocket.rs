@@ -37,7 +37,7 @@ use crate::service::Stamper;
 use crate::service::{Service, ServiceError};
 use crate::store::{Store, StoreError};
 
-use super::event_filter::EventFilter;
+use crate::model::event_filter::EventFilter;
 
 pub(super) fn routes(limits: SubscriberLimits) -> Router<Service> {
     let subscribers = Arc::new(Subscribers { limits, queued: AtomicUsize::new(0) });

@@ -5,6 +5,7 @@
 
 pub mod deployment;
 pub mod event;
+pub mod event_filter;
 mod fields;
 pub mod filter;
 pub mod firing;

@@ -4,8 +4,8 @@
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::model::problems::kind_of;
-use crate::model::{Event, JsonPath, Problems, Resource, Timestamp};
+use super::problems::kind_of;
+use super::{Event, JsonPath, Problems, Resource, Timestamp};
 
 /// The subset of Prefect's `EventFilter` tripwire understands, with Prefect's meaning: every
 /// list is an OR of its values and is no constraint when empty; the fields are ANDed.
