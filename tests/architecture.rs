@@ -100,6 +100,12 @@ fn flows_run_on_the_client_and_the_model_only() {
 }
 
 #[test]
+fn http_goes_through_the_service() {
+    // The edge parses, calls the service and maps its errors: reads and writes alike.
+    check("http", &["redb", "crate::store", "crate::engine", "crate::cli", ".store()"]);
+}
+
+#[test]
 fn store_knows_nothing_of_the_edges() {
     check("store", &["tokio", "axum", "crate::service", "crate::http", "crate::cli", "crate::client"]);
 }

@@ -9,9 +9,9 @@ use axum::{Json, Router};
 use serde_json::Value;
 
 use crate::model::{Deployment, JsonPath, Problems, Run, TriggerDefinition, TriggerRecord, TriggerSync};
-use crate::service::{Service, ServiceError};
+use crate::service::Service;
 
-use super::{blocking, json_body, ApiError};
+use super::{json_body, ApiError};
 
 pub(super) fn routes() -> Router<Service> {
     Router::new()
@@ -41,18 +41,11 @@ async fn upsert(
 }
 
 async fn list(State(service): State<Service>) -> Result<Json<Vec<Deployment>>, ApiError> {
-    let store = service.store();
-    Ok(Json(blocking(move || store.deployments().map_err(|e| ServiceError::from(e).into())).await?))
+    Ok(Json(service.deployments().await?))
 }
 
 async fn show(State(service): State<Service>, Path(name): Path<String>) -> Result<Json<Deployment>, ApiError> {
-    let store = service.store();
-    let found = blocking({
-        let name = name.clone();
-        move || store.deployment(&name).map_err(|e| ServiceError::from(e).into())
-    })
-    .await?;
-    found.map(Json).ok_or_else(|| ServiceError::NotFound { what: "deployment", id: name }.into())
+    Ok(Json(service.deployment(name).await?))
 }
 
 async fn remove(State(service): State<Service>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
@@ -110,16 +103,7 @@ async fn list_triggers(
     State(service): State<Service>,
     Path(name): Path<String>,
 ) -> Result<Json<Vec<TriggerRecord>>, ApiError> {
-    let store = service.store();
-    let records = blocking(move || {
-        if store.deployment(&name)?.is_none() {
-            return Err(ServiceError::NotFound { what: "deployment", id: name }.into());
-        }
-        let all = store.triggers()?;
-        Ok(all.into_iter().filter(|r| r.definition.deployment.as_deref() == Some(name.as_str())).collect())
-    })
-    .await?;
-    Ok(Json(records))
+    Ok(Json(service.deployment_triggers(name).await?))
 }
 
 /// Replaces the deployment's triggers with the list (what a worker does when it serves a

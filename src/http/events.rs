@@ -11,11 +11,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::model::{Event, JsonPath, Problems, Timestamp};
-use crate::service::{IngestReport, Service, ServiceError, Stamper};
-use crate::store::StoreError;
+use crate::service::{IngestReport, Order, Service, Stamper, EVENT_SCAN_LIMIT};
 
+use super::{json_body, ApiError, Query, MAX_BATCH_EVENTS};
 use crate::model::event_filter::EventFilter;
-use super::{blocking, json_body, ApiError, Query, MAX_BATCH_EVENTS};
 
 pub(super) fn routes() -> Router<Service> {
     Router::new()
@@ -70,9 +69,6 @@ struct ListQuery {
     page: Option<u64>,
 }
 
-/// How many stored events one page may scan looking for matches.
-const SCAN_LIMIT: usize = 100_000;
-
 async fn list(State(service): State<Service>, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
     let mut problems = Problems::default();
     let root = JsonPath::root();
@@ -88,22 +84,17 @@ async fn list(State(service): State<Service>, Query(q): Query<ListQuery>) -> Res
     if !problems.is_empty() {
         return Err(ApiError::invalid(problems));
     }
-    let store = service.store();
-    let (events, next) = blocking(move || {
-        store
-            .events_desc(q.page, limit, SCAN_LIMIT, |e| {
-                q.name.as_deref().is_none_or(|n| e.event == n)
-                    && q.prefix.as_deref().is_none_or(|p| e.event.starts_with(p))
-                    && q.resource.as_deref().is_none_or(|r| e.resource.id() == r)
-                    && q.related.as_deref().is_none_or(|r| e.related.iter().any(|x| x.id() == r))
-                    && since.is_none_or(|s| e.occurred >= s)
-                    && until.is_none_or(|u| e.occurred <= u)
-            })
-            .map_err(|e: StoreError| ApiError::from(ServiceError::from(e)))
-    })
-    .await?;
-    let events: Vec<&Event> = events.iter().map(|s| &s.event).collect();
-    Ok(Json(json!({"events": events, "next_page": next})))
+    let page = service
+        .events(Order::NewestFirst, q.page, limit, EVENT_SCAN_LIMIT, move |e| {
+            q.name.as_deref().is_none_or(|n| e.event == n)
+                && q.prefix.as_deref().is_none_or(|p| e.event.starts_with(p))
+                && q.resource.as_deref().is_none_or(|r| e.resource.id() == r)
+                && q.related.as_deref().is_none_or(|r| e.related.iter().any(|x| x.id() == r))
+                && since.is_none_or(|s| e.occurred >= s)
+                && until.is_none_or(|u| e.occurred <= u)
+        })
+        .await?;
+    Ok(Json(json!({"events": page.events, "next_page": page.next})))
 }
 
 /// Prefect's `POST /api/events/filter` body: `{"filter": {...}, "limit": n}`.
@@ -165,25 +156,14 @@ async fn filter_page(
     cursor: Option<u64>,
 ) -> Result<Json<Value>, ApiError> {
     let (filter, ascending, limit) = filter_request(&request).map_err(ApiError::invalid)?;
-    let store = service.store();
     let filter = std::sync::Arc::new(filter);
-    let (events, next, total) = blocking(move || {
-        let page = if ascending {
-            store.events_asc(cursor, limit, SCAN_LIMIT, |e| filter.includes(e))
-        } else {
-            store.events_desc(cursor, limit, SCAN_LIMIT, |e| filter.includes(e))
-        };
-        let (events, next) = page.map_err(|e| ApiError::from(ServiceError::from(e)))?;
-        let mut total = 0usize;
-        store
-            .events_desc(None, usize::MAX, SCAN_LIMIT, |e| {
-                total += usize::from(filter.includes(e));
-                false
-            })
-            .map_err(|e| ApiError::from(ServiceError::from(e)))?;
-        Ok((events, next, total))
-    })
-    .await?;
+    let order = if ascending { Order::OldestFirst } else { Order::NewestFirst };
+    let page = {
+        let filter = filter.clone();
+        service.events(order, cursor, limit, EVENT_SCAN_LIMIT, move |e| filter.includes(e)).await?
+    };
+    let total = service.count_events(move |e| filter.includes(e)).await?;
+    let (events, next) = (page.events, page.next);
     let next_page = next.map(|cursor| {
         let path = format!("/api/events/filter/next?page-token={}", page_token(&request, cursor));
         match host {
@@ -191,7 +171,6 @@ async fn filter_page(
             None => path,
         }
     });
-    let events: Vec<&Event> = events.iter().map(|s| &s.event).collect();
     Ok(Json(json!({"events": events, "total": total, "next_page": next_page})))
 }
 

@@ -12,9 +12,9 @@ use uuid::Uuid;
 
 use crate::model::{JsonPath, Problems, ScopeFilter};
 use crate::service::clock::new_id;
-use crate::service::{Service, ServiceError};
+use crate::service::Service;
 
-use super::{blocking, json_body, ApiError, Query};
+use super::{json_body, ApiError, Query};
 
 pub(super) fn routes() -> Router<Service> {
     Router::new().route("/filters", get(list).post(create)).route("/filters/{id}", get(show).delete(remove))
@@ -43,8 +43,7 @@ struct ListQuery {
 }
 
 async fn list(State(service): State<Service>, Query(q): Query<ListQuery>) -> Result<Json<Vec<ScopeFilter>>, ApiError> {
-    let store = service.store();
-    let mut filters = blocking(move || store.filters().map_err(|e| ServiceError::from(e).into())).await?;
+    let mut filters = service.filters().await?;
     filters.retain(|f| {
         q.deployment.as_deref().is_none_or(|d| f.deployment == d) && q.scope.as_deref().is_none_or(|s| f.scope == s)
     });
@@ -52,10 +51,7 @@ async fn list(State(service): State<Service>, Query(q): Query<ListQuery>) -> Res
 }
 
 async fn show(State(service): State<Service>, Path(id): Path<String>) -> Result<Json<ScopeFilter>, ApiError> {
-    let uuid = filter_id(&id)?;
-    let store = service.store();
-    let found = blocking(move || store.filter(&uuid).map_err(|e| ServiceError::from(e).into())).await?;
-    found.map(Json).ok_or_else(|| ServiceError::NotFound { what: "filter", id }.into())
+    Ok(Json(service.filter(filter_id(&id)?).await?))
 }
 
 async fn remove(State(service): State<Service>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {

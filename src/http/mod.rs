@@ -111,10 +111,3 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestP
             .map_err(|rejection| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", rejection.body_text()))
     }
 }
-
-/// Runs a blocking read against the store.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "a read task failed"))?
-}

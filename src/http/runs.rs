@@ -6,16 +6,16 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::model::{
-    ClaimRequest, ClaimedRun, Completion, FailureReport, Heartbeat, HeartbeatReply, JsonPath, LogBatch, LogLine,
-    Problems, Run, RunState,
+    ClaimRequest, ClaimedRun, Completion, FailureReport, Heartbeat, HeartbeatReply, JsonPath, LogBatch, Problems, Run,
+    RunState,
 };
-use crate::service::{Service, ServiceError};
+use crate::service::{LogPage, Service};
 
-use super::{blocking, typed_body, ApiError, Query};
+use super::{typed_body, ApiError, Query};
 
 /// Most log lines one `GET /runs/{id}/logs` returns.
 const MAX_LOG_PAGE: usize = 1000;
@@ -69,21 +69,16 @@ async fn list_runs(State(service): State<Service>, Query(q): Query<RunQuery>) ->
     if !problems.is_empty() {
         return Err(ApiError::invalid(problems));
     }
-    let store = service.store();
-    let runs = blocking(move || {
-        Ok(store.runs(limit, |r| {
+    let runs = service
+        .runs(limit, move |r| {
             q.deployment.as_deref().is_none_or(|d| r.deployment == d) && state.is_none_or(|s| r.state == s)
-        })?)
-    })
-    .await?;
+        })
+        .await?;
     Ok(Json(runs))
 }
 
 async fn show_run(State(service): State<Service>, Path(id): Path<String>) -> Result<Json<Run>, ApiError> {
-    let uuid = run_id(&id)?;
-    let store = service.store();
-    let found = blocking(move || Ok(store.run(&uuid)?)).await?;
-    found.map(Json).ok_or_else(|| ServiceError::NotFound { what: "run", id }.into())
+    Ok(Json(service.run(run_id(&id)?).await?))
 }
 
 async fn claim(
@@ -134,15 +129,6 @@ struct LogQuery {
     limit: Option<usize>,
 }
 
-/// A page of a run's log.
-#[derive(Serialize)]
-struct LogPage {
-    lines: Vec<LogLine>,
-    /// Pass as `from` for the lines after these (absent when there are none yet).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next: Option<u64>,
-}
-
 async fn logs(
     State(service): State<Service>,
     Path(id): Path<String>,
@@ -155,15 +141,7 @@ async fn logs(
         p.add(&JsonPath::root().key("limit"), format!("must be from 1 to {MAX_LOG_PAGE}, got {limit}"));
         return Err(ApiError::invalid(p));
     }
-    let store = service.store();
-    let from = q.from.unwrap_or(0);
-    let (exists, lines) =
-        blocking(move || Ok((store.run(&uuid)?.is_some(), store.run_logs(&uuid, from, limit)?))).await?;
-    if !exists {
-        return Err(ServiceError::NotFound { what: "run", id }.into());
-    }
-    let next = lines.last().map(|(pos, _)| pos + 1);
-    Ok(Json(LogPage { lines: lines.into_iter().map(|(_, l)| l).collect(), next }))
+    Ok(Json(service.logs(uuid, q.from.unwrap_or(0), limit).await?))
 }
 
 async fn append_logs(

@@ -7,17 +7,12 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::engine::bucket::BucketKey;
-use crate::engine::compile;
-use crate::engine::compile::NodeKind;
-use crate::engine::BucketQuery;
-use crate::model::{JsonPath, Problems, TriggerDefinition};
-use crate::service::{Service, ServiceError};
-use crate::store::TriggerRecord;
+use crate::model::{JsonPath, Problems, TriggerDefinition, TriggerRecord};
+use crate::service::{BucketsPage, Service};
 
-use super::{blocking, json_body, ApiError, Query};
+use super::{json_body, ApiError, Query};
 
 pub(super) fn routes() -> Router<Service> {
     Router::new()
@@ -43,9 +38,8 @@ fn definition(value: &Value, id_from_path: Option<&str>) -> Result<TriggerDefini
             Some(_) => {}
         }
     }
-    let def = TriggerDefinition::from_json(&value, &JsonPath::root()).map_err(ApiError::invalid)?;
-    compile(&def, &JsonPath::root()).map_err(ApiError::invalid)?;
-    Ok(def)
+    // Templates and filters are compiled by the service when it installs the definition.
+    TriggerDefinition::from_json(&value, &JsonPath::root()).map_err(ApiError::invalid)
 }
 
 async fn create(
@@ -67,35 +61,12 @@ async fn upsert(
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(record)))
 }
 
-/// The stored records, each with a warning when its deployment does not exist (yet).
-fn records_with_warnings(store: &crate::store::Store, id: Option<&str>) -> Result<Vec<TriggerRecord>, ApiError> {
-    let read = || -> Result<Vec<TriggerRecord>, crate::store::StoreError> {
-        let mut records = match id {
-            Some(id) => store.trigger(id)?.into_iter().collect(),
-            None => store.triggers()?,
-        };
-        let deployments: std::collections::HashSet<String> = store.deployments()?.into_iter().map(|d| d.name).collect();
-        for r in &mut records {
-            r.note_deployment(|name| deployments.contains(name));
-        }
-        Ok(records)
-    };
-    read().map_err(|e| ServiceError::from(e).into())
-}
-
 async fn list(State(service): State<Service>) -> Result<Json<Vec<TriggerRecord>>, ApiError> {
-    let store = service.store();
-    Ok(Json(blocking(move || records_with_warnings(&store, None)).await?))
+    Ok(Json(service.triggers().await?))
 }
 
 async fn show(State(service): State<Service>, Path(id): Path<String>) -> Result<Json<TriggerRecord>, ApiError> {
-    let store = service.store();
-    let found = blocking({
-        let id = id.clone();
-        move || records_with_warnings(&store, Some(&id))
-    })
-    .await?;
-    found.into_iter().next().map(Json).ok_or_else(|| ServiceError::NotFound { what: "trigger", id }.into())
+    Ok(Json(service.trigger(id).await?))
 }
 
 async fn remove(State(service): State<Service>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
@@ -140,85 +111,42 @@ async fn patch(
 
 /// Buckets per page by default, and at most.
 const BUCKET_PAGE: (usize, usize) = (100, 1000);
-/// Evidence events read from the store per blocking step: a client that goes away stops the
-/// work at the next step.
-const EVIDENCE_CHUNK: usize = 50;
 
 /// `?key=V` (repeat it for each `for_each` label, in sorted-label order), `?limit=N`,
 /// `?after=CURSOR` (the previous page's `next`).
-fn bucket_query(pairs: Vec<(String, String)>) -> Result<BucketQuery, ApiError> {
-    let mut query = BucketQuery { limit: BUCKET_PAGE.0, ..BucketQuery::default() };
+struct BucketParams {
+    key: Option<Vec<String>>,
+    after: Option<String>,
+    limit: usize,
+}
+
+fn bucket_params(pairs: Vec<(String, String)>) -> Result<BucketParams, ApiError> {
+    let mut params = BucketParams { key: None, after: None, limit: BUCKET_PAGE.0 };
     let mut problems = Problems::default();
     let root = JsonPath::root();
     for (name, value) in pairs {
         match name.as_str() {
-            "key" => query.key.get_or_insert_with(Vec::new).push(value),
+            "key" => params.key.get_or_insert_with(Vec::new).push(value),
             "limit" => match value.parse::<usize>() {
-                Ok(n) if (1..=BUCKET_PAGE.1).contains(&n) => query.limit = n,
+                Ok(n) if (1..=BUCKET_PAGE.1).contains(&n) => params.limit = n,
                 _ => problems.add(&root.key("limit"), format!("must be from 1 to {}, got `{value}`", BUCKET_PAGE.1)),
             },
-            "after" => match value.split_once(':').and_then(|(n, k)| Some((n.parse::<usize>().ok()?, k))) {
-                Some((node, key)) => query.after = Some((node, BucketKey::from_packed(key))),
-                None => problems.add(&root.key("after"), "expected the `next` cursor of a previous page"),
-            },
+            "after" => params.after = Some(value),
             other => problems.add(&root.key(other), "unknown parameter; use key, limit or after"),
         }
     }
-    problems.into_result(query).map_err(ApiError::invalid)
+    problems.into_result(params).map_err(ApiError::invalid)
 }
 
-/// A page of live buckets with their window, count, phase, and the evidence each keeps (the
-/// last event it saw, with what it did there): the answer to "why did or didn't my trigger
-/// fire?". Read from the engine's own state: no event scan, one lookup per bucket shown.
+/// A page of live buckets with their window, count, phase, and the evidence each keeps: the
+/// answer to "why did or didn't my trigger fire?".
 async fn buckets(
     State(service): State<Service>,
     Path(id): Path<String>,
     Query(pairs): Query<Vec<(String, String)>>,
-) -> Result<Json<Value>, ApiError> {
-    let query = bucket_query(pairs)?;
-    let Some(page) = service.bucket_page(id.clone(), query).await? else {
-        return Ok(Json(json!({"trigger": id, "buckets": [], "next": null})));
-    };
-    let mut items = Vec::with_capacity(page.buckets.len());
-    for chunk in page.buckets.chunks(EVIDENCE_CHUNK) {
-        let ids: Vec<_> = chunk.iter().map(|b| b.bucket.last_event).collect();
-        let store = service.store();
-        let events = blocking(move || {
-            ids.iter()
-                .map(|id| match id {
-                    Some(id) => store.event(id).map_err(|e| ApiError::from(ServiceError::from(e))),
-                    None => Ok(None),
-                })
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await?;
-        for (b, event) in chunk.iter().zip(events) {
-            let evidence: Vec<Value> = event
-                .map(std::sync::Arc::new)
-                .and_then(|e| {
-                    let NodeKind::Event(node) = &page.definition.nodes.get(b.node)?.kind else { return None };
-                    let role = node.role_of(&e)?;
-                    Some(json!({"id": e.id, "event": e.event, "occurred": e.occurred, "opens": role.opens, "counts": role.counts}))
-                })
-                .into_iter()
-                .collect();
-            items.push(json!({
-                "node": b.node,
-                "labels": b.labels,
-                "phase": b.phase,
-                "posture": b.posture,
-                "start": b.bucket.start,
-                "end": b.bucket.end,
-                "count": b.bucket.count,
-                "threshold": b.threshold,
-                "last_event": b.bucket.last_event,
-                "sweep_at": b.sweep_at,
-                "events": evidence,
-            }));
-        }
-    }
-    let next = page.next.map(|(node, key)| format!("{node}:{}", key.as_str()));
-    Ok(Json(json!({"trigger": id, "buckets": items, "next": next})))
+) -> Result<Json<BucketsPage>, ApiError> {
+    let BucketParams { key, after, limit } = bucket_params(pairs)?;
+    Ok(Json(service.explain(id, key, after, limit).await?))
 }
 
 #[derive(serde::Deserialize)]
@@ -243,13 +171,5 @@ async fn firings(
         p.add(&JsonPath::root().key("limit"), format!("must be from 1 to {}, got {limit}", FIRING_PAGE.1));
         return Err(ApiError::invalid(p));
     }
-    let store = service.store();
-    blocking(move || {
-        if store.trigger(&id).map_err(|e| ApiError::from(ServiceError::from(e)))?.is_none() {
-            return Err(ServiceError::NotFound { what: "trigger", id }.into());
-        }
-        store.firings(limit, |f| f.trigger == id).map_err(|e| ServiceError::from(e).into())
-    })
-    .await
-    .map(Json)
+    Ok(Json(service.firings(id, limit).await?))
 }

@@ -12,7 +12,7 @@ use std::collections::{HashSet, VecDeque};
 use std::fmt::Display;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -34,8 +34,7 @@ use crate::model::problems::kind_of;
 use crate::model::time::Span;
 use crate::model::{Event, JsonPath, Timestamp};
 use crate::service::Stamper;
-use crate::service::{Service, ServiceError};
-use crate::store::{Store, StoreError};
+use crate::service::{Order, Service, ServiceError};
 
 use crate::model::event_filter::EventFilter;
 
@@ -401,36 +400,42 @@ type Backfilled = (Uuid, Timestamp, String);
 /// The matching events received since `cutoff`, newest first by arrival, encoded: at most
 /// [`BACKFILL_LIMIT`] of them and [`BACKFILL_MAX_BYTES`]; stops reading at the first event
 /// received before `cutoff`.
-fn read_backfill(store: &Store, filter: &EventFilter, cutoff: Timestamp) -> Result<Vec<Backfilled>, Stop> {
-    let failed = |e: StoreError| {
+async fn read_backfill(
+    service: &Service,
+    filter: &Arc<EventFilter>,
+    cutoff: Timestamp,
+) -> Result<Vec<Backfilled>, Stop> {
+    let failed = |e: ServiceError| {
         tracing::error!(error = %e, "could not read the backfill");
         close(close_code::ERROR, "tripwire could not read stored events; see the server log")
     };
     let mut found = Vec::new();
     let mut bytes = 0;
     let mut before = None;
+    let reached_cutoff = Arc::new(AtomicBool::new(false));
     loop {
-        let mut reached_cutoff = false;
         let page = BACKFILL_PAGE.min(BACKFILL_LIMIT - found.len());
-        let (page, next) = store
-            .events_desc(before, page, BACKFILL_SCAN_CHUNK, |e| {
-                if reached_cutoff || e.received.is_none_or(|r| r < cutoff) {
-                    reached_cutoff = true;
+        let (filter, reached) = (filter.clone(), reached_cutoff.clone());
+        let page = service
+            .events(Order::NewestFirst, before, page, BACKFILL_SCAN_CHUNK, move |e| {
+                if reached.load(Ordering::Relaxed) || e.received.is_none_or(|r| r < cutoff) {
+                    reached.store(true, Ordering::Relaxed);
                     return false;
                 }
                 filter.includes(e)
             })
+            .await
             .map_err(failed)?;
-        for stored in page {
-            let message = encode_event(&stored.event)?;
+        for event in page.events {
+            let message = encode_event(&event)?;
             bytes += message.len();
             if bytes > BACKFILL_MAX_BYTES {
                 return Ok(found);
             }
-            found.push((stored.event.id, stored.event.occurred, message));
+            found.push((event.id, event.occurred, message));
         }
-        match next {
-            Some(seq) if !reached_cutoff && found.len() < BACKFILL_LIMIT => before = Some(seq),
+        match page.next {
+            Some(seq) if !reached_cutoff.load(Ordering::Relaxed) && found.len() < BACKFILL_LIMIT => before = Some(seq),
             _ => return Ok(found),
         }
     }
@@ -569,13 +574,10 @@ where
     let mut sent: HashSet<Uuid> = HashSet::new();
     let mut outbox = Outbox::new(subscribers);
     if backfill {
-        let store = service.store();
-        let cutoff = service.config().clock.now().minus(BACKFILL_WINDOW);
-        let shared = filter.clone();
-        let mut events = match tokio::task::spawn_blocking(move || read_backfill(&store, &shared, cutoff)).await {
-            Ok(Ok(events)) => events,
-            Ok(Err(stop)) => return stop,
-            Err(_) => return close(close_code::ERROR, "reading stored events failed"),
+        let cutoff = service.now().minus(BACKFILL_WINDOW);
+        let mut events = match read_backfill(service, &Arc::new(filter.clone()), cutoff).await {
+            Ok(events) => events,
+            Err(stop) => return stop,
         };
         // Arrival order, then by `occurred` as Prefect's server sorts its backfill (stable,
         // so events that occurred at the same instant keep their arrival order).

@@ -4,6 +4,7 @@
 
 pub mod clock;
 mod core;
+mod read;
 mod runs;
 
 use std::path::PathBuf;
@@ -25,6 +26,7 @@ use crate::store::{Store, StoreError, TriggerRecord};
 
 use self::clock::Clock;
 use self::core::{Command, Core};
+pub use self::read::{BucketsPage, EventPage, LogPage, Order, EVENT_SCAN_LIMIT};
 
 /// Service settings.
 #[derive(Clone)]

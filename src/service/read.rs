@@ -1,0 +1,281 @@
+//! The read side: every read the API needs, as service methods that do their own blocking
+//! and answer service errors. The edges never touch the store.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::engine::bucket::BucketKey;
+use crate::engine::compile::NodeKind;
+use crate::engine::{BucketQuery, BucketView};
+use crate::model::{Deployment, Event, Firing, JsonPath, LogLine, Problems, Run, ScopeFilter, TriggerRecord};
+use crate::store::{Store, StoreError};
+
+use super::{Service, ServiceError};
+
+/// Stored events one page scans at most looking for matches.
+pub const EVENT_SCAN_LIMIT: usize = 100_000;
+
+/// Which way a page of events runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    /// Newest first; the cursor is the sequence number to stop before.
+    NewestFirst,
+    /// Oldest first; the cursor is the sequence number to start at.
+    OldestFirst,
+}
+
+/// A page of stored events and the cursor of the next page, when there is one.
+#[derive(Clone, Debug, Default)]
+pub struct EventPage {
+    /// The events, in the page's order.
+    pub events: Vec<Event>,
+    /// Where the next page starts.
+    pub next: Option<u64>,
+}
+
+/// A page of a definition's live buckets, each with the evidence its window keeps (its last
+/// event, with whether it opened the window or counted): "why did or didn't it fire?".
+#[derive(Clone, Debug, Serialize)]
+pub struct BucketsPage {
+    /// The definition's id.
+    pub trigger: String,
+    /// The buckets, by (event trigger, key).
+    pub buckets: Vec<Value>,
+    /// The cursor of the next page (`after=`), when there is one.
+    pub next: Option<String>,
+}
+
+/// A page of a run's log.
+#[derive(Clone, Debug, Serialize)]
+pub struct LogPage {
+    /// The lines, oldest first.
+    pub lines: Vec<LogLine>,
+    /// Pass as `from` for the lines after these (absent when there are none yet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<u64>,
+}
+
+/// Evidence events read from the store per blocking step: a client that goes away stops the
+/// work at the next step.
+const EVIDENCE_CHUNK: usize = 50;
+
+impl Service {
+    /// Runs a read against the store on the blocking pool.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, ServiceError> {
+        let store = self.inner.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|_| ServiceError::ShuttingDown)?
+            .map_err(Into::into)
+    }
+
+    /// A page of stored events that pass `keep`, at most `limit`, scanning at most
+    /// `scan_limit` (and the store's byte bounds).
+    pub async fn events(
+        &self,
+        order: Order,
+        cursor: Option<u64>,
+        limit: usize,
+        scan_limit: usize,
+        keep: impl FnMut(&Event) -> bool + Send + 'static,
+    ) -> Result<EventPage, ServiceError> {
+        let (stored, next) = self
+            .read(move |store| match order {
+                Order::NewestFirst => store.events_desc(cursor, limit, scan_limit, keep),
+                Order::OldestFirst => store.events_asc(cursor, limit, scan_limit, keep),
+            })
+            .await?;
+        Ok(EventPage { events: stored.into_iter().map(|s| s.event).collect(), next })
+    }
+
+    /// How many stored events pass `keep`, within one page's scan bounds.
+    pub async fn count_events(
+        &self,
+        mut keep: impl FnMut(&Event) -> bool + Send + 'static,
+    ) -> Result<usize, ServiceError> {
+        self.read(move |store| {
+            let mut total = 0usize;
+            store.events_desc(None, usize::MAX, EVENT_SCAN_LIMIT, |e| {
+                total += usize::from(keep(e));
+                false
+            })?;
+            Ok(total)
+        })
+        .await
+    }
+
+    /// Every definition, each with a warning when its deployment does not exist (yet).
+    pub async fn triggers(&self) -> Result<Vec<TriggerRecord>, ServiceError> {
+        self.read(|store| records_with_warnings(store, store.triggers()?)).await
+    }
+
+    /// One definition, with its warning.
+    pub async fn trigger(&self, id: String) -> Result<TriggerRecord, ServiceError> {
+        let found = self
+            .read({
+                let id = id.clone();
+                move |store| records_with_warnings(store, store.trigger(&id)?.into_iter().collect())
+            })
+            .await?;
+        found.into_iter().next().ok_or(ServiceError::NotFound { what: "trigger", id })
+    }
+
+    /// The definitions that run `deployment`.
+    pub async fn deployment_triggers(&self, deployment: String) -> Result<Vec<TriggerRecord>, ServiceError> {
+        self.read(move |store| {
+            if store.deployment(&deployment)?.is_none() {
+                return Ok(Err(ServiceError::NotFound { what: "deployment", id: deployment }));
+            }
+            let all = store.triggers()?;
+            Ok(Ok(all
+                .into_iter()
+                .filter(|r| r.definition.deployment.as_deref() == Some(deployment.as_str()))
+                .collect()))
+        })
+        .await?
+    }
+
+    /// A definition's latest firings, newest first.
+    pub async fn firings(&self, id: String, limit: usize) -> Result<Vec<Firing>, ServiceError> {
+        self.read(move |store| {
+            if store.trigger(&id)?.is_none() {
+                return Ok(Err(ServiceError::NotFound { what: "trigger", id }));
+            }
+            Ok(Ok(store.firings(limit, |f| f.trigger == id)?))
+        })
+        .await?
+    }
+
+    /// A page of a definition's live buckets with their evidence (see [`BucketsPage`]): `key`
+    /// holds one value per `for_each` label (in sorted-label order), `after` is the previous
+    /// page's `next`.
+    pub async fn explain(
+        &self,
+        id: String,
+        key: Option<Vec<String>>,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<BucketsPage, ServiceError> {
+        let after = match after {
+            None => None,
+            Some(cursor) => match cursor.split_once(':').and_then(|(n, k)| Some((n.parse::<usize>().ok()?, k))) {
+                Some((node, key)) => Some((node, BucketKey::from_packed(key))),
+                None => {
+                    let mut problems = Problems::default();
+                    problems.add(&JsonPath::root().key("after"), "expected the `next` cursor of a previous page");
+                    return Err(ServiceError::Invalid(problems));
+                }
+            },
+        };
+        let query = BucketQuery { key, after, limit };
+        let Some(page) = self.bucket_page(id.clone(), query).await? else {
+            return Ok(BucketsPage { trigger: id, buckets: Vec::new(), next: None });
+        };
+        let mut buckets = Vec::with_capacity(page.buckets.len());
+        for chunk in page.buckets.chunks(EVIDENCE_CHUNK) {
+            let ids: Vec<Option<Uuid>> = chunk.iter().map(|b| b.bucket.last_event).collect();
+            let events: Vec<Option<Event>> = self
+                .read(move |store| ids.iter().map(|id| id.map_or(Ok(None), |id| store.event(&id))).collect())
+                .await?;
+            for (b, event) in chunk.iter().zip(events) {
+                buckets.push(explained(b, event, &page.definition.nodes));
+            }
+        }
+        let next = page.next.map(|(node, key)| format!("{node}:{}", key.as_str()));
+        Ok(BucketsPage { trigger: id, buckets, next })
+    }
+
+    /// Every deployment.
+    pub async fn deployments(&self) -> Result<Vec<Deployment>, ServiceError> {
+        self.read(|store| store.deployments()).await
+    }
+
+    /// One deployment.
+    pub async fn deployment(&self, name: String) -> Result<Deployment, ServiceError> {
+        let found = self.read({
+            let name = name.clone();
+            move |store| store.deployment(&name)
+        });
+        found.await?.ok_or(ServiceError::NotFound { what: "deployment", id: name })
+    }
+
+    /// Runs newest first that pass `keep`, at most `limit`.
+    pub async fn runs(
+        &self,
+        limit: usize,
+        keep: impl FnMut(&Run) -> bool + Send + 'static,
+    ) -> Result<Vec<Run>, ServiceError> {
+        self.read(move |store| store.runs(limit, keep)).await
+    }
+
+    /// One run.
+    pub async fn run(&self, id: Uuid) -> Result<Run, ServiceError> {
+        self.read(move |store| store.run(&id)).await?.ok_or(ServiceError::NotFound { what: "run", id: id.to_string() })
+    }
+
+    /// A page of a run's log, from line `from`.
+    pub async fn logs(&self, id: Uuid, from: u64, limit: usize) -> Result<LogPage, ServiceError> {
+        let (exists, lines) =
+            self.read(move |store| Ok((store.run(&id)?.is_some(), store.run_logs(&id, from, limit)?))).await?;
+        if !exists {
+            return Err(ServiceError::NotFound { what: "run", id: id.to_string() });
+        }
+        let next = lines.last().map(|(pos, _)| pos + 1);
+        Ok(LogPage { lines: lines.into_iter().map(|(_, l)| l).collect(), next })
+    }
+
+    /// Every scope filter.
+    pub async fn filters(&self) -> Result<Vec<ScopeFilter>, ServiceError> {
+        self.read(|store| store.filters()).await
+    }
+
+    /// One scope filter.
+    pub async fn filter(&self, id: Uuid) -> Result<ScopeFilter, ServiceError> {
+        let found = self.read(move |store| store.filter(&id)).await?;
+        found.ok_or(ServiceError::NotFound { what: "filter", id: id.to_string() })
+    }
+}
+
+/// Sets each record's warning from the deployments that exist.
+fn records_with_warnings(store: &Store, mut records: Vec<TriggerRecord>) -> Result<Vec<TriggerRecord>, StoreError> {
+    if records.iter().any(|r| r.definition.deployment.is_some()) {
+        let deployments: HashSet<String> = store.deployments()?.into_iter().map(|d| d.name).collect();
+        for r in &mut records {
+            r.note_deployment(|name| deployments.contains(name));
+        }
+    }
+    Ok(records)
+}
+
+/// One bucket as the explain view shows it, with its last event as evidence.
+fn explained(b: &BucketView, event: Option<Event>, nodes: &[crate::engine::compile::Node]) -> Value {
+    let evidence: Vec<Value> = event
+        .map(Arc::new)
+        .and_then(|e| {
+            let NodeKind::Event(node) = &nodes.get(b.node)?.kind else { return None };
+            let role = node.role_of(&e)?;
+            Some(json!({"id": e.id, "event": e.event, "occurred": e.occurred, "opens": role.opens, "counts": role.counts}))
+        })
+        .into_iter()
+        .collect();
+    json!({
+        "node": b.node,
+        "labels": b.labels,
+        "phase": b.phase,
+        "posture": b.posture,
+        "start": b.bucket.start,
+        "end": b.bucket.end,
+        "count": b.bucket.count,
+        "threshold": b.threshold,
+        "last_event": b.bucket.last_event,
+        "sweep_at": b.sweep_at,
+        "events": evidence,
+    })
+}
