@@ -40,6 +40,14 @@ impl Target {
         common::canary_fires(&self.http, self.pid(), &format!("ping-{}", self.pings)).await;
     }
 
+    /// SIGTERM (a clean stop writes a snapshot), then start again on the same data.
+    async fn clean_restart(&mut self) {
+        assert!(self.server.take().expect("running").terminate(), "a clean stop");
+        let server = Server::start(&self.data);
+        self.http = Http::new(&server.api);
+        self.server = Some(server);
+    }
+
     /// SIGKILL, then start again on the same data: it comes back, and still serves.
     async fn restart(&mut self) {
         self.server.take().expect("running").kill();
@@ -111,11 +119,7 @@ async fn times_outside_the_representable_range_are_refused_and_far_future_window
     assert_eq!(page["buckets"][0]["end"], "9801-01-01T00:30:00Z", "{page}");
     target.still_serves().await;
     // A clean stop writes a snapshot with that window; a kill after replays from it.
-    let server = target.server.take().unwrap();
-    assert!(server.terminate(), "a clean stop");
-    let server = Server::start(&target.data);
-    target.http = Http::new(&server.api);
-    target.server = Some(server);
+    target.clean_restart().await;
     let (_, page) = target.http.get("/triggers/late/buckets").await;
     assert_eq!(page["buckets"][0]["end"], "9801-01-01T00:30:00Z", "{page}");
     target.still_serves().await;
@@ -189,11 +193,7 @@ async fn json_too_deep_or_too_big_is_refused_where_it_is_accepted() {
     assert_eq!(status, 200);
     target.still_serves().await;
     // A clean stop writes a snapshot holding all of it; it must read back.
-    let server = target.server.take().unwrap();
-    assert!(server.terminate(), "a clean stop");
-    let server = Server::start(&target.data);
-    target.http = Http::new(&server.api);
-    target.server = Some(server);
+    target.clean_restart().await;
     target.still_serves().await;
     target.restart().await;
 }
