@@ -23,7 +23,6 @@ use uuid::Uuid;
 
 use crate::client::{ClientError, NewEvent};
 use crate::flow::{Backend, BoxFuture};
-use crate::http::ApiError;
 use crate::model::{
     ClaimRequest, ClaimedRun, Completion, Deployment, FailureReport, Heartbeat, HeartbeatReply, JsonPath, LogBatch,
     Run, TriggerDefinition, TriggerSync,
@@ -79,9 +78,9 @@ impl Embedded {
 
 /// The error the HTTP API would have answered (the same mapping), so that workers handle
 /// both modes alike.
+/// A service error as the HTTP client would report it (same status, code and message).
 fn api_error(e: ServiceError) -> ClientError {
-    let answer = ApiError::from(e);
-    ClientError::Api { status: answer.status(), code: answer.code().into(), message: answer.message().into() }
+    ClientError::Api { status: e.status(), code: e.code().into(), message: e.public_message() }
 }
 
 impl Backend for Embedded {

@@ -4,6 +4,10 @@
 use std::path::Path;
 
 fn sources(dir: &Path, out: &mut Vec<(String, String)>) {
+    if dir.is_file() {
+        out.push((dir.display().to_string(), std::fs::read_to_string(dir).unwrap()));
+        return;
+    }
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.is_dir() {
@@ -14,27 +18,50 @@ fn sources(dir: &Path, out: &mut Vec<(String, String)>) {
     }
 }
 
-fn check(layer: &str, forbidden: &[&str]) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(layer);
+/// Every line under `root` (a folder or one file) that names a forbidden path.
+fn violations(root: &Path, forbidden: &[&str]) -> Vec<String> {
     let mut files = Vec::new();
-    sources(&root, &mut files);
-    assert!(!files.is_empty(), "no sources under src/{layer}");
-    let mut violations = Vec::new();
+    sources(root, &mut files);
+    assert!(!files.is_empty(), "no sources under {}", root.display());
+    let mut found = Vec::new();
     for (path, text) in &files {
         for (n, line) in text.lines().enumerate() {
             let code = line.split("//").next().unwrap_or("");
             for word in forbidden {
                 // Whole paths only: `crate::cli` must not match `crate::client`.
-                let found = code
+                let named = code
                     .match_indices(word)
                     .any(|(at, _)| !code[at + word.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_'));
-                if found {
-                    violations.push(format!("{path}:{}: `{word}` in {layer}", n + 1));
+                if named {
+                    found.push(format!("{path}:{}: `{word}`", n + 1));
                 }
             }
         }
     }
-    assert!(violations.is_empty(), "{}", violations.join("\n"));
+    found
+}
+
+/// `src/<layer>` names none of `forbidden`.
+fn check(layer: &str, forbidden: &[&str]) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(layer);
+    let found = violations(&root, forbidden);
+    assert!(found.is_empty(), "in {layer}:\n{}", found.join("\n"));
+}
+
+#[test]
+fn the_checker_finds_what_it_must_and_only_that() {
+    let dir = std::env::temp_dir().join(format!("tripwire-architecture-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("inner")).unwrap();
+    std::fs::write(
+        dir.join("inner").join("sample.rs"),
+        "use crate::store::Store;\nuse crate::client::Client; // crate::store in a comment\nfn f(s: &Service) { s.store(); }\n",
+    )
+    .unwrap();
+    let found = violations(&dir, &["crate::store", "crate::cli", ".store()"]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found[0].ends_with("sample.rs:1: `crate::store`"), "{found:?}");
+    assert!(found[1].ends_with("sample.rs:3: `.store()`"), "{found:?}");
 }
 
 #[test]
@@ -103,6 +130,11 @@ fn flows_run_on_the_client_and_the_model_only() {
 fn http_goes_through_the_service() {
     // The edge parses, calls the service and maps its errors: reads and writes alike.
     check("http", &["redb", "crate::store", "crate::engine", "crate::cli", ".store()"]);
+}
+
+#[test]
+fn embedded_mode_is_the_service_without_the_http_edge() {
+    check("embedded.rs", &["crate::http", "axum", "crate::cli"]);
 }
 
 #[test]

@@ -42,21 +42,6 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("the body is not valid JSON: {e}"))
     }
 
-    /// The HTTP status.
-    pub fn status(&self) -> u16 {
-        self.status.as_u16()
-    }
-
-    /// The machine-readable code, e.g. `not_found`.
-    pub fn code(&self) -> &'static str {
-        self.code
-    }
-
-    /// The message for people.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-
     /// 404 for an unknown route.
     pub fn no_route(method: &str, path: &str) -> ApiError {
         ApiError::new(
@@ -69,27 +54,15 @@ impl ApiError {
 
 impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         match e {
             ServiceError::Invalid(p) => ApiError::invalid(p),
-            ServiceError::NotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
-            ServiceError::Conflict { .. } => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
-            ServiceError::RunRefused { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
             ServiceError::Overloaded { retry_after_secs } => {
-                let mut err = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", e.to_string());
+                let mut err = ApiError::new(status, e.code(), e.public_message());
                 err.retry_after = Some(retry_after_secs);
                 err
             }
-            ServiceError::ShuttingDown => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", e.to_string())
-            }
-            ServiceError::Store(inner) => {
-                tracing::error!(error = %inner, "storage error");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "storage",
-                    "tripwire could not read or write its data; see the server log",
-                )
-            }
+            other => ApiError::new(status, other.code(), other.public_message()),
         }
     }
 }

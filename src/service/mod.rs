@@ -101,6 +101,48 @@ pub enum ServiceError {
     Store(#[from] StoreError),
 }
 
+impl ServiceError {
+    /// A stable code for the error, as both the HTTP API and the embedded client report it:
+    /// `invalid`, `not_found`, `conflict`, `run_finished`, `run_not_held`, `overloaded`,
+    /// `shutting_down` or `storage`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ServiceError::Invalid(_) => "invalid",
+            ServiceError::NotFound { .. } => "not_found",
+            ServiceError::Conflict { .. } => "conflict",
+            ServiceError::RunRefused { code, .. } => code,
+            ServiceError::Overloaded { .. } => "overloaded",
+            ServiceError::ShuttingDown => "shutting_down",
+            ServiceError::Store(_) => "storage",
+        }
+    }
+
+    /// The HTTP status the API answers this error with (the embedded client reports the same,
+    /// so that code written for one mode works in the other).
+    pub fn status(&self) -> u16 {
+        match self {
+            ServiceError::Invalid(_) => 400,
+            ServiceError::NotFound { .. } => 404,
+            ServiceError::Conflict { .. } | ServiceError::RunRefused { .. } => 409,
+            ServiceError::Overloaded { .. } | ServiceError::ShuttingDown => 503,
+            ServiceError::Store(_) => 500,
+        }
+    }
+
+    /// What to tell the client: the error itself, except for storage failures, which are
+    /// logged and described generically.
+    pub fn public_message(&self) -> String {
+        match self {
+            ServiceError::Store(inner) => {
+                tracing::error!(error = %inner, "storage error");
+                "tripwire could not read or write its data; see the server log".to_owned()
+            }
+            ServiceError::Invalid(problems) => format!("invalid input: {problems}"),
+            other => other.to_string(),
+        }
+    }
+}
+
 /// The answer to an ingest: every id in the request, in order, and those seen before.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct IngestReport {
