@@ -43,22 +43,6 @@ impl BucketKey {
         }
     }
 
-    /// The length in bytes of [`BucketKey::of`], without building it.
-    pub fn len_of(for_each: &[String], event: &Event) -> usize {
-        let value_len = |label: &String| event.find_resource_label(label).map_or(0, str::len);
-        match for_each {
-            [] => 0,
-            [label] => value_len(label),
-            labels => labels
-                .iter()
-                .map(|label| {
-                    let n = value_len(label);
-                    n + n.to_string().len() + 1
-                })
-                .sum(),
-        }
-    }
-
     /// The packed key, as a page cursor carries it.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -160,9 +144,9 @@ pub struct Buckets {
     bytes: usize,
 }
 
-/// What a bucket whose key is `key_len` bytes counts against a trigger's byte cap.
-pub fn bucket_cost(key_len: usize) -> usize {
-    BUCKET_OVERHEAD_BYTES + key_len
+/// What a bucket of `key` counts against a trigger's byte cap.
+pub fn bucket_cost(key: &BucketKey) -> usize {
+    BUCKET_OVERHEAD_BYTES + key.0.len()
 }
 
 impl Buckets {
@@ -183,7 +167,7 @@ impl Buckets {
 
     fn store(&mut self, key: &BucketKey, bucket: Bucket) {
         if self.map.insert(key.clone(), bucket).is_none() {
-            self.bytes += bucket_cost(key.0.len());
+            self.bytes += bucket_cost(key);
         }
     }
 
@@ -192,7 +176,7 @@ impl Buckets {
         self.map.retain(|k, b| {
             let kept = keep(b);
             if !kept {
-                freed += bucket_cost(k.0.len());
+                freed += bucket_cost(k);
             }
             kept
         });
@@ -223,7 +207,7 @@ impl Buckets {
 
     fn remove(&mut self, key: &BucketKey) {
         if self.map.remove(key).is_some() {
-            self.bytes -= bucket_cost(key.0.len());
+            self.bytes -= bucket_cost(key);
         }
     }
 
@@ -269,16 +253,23 @@ impl Buckets {
 /// Prefect's `reactive_evaluation` for one interested trigger: opens or finds the event's
 /// bucket and evaluates it. `clock` is the processing time; the evaluation's "now" is the
 /// event's `occurred`.
-pub fn on_event(node: &EventNode, buckets: &mut Buckets, clock: Timestamp, event: &Event, out: &mut Vec<BucketFiring>) {
+/// `key` is [`BucketKey::of`] the event for the trigger's `for_each`.
+pub fn on_event(
+    node: &EventNode,
+    buckets: &mut Buckets,
+    clock: Timestamp,
+    event: &Event,
+    key: BucketKey,
+    out: &mut Vec<BucketFiring>,
+) {
     let name = event.event.as_str();
     let occurred = event.occurred;
     if node.stateless {
         if node.expects(name) {
-            out.push(BucketFiring { key: BucketKey::of(&node.for_each, event), at: occurred, event: Some(event.id) });
+            out.push(BucketFiring { key, at: occurred, event: Some(event.id) });
         }
         return;
     }
-    let key = BucketKey::of(&node.for_each, event);
     let mut bucket = None;
     if !node.after.is_empty() && node.starts_after(name) {
         // An event that both opens and counts starts at -1 so it can spend itself.

@@ -590,9 +590,11 @@ impl Engine {
         else {
             return;
         };
+        // Built once: the caps below look at it, and the evaluation uses it.
+        let key = BucketKey::of(&e.for_each, event);
         if !e.stateless {
-            let key_len = BucketKey::len_of(&e.for_each, event);
-            let cost = bucket::bucket_cost(key_len);
+            let key_len = key.as_str().len();
+            let cost = bucket::bucket_cost(&key);
             let overflow = |reason: String| Overflow { trigger: compiled.definition.id.clone(), reason };
             if key_len > bucket::MAX_BUCKET_KEY_BYTES {
                 step.overflows.push(overflow(format!(
@@ -606,7 +608,7 @@ impl Engine {
             let full = |b: &Buckets| b.len() >= max_count || b.bytes() + cost > max_bytes;
             if full(buckets) {
                 buckets.sweep(clock);
-                if full(buckets) && buckets.live(&BucketKey::of(&e.for_each, event), clock).is_none() {
+                if full(buckets) && buckets.live(&key, clock).is_none() {
                     step.overflows.push(overflow(format!(
                         "the trigger holds {} buckets ({} bytes); at most {max_count} buckets and {max_bytes} bytes",
                         buckets.len(),
@@ -616,7 +618,7 @@ impl Engine {
                 }
             }
         }
-        bucket::on_event(e, buckets, clock, event, fired);
+        bucket::on_event(e, buckets, clock, event, key, fired);
         for f in fired.drain(..) {
             self.fire(slot, node as NodeId, f, FiringContext { current: Some(event), filter: None }, events, step);
         }

@@ -304,18 +304,18 @@ impl Core {
                 Applied::Failed(problem) => problem,
             };
             failed_in_a_row += 1;
-            tracing::error!(error = %problem, "a batch failed; its requests were refused, rebuilding the engine from storage");
-            let changed = self.runs_changed.clone();
-            let rebuilt = Core::recover(self.store.clone(), self.config.clone(), self.events.clone(), changed);
-            let reason = match rebuilt {
-                Ok(_) if failed_in_a_row >= MAX_FAILED_BATCHES => {
-                    format!("{failed_in_a_row} batches in a row failed, the last with: {problem}")
+            let reason = if failed_in_a_row >= MAX_FAILED_BATCHES {
+                format!("{failed_in_a_row} batches in a row failed, the last with: {problem}")
+            } else {
+                tracing::error!(error = %problem, "a batch failed; its requests were refused, rebuilding the engine from storage");
+                let changed = self.runs_changed.clone();
+                match Core::recover(self.store.clone(), self.config.clone(), self.events.clone(), changed) {
+                    Ok(fresh) => {
+                        self = fresh;
+                        continue;
+                    }
+                    Err(e) => format!("cannot rebuild the engine after a failed batch ({problem}): {e}"),
                 }
-                Ok(fresh) => {
-                    self = fresh;
-                    continue;
-                }
-                Err(e) => format!("cannot rebuild the engine after a failed batch ({problem}): {e}"),
             };
             tracing::error!(%reason, "the core stops");
             failure.send_replace(Some(reason));
