@@ -12,6 +12,7 @@ pub mod firing;
 pub mod limits;
 pub mod problems;
 pub mod run;
+mod run_event;
 pub mod schema;
 pub mod time;
 pub mod trigger;

@@ -454,6 +454,20 @@ impl LogBatch {
         }
         problems.into_result(())
     }
+
+    /// The lines as stored for `attempt`: a missing `at` is `now`, and a line longer than
+    /// [`MAX_LOG_LINE_BYTES`] is cut, with a marker.
+    pub fn into_lines(self, attempt: u32, now: Timestamp) -> Vec<LogLine> {
+        self.lines
+            .into_iter()
+            .map(|l| LogLine {
+                at: l.at.unwrap_or(now),
+                level: l.level,
+                message: limits::clip(l.message, MAX_LOG_LINE_BYTES),
+                attempt,
+            })
+            .collect()
+    }
 }
 
 /// What `PUT /deployments/{name}/triggers` changed: the trigger ids in each group.

@@ -1,0 +1,362 @@
+//! The core thread: owns the engine and the store's single writer. Decide, commit, then act:
+//! a batch of commands is applied to the engine and written in one transaction; replies and
+//! event notifications go out only after the commit.
+
+mod command;
+mod deployments;
+mod events;
+mod filters;
+mod runs;
+mod triggers;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use uuid::Uuid;
+
+use crate::engine::{panic_message, Engine, EngineConfig, EventLookup};
+use crate::model::time::{Span, Timestamp};
+use crate::model::Event;
+use crate::store::{LogEntry, Snapshot, Store, StoreError, Tx};
+
+pub(super) use self::command::Command;
+use self::filters::install_filter;
+use self::triggers::install;
+use super::runs::RunQueue;
+use super::{ServiceConfig, ServiceError};
+
+/// Processed event ids the engine remembers itself; the store deduplicates for the whole
+/// retention period.
+const ENGINE_SEEN_WINDOW: Span = Span::minutes(60);
+/// Commands folded into one transaction.
+const MAX_BATCH: usize = 256;
+/// How often old events are pruned.
+const PRUNE_EVERY: Span = Span::seconds(60);
+/// Run-state events one command may feed back into the engine. A trigger on
+/// `tripwire.run.scheduled` that runs its own deployment would otherwise loop forever; the
+/// events past the cap are stored but not evaluated, and a warning says why.
+const MAX_CASCADE: usize = 1000;
+
+/// Batches in a row that may fail (each rebuilt from storage) before the core gives up.
+const MAX_FAILED_BATCHES: u32 = 3;
+
+/// What a command handler decides: an answer for the caller, or a storage failure that
+/// fails the whole batch.
+type Outcome<T> = Result<Result<T, ServiceError>, StoreError>;
+
+/// Answers held until the batch commits (decide, commit, then act).
+#[derive(Default)]
+struct Replies(Vec<Box<dyn FnOnce()>>);
+
+impl Replies {
+    /// Holds `value` for `reply`.
+    fn answer<T: Send + 'static>(&mut self, reply: oneshot::Sender<T>, value: T) {
+        self.0.push(Box::new(move || {
+            let _ = reply.send(value);
+        }));
+    }
+
+    /// Sends every answer held, in order.
+    fn send(self) {
+        for answer in self.0 {
+            answer();
+        }
+    }
+}
+
+/// What became of a batch.
+enum Applied {
+    Committed,
+    /// A shutdown was asked for.
+    Stopped,
+    /// Nothing was committed, for this reason.
+    Failed(String),
+}
+
+pub(super) struct Core {
+    store: Arc<Store>,
+    engine: Engine,
+    config: ServiceConfig,
+    events: broadcast::Sender<Arc<Event>>,
+    entries_since_snapshot: u64,
+    last_prune: Option<Timestamp>,
+    runs: RunQueue,
+    /// Run-state events waiting to be stored and evaluated, in order.
+    outbox: VecDeque<Event>,
+    /// Bumped after a commit that changed runs, so that waiting claims look again.
+    runs_changed: Arc<watch::Sender<u64>>,
+    runs_touched: bool,
+}
+
+/// Past events for the engine, read through the open write transaction.
+struct TxLookup<'a>(&'a Tx);
+
+impl EventLookup for TxLookup<'_> {
+    fn event(&self, id: &Uuid) -> Option<Arc<Event>> {
+        self.0.event(id).ok().flatten().map(Arc::new)
+    }
+}
+
+struct StoreLookup<'a>(&'a Store);
+
+impl EventLookup for StoreLookup<'_> {
+    fn event(&self, id: &Uuid) -> Option<Arc<Event>> {
+        self.0.event(id).ok().flatten().map(Arc::new)
+    }
+}
+
+fn engine_config() -> EngineConfig {
+    EngineConfig { seen_window: Some(ENGINE_SEEN_WINDOW), ..EngineConfig::default() }
+}
+
+impl Core {
+    /// Rebuilds the engine: the latest snapshot, then every log entry after it. Firings that
+    /// replaying produces were committed with their entries already, so they are dropped.
+    pub(super) fn recover(
+        store: Arc<Store>,
+        config: ServiceConfig,
+        events: broadcast::Sender<Arc<Event>>,
+        runs_changed: Arc<watch::Sender<u64>>,
+    ) -> Result<Core, ServiceError> {
+        let mut engine = Engine::new(engine_config());
+        let mut from = 0;
+        if let Some(snapshot) = store.snapshot()? {
+            for d in &snapshot.definitions {
+                install(&mut engine, d);
+            }
+            for f in snapshot.filters {
+                install_filter(&mut engine, f);
+            }
+            engine.restore(snapshot.state);
+            from = snapshot.log_pos;
+        }
+        let entries = store.log_after(from)?;
+        let replayed = entries.len();
+        let lookup = StoreLookup(&store);
+        for (_, entry) in entries {
+            match entry {
+                LogEntry::Event { seq, at } => match store.event_by_seq(seq)? {
+                    Some(event) => {
+                        engine.on_event(at, event, &lookup);
+                    }
+                    None => tracing::warn!(seq, "logged event was pruned before it was snapshotted"),
+                },
+                LogEntry::Tick { at } => {
+                    engine.on_tick(at, &lookup);
+                }
+                LogEntry::PutTrigger { definition, at } => {
+                    engine.on_tick(at, &lookup);
+                    install(&mut engine, &definition);
+                }
+                LogEntry::DeleteTrigger { id, at } => {
+                    engine.on_tick(at, &lookup);
+                    engine.remove(&id);
+                }
+                LogEntry::PutFilter { filter, at } => {
+                    engine.on_tick(at, &lookup);
+                    install_filter(&mut engine, filter);
+                }
+                LogEntry::DeleteFilter { id, at } => {
+                    engine.on_tick(at, &lookup);
+                    engine.remove_scope_filter(&id);
+                }
+            }
+        }
+        let runs = RunQueue::new(store.deployments()?, store.active_runs()?);
+        tracing::info!(
+            snapshot_at = from,
+            replayed,
+            buckets = engine.bucket_count(),
+            active_runs = runs.active_count(),
+            "engine state restored"
+        );
+        Ok(Core {
+            store,
+            engine,
+            config,
+            events,
+            entries_since_snapshot: replayed as u64,
+            last_prune: None,
+            runs,
+            outbox: VecDeque::new(),
+            runs_changed,
+            runs_touched: false,
+        })
+    }
+
+    /// Serves commands until shutdown. A batch that panics or cannot be committed fails its
+    /// requests only: the engine is rebuilt from what is durable and the next batch goes on.
+    /// When that is impossible, or [`MAX_FAILED_BATCHES`] batches in a row failed, the core
+    /// stops and says why in `failure`, so that health checks fail and the process can exit
+    /// for its supervisor to restart it.
+    pub(super) fn run(mut self, mut rx: mpsc::Receiver<Command>, failure: watch::Sender<Option<String>>) {
+        let mut failed_in_a_row = 0;
+        while let Some(first) = rx.blocking_recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(c) => batch.push(c),
+                    Err(_) => break,
+                }
+            }
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.apply(batch))).unwrap_or_else(|panic| {
+                    let message = panic_message(panic.as_ref());
+                    Applied::Failed(format!("a command panicked: {message}"))
+                });
+            let problem = match outcome {
+                Applied::Committed => {
+                    failed_in_a_row = 0;
+                    continue;
+                }
+                Applied::Stopped => return,
+                Applied::Failed(problem) => problem,
+            };
+            failed_in_a_row += 1;
+            let reason = if failed_in_a_row >= MAX_FAILED_BATCHES {
+                format!("{failed_in_a_row} batches in a row failed, the last with: {problem}")
+            } else {
+                tracing::error!(error = %problem, "a batch failed; its requests were refused, rebuilding the engine from storage");
+                let changed = self.runs_changed.clone();
+                match Core::recover(self.store.clone(), self.config.clone(), self.events.clone(), changed) {
+                    Ok(fresh) => {
+                        self = fresh;
+                        continue;
+                    }
+                    Err(e) => format!("cannot rebuild the engine after a failed batch ({problem}): {e}"),
+                }
+            };
+            tracing::error!(%reason, "the core stops");
+            failure.send_replace(Some(reason));
+            return;
+        }
+    }
+
+    /// Applies a batch in one transaction.
+    fn apply(&mut self, batch: Vec<Command>) -> Applied {
+        let mut replies = Replies::default();
+        let mut accepted: Vec<Arc<Event>> = Vec::new();
+        let mut stop = None;
+        let result = (|| -> Result<(), StoreError> {
+            let tx = self.store.begin()?;
+            for command in batch {
+                if let Command::Shutdown { reply } = command {
+                    stop = Some(reply);
+                    continue;
+                }
+                self.handle(&tx, command, &mut replies, &mut accepted)?;
+                self.drain_outbox(&tx, &mut accepted)?;
+            }
+            if stop.is_some() || self.entries_since_snapshot >= self.config.snapshot_every {
+                self.snapshot(&tx)?;
+            }
+            tx.commit()
+        })();
+        match result {
+            Ok(()) => {
+                replies.send();
+                for e in accepted {
+                    let _ = self.events.send(e);
+                }
+                if std::mem::take(&mut self.runs_touched) {
+                    self.runs_changed.send_modify(|n| *n += 1);
+                }
+            }
+            Err(e) => {
+                // Nothing of the batch was committed: the requests fail (their replies are
+                // dropped), and the caller rebuilds the engine from what is durable so that it
+                // matches the store again.
+                return Applied::Failed(format!("the batch could not be committed: {e}"));
+            }
+        }
+        match stop {
+            Some(reply) => {
+                let _ = reply.send(());
+                Applied::Stopped
+            }
+            None => Applied::Committed,
+        }
+    }
+
+    fn snapshot(&mut self, tx: &Tx) -> Result<(), StoreError> {
+        let snapshot = Snapshot {
+            log_pos: tx.log_pos()?,
+            definitions: self.engine.definitions().map(|c| c.definition.clone()).collect(),
+            state: self.engine.export(),
+            filters: self.engine.scope_filters().map(|f| f.filter.clone()).collect(),
+        };
+        tx.put_snapshot(&snapshot)?;
+        self.entries_since_snapshot = 0;
+        Ok(())
+    }
+
+    fn log(&mut self, tx: &Tx, entry: &LogEntry) -> Result<(), StoreError> {
+        tx.append_log(entry)?;
+        self.entries_since_snapshot += 1;
+        Ok(())
+    }
+
+    /// Hands one command to the file of its concern; its answer is held until the commit.
+    fn handle(
+        &mut self,
+        tx: &Tx,
+        command: Command,
+        replies: &mut Replies,
+        accepted: &mut Vec<Arc<Event>>,
+    ) -> Result<(), StoreError> {
+        let now = self.now();
+        match command {
+            Command::Ingest { events, reply } => replies.answer(reply, Ok(self.ingest(tx, events, now, accepted)?)),
+            Command::Tick { reply } => {
+                self.tick(tx, now)?;
+                if let Some(reply) = reply {
+                    replies.answer(reply, ());
+                }
+            }
+            Command::PutTrigger { definition, create_only, reply } => {
+                replies.answer(reply, self.put_trigger(tx, *definition, create_only, now)?)
+            }
+            Command::DeleteTrigger { id, reply } => replies.answer(reply, self.delete_trigger(tx, id, now)?),
+            Command::SetEnabled { id, enabled, reply } => {
+                replies.answer(reply, self.set_enabled(tx, id, enabled, now)?)
+            }
+            Command::Buckets { id, query, reply } => replies.answer(reply, self.buckets(tx, id, &query)?),
+            Command::SyncTriggers { deployment, definitions, reply } => {
+                replies.answer(reply, self.sync_triggers(tx, &deployment, definitions, now)?)
+            }
+            Command::PutDeployment { deployment, create_only, reply } => {
+                replies.answer(reply, self.put_deployment(tx, deployment, create_only, now)?)
+            }
+            Command::DeleteDeployment { name, reply } => replies.answer(reply, self.delete_deployment(tx, name)?),
+            Command::CreateRun { deployment, parameters, priority, reply } => {
+                replies.answer(reply, self.create_run(tx, deployment, parameters, priority, now)?)
+            }
+            Command::Claim { request, reply } => replies.answer(reply, Ok(self.claim(tx, &request, now)?)),
+            Command::Heartbeat { id, heartbeat, reply } => {
+                replies.answer(reply, self.heartbeat(tx, id, &heartbeat, now)?)
+            }
+            Command::Complete { id, completion, reply } => {
+                replies.answer(reply, self.complete(tx, id, completion, now)?)
+            }
+            Command::Fail { id, failure, reply } => replies.answer(reply, self.fail(tx, id, failure, now)?),
+            Command::Cancel { id, reply } => replies.answer(reply, self.cancel(tx, id, now)?),
+            Command::AppendLogs { id, batch, reply } => replies.answer(reply, self.append_logs(tx, id, batch, now)?),
+            Command::PutFilter { filter, reply } => replies.answer(reply, self.put_filter(tx, filter, now)?),
+            Command::DeleteFilter { id, reply } => replies.answer(reply, self.delete_filter(tx, id, now)?),
+            Command::Shutdown { .. } => {}
+            #[cfg(test)]
+            Command::Explode { reply } => {
+                drop(reply);
+                panic!("a command exploded");
+            }
+        }
+        Ok(())
+    }
+
+    fn now(&self) -> Timestamp {
+        let now = self.config.clock.now();
+        // The engine's clock never goes backwards, even if the wall clock does.
+        self.engine.clock().map_or(now, |c| c.max(now))
+    }
+}

@@ -1,0 +1,201 @@
+//! Runs: created by hand or by firings, and the worker protocol (claim, heartbeat, complete,
+//! fail, cancel, logs). The queue's rules live in [`crate::service::runs`]; this file stores
+//! what they decide and queues the run-state events.
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::model::run::{merge_parameters, RunCause};
+use crate::model::time::Timestamp;
+use crate::model::{
+    ClaimRequest, ClaimedRun, Completion, Deployment, FailureReport, Firing, Heartbeat, HeartbeatReply, LogBatch,
+    Problems, Run,
+};
+use crate::service::clock::new_id;
+use crate::service::ServiceError;
+use crate::store::{StoreError, Tx};
+
+use super::super::runs::{Change, Refusal};
+use super::{Core, Outcome};
+
+/// The run a firing creates: its id is the firing's, so it can only ever be created once.
+pub(super) fn run_for(firing: &Firing, deployment: &Deployment, now: Timestamp) -> Result<Run, Problems> {
+    let parameters = merge_parameters(&deployment.parameters, firing.parameters.as_ref())?;
+    Ok(Run::scheduled(firing.id, deployment, parameters, Some(RunCause::of(firing)), now))
+}
+
+impl Core {
+    /// A run of `deployment` asked for by hand, with `parameters` over its defaults.
+    pub(super) fn create_run(
+        &mut self,
+        tx: &Tx,
+        deployment: String,
+        parameters: Option<Value>,
+        priority: Option<i32>,
+        now: Timestamp,
+    ) -> Outcome<Run> {
+        let Some(d) = tx.deployment(&deployment)? else {
+            return Ok(Err(ServiceError::NotFound { what: "deployment", id: deployment }));
+        };
+        let parameters = match merge_parameters(&d.parameters, parameters.as_ref()) {
+            Ok(p) => p,
+            Err(problems) => return Ok(Err(ServiceError::Invalid(problems))),
+        };
+        let mut run = Run::scheduled(new_id(), &d, parameters, None, now);
+        if let Some(p) = priority {
+            run.priority = p;
+        }
+        Ok(Ok(self.admit(tx, run, now)?))
+    }
+
+    /// Hands ready runs to a worker, each with the events that caused it.
+    pub(super) fn claim(
+        &mut self,
+        tx: &Tx,
+        request: &ClaimRequest,
+        now: Timestamp,
+    ) -> Result<Vec<ClaimedRun>, StoreError> {
+        let changes = self.runs.claim(request, now);
+        let mut claimed = Vec::with_capacity(changes.len());
+        for change in &changes {
+            let ids = change.run.cause.as_ref().map(|c| c.triggering_events.clone()).unwrap_or_default();
+            let mut events = Vec::new();
+            for id in ids {
+                events.extend(tx.event(&id)?);
+            }
+            claimed.push(ClaimedRun { run: change.run.clone(), events });
+        }
+        self.changed(tx, changes, now)?;
+        Ok(claimed)
+    }
+
+    /// Extends a worker's lease; the answer says to stop when the run is no longer its own.
+    pub(super) fn heartbeat(
+        &mut self,
+        tx: &Tx,
+        id: Uuid,
+        heartbeat: &Heartbeat,
+        now: Timestamp,
+    ) -> Outcome<HeartbeatReply> {
+        Ok(match self.runs.heartbeat(&id, &heartbeat.worker, heartbeat.lease_seconds, now) {
+            Ok(run) => {
+                tx.put_run(&run)?;
+                Ok(HeartbeatReply { run, cancel: false })
+            }
+            Err(Refusal::NotHeld(run)) => Ok(HeartbeatReply { run: *run, cancel: true }),
+            Err(Refusal::Final) => match tx.run(&id)? {
+                Some(run) => Ok(HeartbeatReply { run, cancel: true }),
+                None => Err(ServiceError::NotFound { what: "run", id: id.to_string() }),
+            },
+        })
+    }
+
+    /// A worker's output for the run it holds.
+    pub(super) fn complete(&mut self, tx: &Tx, id: Uuid, completion: Completion, now: Timestamp) -> Outcome<Run> {
+        let result = self.runs.complete(&id, &completion.worker, completion.output, now);
+        self.settle(tx, id, &completion.worker, result, now)
+    }
+
+    /// A worker's failed attempt: retried or failed, by the deployment's retries.
+    pub(super) fn fail(&mut self, tx: &Tx, id: Uuid, failure: FailureReport, now: Timestamp) -> Outcome<Run> {
+        let result = self.runs.fail(&id, &failure.worker, failure.error, failure.retry, now);
+        self.settle(tx, id, &failure.worker, result, now)
+    }
+
+    /// Cancels a waiting or running run.
+    pub(super) fn cancel(&mut self, tx: &Tx, id: Uuid, now: Timestamp) -> Outcome<Run> {
+        Ok(match self.runs.cancel(&id, now) {
+            Ok(change) => {
+                let run = change.run.clone();
+                self.changed(tx, vec![change], now)?;
+                Ok(run)
+            }
+            Err(_) => Err(match tx.run(&id)? {
+                Some(run) => ServiceError::RunRefused {
+                    code: "run_finished",
+                    message: format!(
+                        "run {id} is already {:?}; only waiting or running runs can be cancelled",
+                        run.state
+                    ),
+                },
+                None => ServiceError::NotFound { what: "run", id: id.to_string() },
+            }),
+        })
+    }
+
+    /// Appends a flow's log lines to its run, for the attempt now running. Answers how many.
+    pub(super) fn append_logs(&mut self, tx: &Tx, id: Uuid, batch: LogBatch, now: Timestamp) -> Outcome<usize> {
+        let run = match self.runs.get(&id) {
+            Some(run) => Some(run.clone()),
+            None => tx.run(&id)?,
+        };
+        let Some(run) = run else {
+            return Ok(Err(ServiceError::NotFound { what: "run", id: id.to_string() }));
+        };
+        let lines = batch.into_lines(run.attempt, now);
+        tx.append_run_logs(&id, &lines)?;
+        Ok(Ok(lines.len()))
+    }
+
+    /// A new run enters the queue (its concurrency strategy may cancel it or others).
+    /// Returns the run as stored.
+    pub(super) fn admit(&mut self, tx: &Tx, run: Run, now: Timestamp) -> Result<Run, StoreError> {
+        let changes = self.runs.admit(run, now);
+        let run = changes[0].run.clone();
+        self.changed(tx, changes, now)?;
+        Ok(run)
+    }
+
+    /// Stores changed runs and queues the events of their state changes.
+    pub(super) fn changed(&mut self, tx: &Tx, changes: Vec<Change>, now: Timestamp) -> Result<(), StoreError> {
+        for change in changes {
+            tx.put_run(&change.run)?;
+            self.runs_touched = true;
+            if change.previous != Some(change.run.state) {
+                self.outbox.push_back(change.run.state_event(change.previous, new_id(), now));
+            }
+        }
+        Ok(())
+    }
+
+    /// The answer to a worker's result: the run as stored, or why the result was refused.
+    fn settle(
+        &mut self,
+        tx: &Tx,
+        id: Uuid,
+        worker: &str,
+        result: Result<Change, Refusal>,
+        now: Timestamp,
+    ) -> Outcome<Run> {
+        Ok(match result {
+            Ok(change) => {
+                let run = change.run.clone();
+                self.changed(tx, vec![change], now)?;
+                Ok(run)
+            }
+            Err(Refusal::NotHeld(run)) => Err(ServiceError::RunRefused {
+                code: "run_not_held",
+                message: match &run.worker {
+                    Some(other) => {
+                        format!("run {id} is held by worker `{other}`, not `{worker}`; the result was discarded")
+                    }
+                    None => format!(
+                        "run {id} is {:?} and held by no worker (its lease lapsed); the result was discarded",
+                        run.state
+                    ),
+                },
+            }),
+            Err(Refusal::Final) => match tx.run(&id)? {
+                Some(run) => Err(ServiceError::RunRefused {
+                    code: "run_finished",
+                    message: format!(
+                        "run {id} is already {:?}{}; the result was discarded",
+                        run.state,
+                        run.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+                    ),
+                }),
+                None => Err(ServiceError::NotFound { what: "run", id: id.to_string() }),
+            },
+        })
+    }
+}
