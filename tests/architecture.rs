@@ -78,6 +78,9 @@ fn model_is_pure_data() {
             "crate::service",
             "crate::http",
             "crate::cli",
+            "crate::client",
+            "crate::flow",
+            "crate::embedded",
             "std::fs",
             "std::net",
             "Utc::now",
@@ -100,6 +103,9 @@ fn engine_does_no_io_and_reads_no_clock() {
             "crate::service",
             "crate::http",
             "crate::cli",
+            "crate::client",
+            "crate::flow",
+            "crate::embedded",
             "std::fs",
             "std::net",
             "Utc::now",
@@ -129,7 +135,19 @@ fn flows_run_on_the_client_and_the_model_only() {
 #[test]
 fn http_goes_through_the_service() {
     // The edge parses, calls the service and maps its errors: reads and writes alike.
-    check("http", &["redb", "crate::store", "crate::engine", "crate::cli", ".store()"]);
+    check(
+        "http",
+        &[
+            "redb",
+            "crate::store",
+            "crate::engine",
+            "crate::cli",
+            "crate::client",
+            "crate::flow",
+            "crate::embedded",
+            ".store()",
+        ],
+    );
 }
 
 #[test]
@@ -139,5 +157,29 @@ fn embedded_mode_is_the_service_without_the_http_edge() {
 
 #[test]
 fn store_knows_nothing_of_the_edges() {
-    check("store", &["tokio", "axum", "crate::service", "crate::http", "crate::cli", "crate::client"]);
+    check(
+        "store",
+        &[
+            "tokio",
+            "axum",
+            "crate::service",
+            "crate::http",
+            "crate::cli",
+            "crate::client",
+            "crate::flow",
+            "crate::embedded",
+        ],
+    );
+}
+
+#[test]
+fn service_knows_nothing_of_the_edges() {
+    // The service is what the edges call: it owns concurrency, and names none of them.
+    check("service", &["axum", "crate::http", "crate::cli", "crate::client", "crate::flow", "crate::embedded"]);
+}
+
+#[test]
+fn cli_goes_through_the_service_or_the_client() {
+    // The CLI may replay files with the pure engine, but never opens the store itself.
+    check("cli", &["redb", "crate::store", ".store()"]);
 }
