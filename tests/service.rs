@@ -128,3 +128,31 @@ async fn a_full_queue_pushes_back_instead_of_dropping() {
     drop(service);
     let _ = std::fs::remove_dir_all(&data);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_errors_name_the_trigger_not_only_its_index() {
+    let dir = common::temp_dir("service-sync-names");
+    let clock = ManualClock::new(Timestamp::parse("2026-01-01T00:00:00Z").unwrap());
+    let service = start(&dir, &clock).await;
+    service.put_deployment(tripwire::model::Deployment::new("ship"), false).await.unwrap();
+    let good = TriggerDefinition::from_json(
+        &json!({"id": "fine", "deployment": "ship", "trigger": {"expect": ["a"]}}),
+        &tripwire::model::JsonPath::root(),
+    )
+    .unwrap();
+    let broken = TriggerDefinition::from_json(
+        &json!({"id": "order-paid", "deployment": "ship", "trigger": {"expect": ["b"]},
+                "parameters": {"id": "{{ event.resource.id "}}),
+        &tripwire::model::JsonPath::root(),
+    )
+    .unwrap();
+    let mut elsewhere = good.clone();
+    elsewhere.id = "wrong-home".into();
+    elsewhere.deployment = Some("other".into());
+    let err = service.sync_triggers("ship".into(), vec![good, broken, elsewhere]).await.unwrap_err().to_string();
+    assert!(err.contains("$[1].parameters") && err.contains("trigger `order-paid`: "), "{err}");
+    assert!(err.contains("$[2].deployment: trigger `wrong-home`: must be `ship`"), "{err}");
+    // All or nothing: the good one was not installed either.
+    assert!(service.deployment_triggers("ship".into()).await.unwrap().is_empty());
+    service.shutdown().await;
+}

@@ -63,6 +63,15 @@ impl Problems {
     pub fn extend(&mut self, other: Problems) {
         self.0.extend(other.0);
     }
+
+    /// Every problem with its message prefixed by what it is about, such as
+    /// ``trigger `order-paid`: ``, for lists whose paths (`$[3]`) do not name the item.
+    pub fn about(mut self, subject: &str) -> Problems {
+        for p in &mut self.0 {
+            p.message = format!("{subject}: {}", p.message);
+        }
+        self
+    }
 }
 
 /// A JSON path under construction, e.g. `$[0].trigger.triggers[1].within`.

@@ -109,19 +109,22 @@ impl Core {
         let mut compiled = Vec::new();
         let mut seen = HashSet::new();
         for (i, definition) in definitions.iter().enumerate() {
+            // The list's paths (`$[3]`) do not say which trigger a worker sent: each
+            // message names it.
             let path = JsonPath::root().index(i);
-            if !seen.insert(definition.id.clone()) {
-                problems.add(&path.key("id"), format!("`{}` appears twice in the list", definition.id));
+            let id = &definition.id;
+            if !seen.insert(id.clone()) {
+                problems.add(&path.key("id"), format!("`{id}` appears twice in the list"));
             }
             if definition.deployment.as_deref() != Some(deployment) {
                 problems.add(
                     &path.key("deployment"),
-                    format!("must be `{deployment}` (or left out), got {:?}", definition.deployment),
+                    format!("trigger `{id}`: must be `{deployment}` (or left out), got {:?}", definition.deployment),
                 );
             }
             match compile(definition, &path) {
                 Ok(c) => compiled.push(c),
-                Err(p) => problems.0.extend(p.0),
+                Err(p) => problems.extend(p.about(&format!("trigger `{id}`"))),
             }
         }
         let existing = tx.triggers()?;
