@@ -156,3 +156,28 @@ async fn registration_errors_name_the_trigger_not_only_its_index() {
     assert!(service.deployment_triggers("ship".into()).await.unwrap().is_empty());
     service.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serving_says_when_it_deletes_a_trigger_installed_with_the_api() {
+    let dir = common::temp_dir("service-sync-origin");
+    let clock = ManualClock::new(Timestamp::parse("2026-01-01T00:00:00Z").unwrap());
+    let service = start(&dir, &clock).await;
+    service.put_deployment(tripwire::model::Deployment::new("ship"), false).await.unwrap();
+    let definition = |id: &str| {
+        TriggerDefinition::from_json(
+            &json!({"id": id, "deployment": "ship", "trigger": {"expect": ["a"]}}),
+            &tripwire::model::JsonPath::root(),
+        )
+        .unwrap()
+    };
+    let (by_hand, _) = service.put_trigger(definition("by-hand"), false).await.unwrap();
+    assert_eq!(by_hand.origin, Some(tripwire::model::TriggerOrigin::Api));
+    let sync = service.sync_triggers("ship".into(), vec![definition("served")]).await.unwrap();
+    assert_eq!(sync.deleted, ["by-hand"]);
+    assert_eq!(sync.warnings.len(), 1, "{sync:?}");
+    assert!(sync.warnings[0].contains("`by-hand`") && sync.warnings[0].contains("triggers API or the CLI"), "{sync:?}");
+    // A trigger the workers installed goes without a word.
+    let sync = service.sync_triggers("ship".into(), vec![]).await.unwrap();
+    assert_eq!((sync.deleted, sync.warnings), (vec!["served".to_owned()], vec![]));
+    service.shutdown().await;
+}

@@ -122,7 +122,10 @@ pub fn document() -> Value {
     );
     schemas.insert(
         "TriggerRecord".into(),
-        json!({"allOf": [reference("TriggerDefinition"), {"type": "object", "properties": {"created": {"type": "string", "format": "date-time"}, "updated": {"type": "string", "format": "date-time"}}}]}),
+        json!({"allOf": [reference("TriggerDefinition"), {"type": "object", "properties": {"created": {"type": "string", "format": "date-time"}, "updated": {"type": "string", "format": "date-time"},
+            "error": {"type": "string", "description": "Why the server disabled it"},
+            "warning": {"type": "string", "description": "Why it cannot create runs now"},
+            "origin": {"type": "string", "enum": ["api", "worker"], "description": "Who installed it: the triggers API (and CLI), or a worker serving its deployment"}}}]}),
     );
     let events_or_one = json!({"oneOf": [reference("Event"), list("Event")]});
     let event_page = json!({"type": "object", "properties": {"events": list("Event"), "next_page": {}, "total": {"type": "integer"}}});

@@ -29,5 +29,5 @@ pub use run::{
 pub use time::{Span, Timestamp};
 pub use trigger::{
     CompoundTrigger, EventTrigger, Posture, Require, ResourceSpec, SequenceTrigger, Trigger, TriggerDefinition,
-    TriggerRecord,
+    TriggerOrigin, TriggerRecord,
 };

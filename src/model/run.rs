@@ -481,6 +481,10 @@ pub struct TriggerSync {
     pub unchanged: Vec<String>,
     /// Triggers of the deployment that were not in the list.
     pub deleted: Vec<String>,
+    /// What the caller should know, such as a deleted trigger that was installed with the
+    /// triggers API or the CLI rather than by serving the deployment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[cfg(test)]

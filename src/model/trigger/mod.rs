@@ -71,6 +71,21 @@ pub struct TriggerRecord {
     /// exist yet; firings until it does are recorded with that reason).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
+    /// Who installed it: the triggers API (and so the CLI), or a worker serving its
+    /// deployment. Unknown for triggers stored before this was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<TriggerOrigin>,
+}
+
+/// Who installed a trigger: serving a deployment replaces the triggers its workers
+/// installed, and says so when it also removes one that came from elsewhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerOrigin {
+    /// `POST`/`PUT /api/triggers` (the CLI's `triggers apply` uses it).
+    Api,
+    /// A worker serving the deployment (`PUT /api/deployments/{name}/triggers`).
+    Worker,
 }
 
 impl TriggerRecord {

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use crate::engine::{compile, BucketPage, BucketQuery, Engine};
 use crate::model::time::Timestamp;
-use crate::model::{JsonPath, Problems, TriggerDefinition, TriggerSync};
+use crate::model::{JsonPath, Problems, TriggerDefinition, TriggerOrigin, TriggerSync};
 use crate::service::ServiceError;
 use crate::store::{LogEntry, StoreError, TriggerRecord, Tx};
 
@@ -49,6 +49,7 @@ impl Core {
             definition,
             error: None,
             warning: None,
+            origin: Some(TriggerOrigin::Api),
         };
         tx.put_trigger(&record)?;
         let deployment = record.definition.deployment.as_deref().map(|d| tx.deployment(d)).transpose()?;
@@ -152,9 +153,19 @@ impl Core {
         let mut report = TriggerSync::default();
         self.advance_for_change(tx, now)?;
         for record in existing.iter().filter(|r| r.definition.deployment.as_deref() == Some(deployment)) {
-            if !definitions.iter().any(|d| d.id == record.definition.id) {
-                self.remove_trigger(tx, &record.definition.id, now)?;
-                report.deleted.push(record.definition.id.clone());
+            let id = &record.definition.id;
+            if !definitions.iter().any(|d| d.id == *id) {
+                self.remove_trigger(tx, id, now)?;
+                report.deleted.push(id.clone());
+                if record.origin == Some(TriggerOrigin::Api) {
+                    let warning = format!(
+                        "deleted trigger `{id}` of deployment `{deployment}`: it was installed with the triggers \
+                         API or the CLI, and serving a deployment makes its triggers exactly the ones served; \
+                         serve it with the flow to keep it"
+                    );
+                    tracing::warn!(trigger = %id, deployment, "{warning}");
+                    report.warnings.push(warning);
+                }
             }
         }
         for (definition, c) in definitions.into_iter().zip(compiled) {
@@ -171,6 +182,7 @@ impl Core {
                 definition,
                 error: None,
                 warning: None,
+                origin: Some(TriggerOrigin::Worker),
             };
             tx.put_trigger(&record)?;
             if old.is_some() { &mut report.updated } else { &mut report.created }.push(record.definition.id);
