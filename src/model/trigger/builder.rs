@@ -1,6 +1,8 @@
 //! Building trigger definitions in Rust: `EventTrigger::new().expect(..).within(..)` and the
 //! like, each producing what the same JSON would parse to.
 
+use std::time::Duration;
+
 use serde_json::Value;
 
 use super::{
@@ -77,9 +79,10 @@ impl EventTrigger {
         self
     }
 
-    /// Sets the window in seconds.
-    pub fn within(mut self, seconds: i64) -> Self {
-        self.within = Span::seconds(seconds);
+    /// Sets the window (`within`): the period over which the events must occur, as in Prefect.
+    /// Kept to the microsecond; written as seconds in JSON.
+    pub fn within(mut self, window: Duration) -> Self {
+        self.within = Span::from(window);
         self
     }
 
@@ -102,9 +105,10 @@ impl CompoundTrigger {
         CompoundTrigger { triggers, require, within: None }
     }
 
-    /// Sets `within` in seconds.
-    pub fn within(mut self, seconds: i64) -> Self {
-        self.within = Some(Span::seconds(seconds));
+    /// Sets `within`: child firings older than this no longer count. Kept to the
+    /// microsecond; written as seconds in JSON.
+    pub fn within(mut self, window: Duration) -> Self {
+        self.within = Some(Span::from(window));
         self
     }
 }
@@ -115,9 +119,10 @@ impl SequenceTrigger {
         SequenceTrigger { triggers, within: None }
     }
 
-    /// Sets `within` in seconds.
-    pub fn within(mut self, seconds: i64) -> Self {
-        self.within = Some(Span::seconds(seconds));
+    /// Sets `within`: child firings older than this no longer count. Kept to the
+    /// microsecond; written as seconds in JSON.
+    pub fn within(mut self, window: Duration) -> Self {
+        self.within = Some(Span::from(window));
         self
     }
 }

@@ -361,6 +361,8 @@ impl<'de> Deserialize<'de> for TriggerDefinition {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use serde_json::json;
 
@@ -427,7 +429,7 @@ mod tests {
     fn serialises_back_to_prefect_json() {
         let d = TriggerDefinition::new(
             "t",
-            EventTrigger::new().expect("b").after("a").for_each("prefect.resource.id").within(60),
+            EventTrigger::new().expect("b").after("a").for_each("prefect.resource.id").within(Duration::from_secs(60)),
         );
         let v = serde_json::to_value(&d).unwrap();
         assert_eq!(v["trigger"]["type"], "event");
