@@ -27,6 +27,34 @@ impl ResourceSpec {
 
 impl EventTrigger {
     /// A reactive trigger with Prefect's defaults: every event, threshold 1, within 0.
+    ///
+    /// A proactive trigger fires when an expected event does *not* arrive: here, for each order
+    /// (`for_each` the resource id), when fewer than one `order.paid` follows its `order.created`
+    /// within an hour. The builder gives the same trigger as the JSON:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// use serde_json::json;
+    /// use tripwire::model::{EventTrigger, JsonPath, Posture, Trigger, TriggerDefinition};
+    ///
+    /// let unpaid = EventTrigger::new()
+    ///     .after("order.created")
+    ///     .expect("order.paid")
+    ///     .for_each("prefect.resource.id")
+    ///     .threshold(1)
+    ///     .within(Duration::from_secs(60 * 60))
+    ///     .proactive();
+    /// assert_eq!(unpaid.posture, Posture::Proactive);
+    ///
+    /// let json = json!({"id": "unpaid", "trigger": {
+    ///     "posture": "Proactive", "after": ["order.created"], "expect": ["order.paid"],
+    ///     "for_each": ["prefect.resource.id"], "threshold": 1, "within": 3600
+    /// }});
+    /// let definition = TriggerDefinition::from_json(&json, &JsonPath::root()).expect("a valid definition");
+    /// assert_eq!(definition.trigger, Trigger::Event(unpaid.clone()));
+    /// assert_eq!(definition, TriggerDefinition::new("unpaid", unpaid));
+    /// ```
     pub fn new() -> EventTrigger {
         EventTrigger::default()
     }

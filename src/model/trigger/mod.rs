@@ -3,6 +3,10 @@
 //!
 //! The JSON Schema of these types is in `schema`, the Rust builders in `builder`, and the
 //! parser (every problem reported at once, each with its JSON path) in `parse`.
+//!
+//! A type's doc comment here is also its description in the published JSON Schema
+//! (`schemas/`), so the runnable examples sit on [`EventTrigger::new`] and
+//! [`TriggerDefinition::from_json`] instead.
 
 mod builder;
 mod parse;
@@ -26,33 +30,6 @@ pub const PROACTIVE_MIN_WITHIN: Span = Span::seconds(10);
 /// member, the trigger's own fields beside `name`, `description`, `enabled` and `parameters`
 /// (`job_variables`, `schedule_after`, `tags`, `actions_on_trigger` and `actions_on_resolve`
 /// are then accepted and ignored), and `name` as the id when `id` is absent.
-///
-/// [`TriggerDefinition::from_json`] reads one and reports every problem at once, each at the
-/// JSON path of the field at fault:
-///
-/// ```
-/// use serde_json::json;
-/// use tripwire::model::{EventTrigger, JsonPath, Trigger, TriggerDefinition};
-///
-/// let json = json!({
-///     "id": "order-complete",
-///     "deployment": "post-order-complete",
-///     "trigger": {"after": ["order.created"], "expect": ["order.complete"], "within": 60},
-///     "parameters": {"user_id": "{{ event.resource.id }}"}
-/// });
-/// let definition = TriggerDefinition::from_json(&json, &JsonPath::root()).expect("a valid definition");
-/// assert_eq!(definition.deployment.as_deref(), Some("post-order-complete"));
-/// let Trigger::Event(trigger) = &definition.trigger else { panic!("an event trigger") };
-/// assert_eq!(trigger.after, ["order.created"]);
-///
-/// let bad = json!({"id": "t", "trigger": {"expect": "order.complete", "within": -1}});
-/// let problems = TriggerDefinition::from_json(&bad, &JsonPath::root()).unwrap_err();
-/// assert_eq!(
-///     problems.to_string(),
-///     "$.trigger.expect: expected an array of strings, got a string; \
-///      $.trigger.within: must be zero or more seconds, got -1"
-/// );
-/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 #[schemars(deny_unknown_fields, transform = definition_schema)]
 pub struct TriggerDefinition {
@@ -194,36 +171,7 @@ impl RelatedSpec {
     }
 }
 
-/// Prefect's `EventTrigger`, built in Rust with [`EventTrigger::new`] and its setters or read
-/// from JSON (as part of a [`TriggerDefinition`]).
-///
-/// A proactive trigger fires when an expected event does *not* arrive: here, for each order
-/// (`for_each` the resource id), when fewer than one `order.paid` follows its `order.created`
-/// within an hour. The builder gives the same trigger as the JSON:
-///
-/// ```
-/// use std::time::Duration;
-///
-/// use serde_json::json;
-/// use tripwire::model::{EventTrigger, JsonPath, Posture, Trigger, TriggerDefinition};
-///
-/// let unpaid = EventTrigger::new()
-///     .after("order.created")
-///     .expect("order.paid")
-///     .for_each("prefect.resource.id")
-///     .threshold(1)
-///     .within(Duration::from_secs(60 * 60))
-///     .proactive();
-/// assert_eq!(unpaid.posture, Posture::Proactive);
-///
-/// let json = json!({"id": "unpaid", "trigger": {
-///     "posture": "Proactive", "after": ["order.created"], "expect": ["order.paid"],
-///     "for_each": ["prefect.resource.id"], "threshold": 1, "within": 3600
-/// }});
-/// let definition = TriggerDefinition::from_json(&json, &JsonPath::root()).expect("a valid definition");
-/// assert_eq!(definition.trigger, Trigger::Event(unpaid.clone()));
-/// assert_eq!(definition, TriggerDefinition::new("unpaid", unpaid));
-/// ```
+/// Prefect's `EventTrigger`.
 #[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 #[schemars(default, deny_unknown_fields, transform = event_trigger_schema)]
 pub struct EventTrigger {

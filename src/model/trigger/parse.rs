@@ -52,6 +52,32 @@ impl TriggerDefinition {
     /// Reads one definition: `{"id", "name"?, "enabled"?, "trigger": {...}, "deployment"?,
     /// "parameters"?}`, or Prefect's flat deployment-trigger form where the trigger's fields
     /// sit beside `name` and `parameters`.
+    ///
+    /// Every problem is reported at once, each at the JSON path of the field at fault:
+    ///
+    /// ```
+    /// use serde_json::json;
+    /// use tripwire::model::{JsonPath, Trigger, TriggerDefinition};
+    ///
+    /// let json = json!({
+    ///     "id": "order-complete",
+    ///     "deployment": "post-order-complete",
+    ///     "trigger": {"after": ["order.created"], "expect": ["order.complete"], "within": 60},
+    ///     "parameters": {"user_id": "{{ event.resource.id }}"}
+    /// });
+    /// let definition = TriggerDefinition::from_json(&json, &JsonPath::root()).expect("a valid definition");
+    /// assert_eq!(definition.deployment.as_deref(), Some("post-order-complete"));
+    /// let Trigger::Event(trigger) = &definition.trigger else { panic!("an event trigger") };
+    /// assert_eq!(trigger.after, ["order.created"]);
+    ///
+    /// let bad = json!({"id": "t", "trigger": {"expect": "order.complete", "within": -1}});
+    /// let problems = TriggerDefinition::from_json(&bad, &JsonPath::root()).unwrap_err();
+    /// assert_eq!(
+    ///     problems.to_string(),
+    ///     "$.trigger.expect: expected an array of strings, got a string; \
+    ///      $.trigger.within: must be zero or more seconds, got -1"
+    /// );
+    /// ```
     pub fn from_json(value: &Value, path: &JsonPath) -> Result<TriggerDefinition, Problems> {
         let mut problems = Problems::default();
         let Some(object) = object_of(value, path, &mut problems, "a trigger definition must be a JSON object") else {
