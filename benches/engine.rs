@@ -138,7 +138,7 @@ fn order_trigger() -> TriggerDefinition {
             .expect("order.complete")
             .after("order.created")
             .for_each("prefect.resource.id")
-            .within(3600),
+            .within(Duration::from_secs(3600)),
     )
 }
 

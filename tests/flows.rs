@@ -76,7 +76,11 @@ struct OrderParams {
 fn order_trigger() -> TriggerDefinition {
     TriggerDefinition::new(
         "order-complete",
-        EventTrigger::new().after("order.created").expect("order.complete").for_each("prefect.resource.id").within(60),
+        EventTrigger::new()
+            .after("order.created")
+            .expect("order.complete")
+            .for_each("prefect.resource.id")
+            .within(Duration::from_secs(60)),
     )
     .parameters(json!({"user_id": "{{ event.resource.id }}"}))
 }

@@ -2,6 +2,8 @@
 //! Prefect's `flow.serve(triggers=[...])` and a Hatchet worker.
 //!
 //! ```no_run
+//! use std::time::Duration;
+//!
 //! use serde::Deserialize;
 //! use serde_json::json;
 //! use tripwire::client::Client;
@@ -20,7 +22,8 @@
 //! });
 //! let trigger = TriggerDefinition::new(
 //!     "order-complete",
-//!     EventTrigger::new().after("order.created").expect("order.complete").for_each("prefect.resource.id").within(60),
+//!     EventTrigger::new().after("order.created").expect("order.complete").for_each("prefect.resource.id")
+//!         .within(Duration::from_secs(60)),
 //! )
 //! .parameters(json!({"user_id": "{{ event.resource.id }}"}));
 //! flow.serve(&Client::from_env()?, [trigger]).await

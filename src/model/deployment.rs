@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::fields::Fields;
-use super::problems::{kind_of, JsonPath, Problems};
+use super::limits::MAX_PARAMETERS_BYTES;
+use super::problems::{JsonPath, Problems};
 use super::time::Timestamp;
 
 /// Longest delay between retries that a deployment may ask for, and the default cap.
@@ -163,70 +164,51 @@ impl Deployment {
     /// URL instead of the body (`name_from_path`).
     pub fn from_json(value: &Value, path: &JsonPath, name_from_path: Option<&str>) -> Result<Deployment, Problems> {
         let mut problems = Problems::default();
-        let Some(object) = value.as_object() else {
-            problems.add(path, format!("a deployment must be a JSON object, got {}", kind_of(value)));
+        let Some(mut fields) = Fields::open(value, path, &mut problems, "a deployment must be a JSON object") else {
             return Err(problems);
         };
-        let known = [
-            "name",
-            "description",
-            "parameters",
-            "retries",
-            "retry_delay_seconds",
-            "retry_backoff_factor",
-            "retry_max_delay_seconds",
-            "timeout_seconds",
-            "schedule_timeout_seconds",
-            "concurrency_limit",
-            "concurrency",
-            "priority",
-            "created",
-            "updated",
-        ];
-        for key in object.keys() {
-            if !known.contains(&key.as_str()) {
-                problems.add(&path.key(key), "unknown field");
-            }
-        }
-        let name = match (object.get("name"), name_from_path) {
+        fields.only(
+            &[
+                "name",
+                "description",
+                "parameters",
+                "retries",
+                "retry_delay_seconds",
+                "retry_backoff_factor",
+                "retry_max_delay_seconds",
+                "timeout_seconds",
+                "schedule_timeout_seconds",
+                "concurrency_limit",
+                "concurrency",
+                "priority",
+                "created",
+                "updated",
+            ],
+            "unknown field",
+        );
+        let name = match (fields.take("name"), name_from_path) {
             (Some(Value::String(n)), Some(p)) if n != p => {
-                problems.add(&path.key("name"), format!("`{n}` differs from the name in the URL, `{p}`"));
+                fields.problem("name", format!("`{n}` differs from the name in the URL, `{p}`"));
                 n.clone()
             }
             (Some(Value::String(n)), _) => n.clone(),
             (None, Some(p)) => p.to_owned(),
             (None, None) => {
-                problems.add(path, "the `name` field is required");
+                fields.problem_here("the `name` field is required");
                 String::new()
             }
             (Some(other), _) => {
-                problems.add(&path.key("name"), format!("expected a string, got {}", kind_of(other)));
+                fields.expected("name", "a string", other);
                 String::new()
             }
         };
-        if name.is_empty() && problems.is_empty() {
-            problems.add(&path.key("name"), "must not be empty");
+        if name.is_empty() && fields.problems.is_empty() {
+            fields.problem("name", "must not be empty");
         } else if !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)) {
-            problems.add(&path.key("name"), "may only contain letters, digits, `-`, `_`, `.` and `:`");
+            fields.problem("name", "may only contain letters, digits, `-`, `_`, `.` and `:`");
         }
-        let mut fields = Fields::new(object, path, &mut problems);
         let description = fields.opt_string("description");
-        let parameters = match object.get("parameters") {
-            None | Some(Value::Null) => Map::new(),
-            Some(v @ Value::Object(m)) => {
-                super::limits::check_json(
-                    v,
-                    &path.key("parameters"),
-                    super::limits::MAX_PARAMETERS_BYTES,
-                    fields.problems,
-                );
-                m.clone()
-            }
-            Some(other) => {
-                fields.problems.add(&path.key("parameters"), format!("expected an object, got {}", kind_of(other)));
-                Map::new()
-            }
-        };
+        let parameters = fields.opt_limited_object("parameters", MAX_PARAMETERS_BYTES).cloned().unwrap_or_default();
         let retries = fields.whole("retries", 0, 1000).unwrap_or(0) as u32;
         let retry_delay_seconds =
             fields.number("retry_delay_seconds", 0.0, MAX_RETRY_DELAY_SECONDS, true).unwrap_or(default_retry_delay());
@@ -238,10 +220,10 @@ impl Deployment {
         let schedule_timeout_seconds = fields.number("schedule_timeout_seconds", 0.0, MAX_TIMEOUT_SECONDS, false);
         let concurrency_limit = fields.whole("concurrency_limit", 1, u32::MAX as u64).map(|n| n as u32);
         let priority = fields.whole_signed("priority").unwrap_or(0);
-        let concurrency = match object.get("concurrency") {
-            None | Some(Value::Null) => None,
-            Some(v) => Concurrency::from_json(v, &path.key("concurrency"), fields.problems),
-        };
+        let concurrency = fields.take_set("concurrency").and_then(|v| {
+            let p = fields.at("concurrency");
+            Concurrency::from_json(v, &p, fields.problems)
+        });
         problems.into_result(Deployment {
             name,
             description,
@@ -274,46 +256,24 @@ impl Concurrency {
     }
 
     fn from_json(value: &Value, path: &JsonPath, problems: &mut Problems) -> Option<Concurrency> {
-        let Some(object) = value.as_object() else {
-            problems.add(
-                path,
-                format!(
-                    "expected an object such as {{\"key\": \"{{{{ params.user_id }}}}\", \"max_runs\": 1}}, got {}",
-                    kind_of(value)
-                ),
-            );
-            return None;
-        };
-        for key in object.keys() {
-            if !["key", "max_runs", "strategy"].contains(&key.as_str()) {
-                problems.add(&path.key(key), "unknown field; use `key`, `max_runs` and `strategy`");
-            }
-        }
-        let mut fields = Fields::new(object, path, problems);
-        let key = match object.get("key") {
-            Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
-            Some(Value::String(_)) => {
-                fields.problems.add(&path.key("key"), "must not be empty");
-                None
-            }
-            None => {
-                fields.problems.add(path, "the `key` field is required, e.g. \"{{ params.user_id }}\"");
-                None
-            }
-            Some(other) => {
-                fields.problems.add(&path.key("key"), format!("expected a template string, got {}", kind_of(other)));
-                None
-            }
-        };
+        let mut fields = Fields::open(
+            value,
+            path,
+            problems,
+            "expected an object such as {\"key\": \"{{ params.user_id }}\", \"max_runs\": 1}",
+        )?;
+        fields.only(&["key", "max_runs", "strategy"], "unknown field; use `key`, `max_runs` and `strategy`");
+        let key =
+            fields.non_blank("key", "the `key` field is required, e.g. \"{{ params.user_id }}\"", "a template string");
         let max_runs = fields.whole("max_runs", 1, u32::MAX as u64).map_or(1, |n| n as u32);
-        let strategy = match object.get("strategy") {
-            None | Some(Value::Null) => ConcurrencyStrategy::default(),
+        let strategy = match fields.take_set("strategy") {
+            None => ConcurrencyStrategy::default(),
             Some(Value::String(s)) => {
                 match ConcurrencyStrategy::ALL.iter().find(|(name, _)| name.eq_ignore_ascii_case(s)) {
                     Some((_, strategy)) => *strategy,
                     None => {
-                        fields.problems.add(
-                            &path.key("strategy"),
+                        fields.problem(
+                            "strategy",
                             format!(
                                 "unknown strategy `{s}`; use GROUP_ROUND_ROBIN, CANCEL_IN_PROGRESS or CANCEL_NEWEST"
                             ),
@@ -323,7 +283,7 @@ impl Concurrency {
                 }
             }
             Some(other) => {
-                fields.problems.add(&path.key("strategy"), format!("expected a string, got {}", kind_of(other)));
+                fields.expected("strategy", "a string", other);
                 ConcurrencyStrategy::default()
             }
         };

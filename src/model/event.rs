@@ -8,6 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use super::fields::{object_of, Fields};
 use super::limits;
 use super::problems::{kind_of, JsonPath, Problems};
 use super::time::Timestamp;
@@ -74,13 +75,16 @@ impl Resource {
     }
 
     fn from_json(value: &Value, path: &JsonPath, role_required: bool, problems: &mut Problems) -> Resource {
-        let Some(object) = value.as_object() else {
-            problems.add(path, format!("expected an object of string labels, got {}", kind_of(value)));
+        let Some(mut fields) = Fields::open(value, path, problems, "expected an object of string labels") else {
             return Resource::default();
         };
+        let object = fields.object;
         if object.len() > limits::LABELS_PER_RESOURCE {
-            problems
-                .add(path, format!("has {} labels; at most {} are allowed", object.len(), limits::LABELS_PER_RESOURCE));
+            fields.problem_here(format!(
+                "has {} labels; at most {} are allowed",
+                object.len(),
+                limits::LABELS_PER_RESOURCE
+            ));
         }
         let mut labels = IndexMap::with_capacity(object.len());
         for (label, v) in object {
@@ -88,17 +92,15 @@ impl Resource {
                 Value::String(s) => {
                     labels.insert(label.clone(), s.clone());
                 }
-                other => {
-                    problems.add(&path.key(label), format!("label values must be strings, got {}", kind_of(other)))
-                }
+                other => fields.problem(label, format!("label values must be strings, got {}", kind_of(other))),
             }
         }
         let required: &[&str] = if role_required { &[RESOURCE_ID, RESOURCE_ROLE] } else { &[RESOURCE_ID] };
         for label in required {
             match labels.get(*label) {
                 None if object.contains_key(*label) => {}
-                None => problems.add(path, format!("the `{label}` label is required")),
-                Some(v) if v.is_empty() => problems.add(&path.key(label), "must not be empty"),
+                None => fields.problem_here(format!("the `{label}` label is required")),
+                Some(v) if v.is_empty() => fields.problem(label, "must not be empty"),
                 Some(_) => {}
             }
         }
@@ -249,8 +251,7 @@ impl Event {
     /// exported event), `id` and `occurred` are required.
     pub fn from_json(value: &Value, path: &JsonPath, defaults: Option<EventDefaults<'_>>) -> Result<Event, Problems> {
         let mut problems = Problems::default();
-        let Some(object) = value.as_object() else {
-            problems.add(path, format!("an event must be a JSON object, got {}", kind_of(value)));
+        let Some(object) = object_of(value, path, &mut problems, "an event must be a JSON object") else {
             return Err(problems);
         };
         if defaults.is_some() {
@@ -263,28 +264,23 @@ impl Event {
             }
         }
         let mut defaults = defaults;
-        let id = match object.get("id") {
-            Some(Value::String(s)) => Uuid::parse_str(s).unwrap_or_else(|_| {
-                problems.add(&path.key("id"), format!("`{s}` is not a UUID"));
-                Uuid::nil()
-            }),
-            None | Some(Value::Null) => match defaults.as_mut() {
+        let mut fields = Fields::new(object, path, &mut problems);
+        let id = if fields.is_set("id") {
+            fields.opt_uuid("id", "a UUID string").unwrap_or(Uuid::nil())
+        } else {
+            match defaults.as_mut() {
                 Some(d) => (d.new_id)(),
                 None => {
-                    problems.add(path, "the `id` field is required");
+                    fields.problem_here("the `id` field is required");
                     Uuid::nil()
                 }
-            },
-            Some(other) => {
-                problems.add(&path.key("id"), format!("expected a UUID string, got {}", kind_of(other)));
-                Uuid::nil()
             }
         };
-        let occurred = match object.get("occurred") {
+        let occurred = match fields.take_set("occurred") {
             Some(Value::String(s)) => match Timestamp::parse(s) {
                 Ok(t) if t > Timestamp::LATEST_OCCURRED => {
-                    problems.add(
-                        &path.key("occurred"),
+                    fields.problem(
+                        "occurred",
                         format!(
                             "`{s}` is too late: events may occur up to {} (windows after them must end by year 9999)",
                             Timestamp::LATEST_OCCURRED
@@ -294,58 +290,49 @@ impl Event {
                 }
                 Ok(t) => t,
                 Err(e) => {
-                    problems.add(&path.key("occurred"), e);
-                    Timestamp::default()
-                }
-            },
-            None | Some(Value::Null) => match defaults.as_ref() {
-                Some(d) => d.occurred,
-                None => {
-                    problems.add(path, "the `occurred` field is required");
+                    fields.problem("occurred", e);
                     Timestamp::default()
                 }
             },
             Some(other) => {
-                problems.add(&path.key("occurred"), format!("expected an RFC 3339 string, got {}", kind_of(other)));
+                fields.expected("occurred", "an RFC 3339 string", other);
                 Timestamp::default()
             }
+            None => match defaults.as_ref() {
+                Some(d) => d.occurred,
+                None => {
+                    fields.problem_here("the `occurred` field is required");
+                    Timestamp::default()
+                }
+            },
         };
-        let event = match object.get("event") {
-            Some(Value::String(s)) if s.is_empty() => {
-                problems.add(&path.key("event"), "the event name must not be empty");
+        let event = match fields.text("event", "the `event` field (the event's name) is required", "a string") {
+            Some("") => {
+                fields.problem("event", "the event name must not be empty");
                 String::new()
             }
-            Some(Value::String(s)) if s.chars().count() > limits::EVENT_NAME_LENGTH => {
-                problems.add(
-                    &path.key("event"),
-                    format!("event names are at most {} characters", limits::EVENT_NAME_LENGTH),
-                );
+            Some(s) if s.chars().count() > limits::EVENT_NAME_LENGTH => {
+                fields.problem("event", format!("event names are at most {} characters", limits::EVENT_NAME_LENGTH));
                 String::new()
             }
-            Some(Value::String(s)) => s.clone(),
-            None => {
-                problems.add(path, "the `event` field (the event's name) is required");
-                String::new()
-            }
-            Some(other) => {
-                problems.add(&path.key("event"), format!("expected a string, got {}", kind_of(other)));
-                String::new()
-            }
+            Some(s) => s.to_owned(),
+            None => String::new(),
         };
-        let resource = match object.get("resource") {
-            Some(v) => Resource::from_json(v, &path.key("resource"), false, &mut problems),
-            None => {
-                problems.add(path, "the `resource` field is required (an object with a `prefect.resource.id` label)");
-                Resource::default()
+        let resource = match fields
+            .required("resource", "the `resource` field is required (an object with a `prefect.resource.id` label)")
+        {
+            Some(v) => {
+                let p = fields.at("resource");
+                Resource::from_json(v, &p, false, fields.problems)
             }
+            None => Resource::default(),
         };
-        let related = match object.get("related") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(items)) => {
-                let rpath = path.key("related");
+        let related = match fields.opt_array("related", "an array of resources") {
+            Some(items) => {
+                let rpath = fields.at("related");
                 if items.len() > limits::RELATED_RESOURCES {
-                    problems.add(
-                        &rpath,
+                    fields.problem(
+                        "related",
                         format!(
                             "has {} related resources; at most {} are allowed",
                             items.len(),
@@ -356,47 +343,23 @@ impl Event {
                 items
                     .iter()
                     .enumerate()
-                    .map(|(i, v)| Resource::from_json(v, &rpath.index(i), true, &mut problems))
+                    .map(|(i, v)| Resource::from_json(v, &rpath.index(i), true, fields.problems))
                     .collect()
             }
-            Some(other) => {
-                problems.add(&path.key("related"), format!("expected an array of resources, got {}", kind_of(other)));
-                Vec::new()
-            }
+            None => Vec::new(),
         };
-        let payload = match object.get("payload") {
-            None | Some(Value::Null) => Map::new(),
-            Some(Value::Object(m)) => m.clone(),
-            Some(other) => {
-                problems.add(&path.key("payload"), format!("expected an object, got {}", kind_of(other)));
-                Map::new()
-            }
-        };
-        let follows = optional_uuid(object.get("follows"), &path.key("follows"), &mut problems);
-        let received = match object.get("received") {
-            Some(Value::String(s)) => Timestamp::parse(s).map_err(|e| problems.add(&path.key("received"), e)).ok(),
-            None | Some(Value::Null) => None,
-            Some(other) => {
-                problems.add(&path.key("received"), format!("expected an RFC 3339 string, got {}", kind_of(other)));
-                None
-            }
-        };
-        let scope = match object.get("scope") {
-            None | Some(Value::Null) => None,
+        let payload = fields.opt_object("payload").cloned().unwrap_or_default();
+        let follows = fields.opt_uuid("follows", "a UUID string or null");
+        let received = fields.opt_timestamp("received");
+        let scope = match fields.take_set("scope") {
+            None => None,
             Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
             Some(other) => {
-                problems.add(&path.key("scope"), format!("expected a non-empty string, got {}", kind_of(other)));
+                fields.expected("scope", "a non-empty string", other);
                 None
             }
         };
-        let additional_metadata = match object.get("additional_metadata") {
-            None | Some(Value::Null) => None,
-            Some(Value::Object(m)) => Some(m.clone()),
-            Some(other) => {
-                problems.add(&path.key("additional_metadata"), format!("expected an object, got {}", kind_of(other)));
-                None
-            }
-        };
+        let additional_metadata = fields.opt_object("additional_metadata").cloned();
         problems.into_result(Event {
             id,
             occurred,
@@ -424,19 +387,6 @@ impl Event {
             }
         }
         self.resource.get(label)
-    }
-}
-
-fn optional_uuid(value: Option<&Value>, path: &JsonPath, problems: &mut Problems) -> Option<Uuid> {
-    match value {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => {
-            Uuid::parse_str(s).map_err(|_| problems.add(path, format!("`{s}` is not a UUID"))).ok()
-        }
-        Some(other) => {
-            problems.add(path, format!("expected a UUID string or null, got {}", kind_of(other)));
-            None
-        }
     }
 }
 

@@ -1,10 +1,10 @@
 //! Prefect's `EventFilter`, shared by the `/api/events/out` subscription and
 //! `POST /api/events/filter`.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
-use super::problems::kind_of;
+use super::fields::Fields;
 use super::{Event, JsonPath, Problems, Resource, Timestamp};
 
 /// The subset of Prefect's `EventFilter` tripwire understands, with Prefect's meaning: every
@@ -66,57 +66,37 @@ impl EventFilter {
     pub(crate) fn from_json(value: &Value, path: &JsonPath) -> Result<EventFilter, Problems> {
         let mut problems = Problems::default();
         let mut filter = EventFilter::default();
-        let Some(object) = object(value, path, &mut problems) else { return problems.into_result(filter) };
-        known(
-            object,
-            path,
-            &["occurred", "event", "resource", "related", "any_resource", "id", "order"],
-            &mut problems,
-        );
-        if let Some(occurred) = object.get("occurred") {
-            let path = path.key("occurred");
-            if let Some(o) = self::object(occurred, &path, &mut problems) {
-                known(o, &path, &["since", "until"], &mut problems);
-                filter.since = timestamp(o.get("since"), &path.key("since"), &mut problems);
-                filter.until = timestamp(o.get("until"), &path.key("until"), &mut problems);
-            }
+        if value.is_null() {
+            return Ok(filter);
         }
-        if let Some(event) = object.get("event") {
-            let path = path.key("event");
-            if let Some(o) = self::object(event, &path, &mut problems) {
-                known(o, &path, &["prefix", "name", "exclude_prefix", "exclude_name"], &mut problems);
-                let mut list = |field: &str| strings(o.get(field), &path.key(field), &mut problems);
-                filter.name = NameFilter {
-                    prefix: list("prefix"),
-                    name: list("name"),
-                    exclude_prefix: list("exclude_prefix"),
-                    exclude_name: list("exclude_name"),
-                };
-            }
+        let Some(mut fields) = Fields::open(value, path, &mut problems, "expected an object") else {
+            return Err(problems);
+        };
+        known(&mut fields, &["occurred", "event", "resource", "related", "any_resource", "id", "order"]);
+        if let Some(mut o) = fields.nested("occurred") {
+            known(&mut o, &["since", "until"]);
+            filter.since = o.opt_timestamp("since");
+            filter.until = o.opt_timestamp("until");
         }
-        if let Some(resource) = object.get("resource") {
-            let path = path.key("resource");
-            filter.resource = self::object(resource, &path, &mut problems)
-                .map(|o| ResourceIdFilter::from_json(o, &path, &mut problems));
+        if let Some(mut o) = fields.nested("event") {
+            known(&mut o, &["prefix", "name", "exclude_prefix", "exclude_name"]);
+            filter.name = NameFilter {
+                prefix: o.strings("prefix"),
+                name: o.strings("name"),
+                exclude_prefix: o.strings("exclude_prefix"),
+                exclude_name: o.strings("exclude_name"),
+            };
         }
-        filter.related =
-            one_or_many(object.get("related"), &path.key("related"), &mut problems, RelatedFilter::from_json);
-        filter.any_resource = one_or_many(
-            object.get("any_resource"),
-            &path.key("any_resource"),
-            &mut problems,
-            ResourceIdFilter::from_json,
-        );
-        if let Some(id) = object.get("id") {
-            let path = path.key("id");
-            if let Some(o) = self::object(id, &path, &mut problems) {
-                known(o, &path, &["id"], &mut problems);
-                let path = path.key("id");
-                for (i, text) in strings(o.get("id"), &path, &mut problems).into_iter().enumerate() {
-                    match Uuid::parse_str(&text) {
-                        Ok(id) => filter.ids.push(id),
-                        Err(_) => problems.add(&path.index(i), format!("`{text}` is not a UUID")),
-                    }
+        filter.resource = fields.nested("resource").map(|mut o| ResourceIdFilter::from_json(&mut o));
+        filter.related = fields.one_or_many("related", RelatedFilter::from_json);
+        filter.any_resource = fields.one_or_many("any_resource", ResourceIdFilter::from_json);
+        if let Some(mut o) = fields.nested("id") {
+            known(&mut o, &["id"]);
+            let path = o.at("id");
+            for (i, text) in o.indexed_strings("id") {
+                match Uuid::parse_str(&text) {
+                    Ok(id) => filter.ids.push(id),
+                    Err(_) => o.problems.add(&path.index(i), format!("`{text}` is not a UUID")),
                 }
             }
         }
@@ -148,15 +128,15 @@ impl NameFilter {
 }
 
 impl ResourceIdFilter {
-    fn from_json(object: &Map<String, Value>, path: &JsonPath, problems: &mut Problems) -> ResourceIdFilter {
-        known(object, path, &["id", "id_prefix", "labels", "distinct"], problems);
-        if object.get("distinct").is_some_and(|d| *d == Value::Bool(true)) {
-            problems.add(&path.key("distinct"), "`distinct: true` is not supported; leave it out or false");
+    fn from_json(fields: &mut Fields<'_, '_>) -> ResourceIdFilter {
+        known(fields, &["id", "id_prefix", "labels", "distinct"]);
+        if fields.object.get("distinct").is_some_and(|d| *d == Value::Bool(true)) {
+            fields.problem("distinct", "`distinct: true` is not supported; leave it out or false");
         }
         ResourceIdFilter {
-            id: strings(object.get("id"), &path.key("id"), problems),
-            id_prefix: strings(object.get("id_prefix"), &path.key("id_prefix"), problems),
-            labels: LabelFilter::from_json(object.get("labels"), &path.key("labels"), problems),
+            id: fields.strings("id"),
+            id_prefix: fields.strings("id_prefix"),
+            labels: LabelFilter::from_json(fields),
         }
     }
 
@@ -169,34 +149,26 @@ impl ResourceIdFilter {
 }
 
 impl RelatedFilter {
-    fn from_json(object: &Map<String, Value>, path: &JsonPath, problems: &mut Problems) -> RelatedFilter {
-        known(object, path, &["id", "role", "resources_in_roles", "labels"], problems);
+    fn from_json(fields: &mut Fields<'_, '_>) -> RelatedFilter {
+        known(fields, &["id", "role", "resources_in_roles", "labels"]);
         let mut resources_in_roles = Vec::new();
-        match object.get("resources_in_roles") {
-            None | Some(Value::Null) => {}
-            Some(Value::Array(pairs)) => {
-                for (i, pair) in pairs.iter().enumerate() {
-                    match pair.as_array().map(Vec::as_slice) {
-                        Some([Value::String(id), Value::String(role)]) => {
-                            resources_in_roles.push((id.clone(), role.clone()))
-                        }
-                        _ => problems.add(
-                            &path.key("resources_in_roles").index(i),
-                            "expected a pair of strings [resource id, role]",
-                        ),
-                    }
-                }
+        let path = fields.at("resources_in_roles");
+        for (i, pair) in fields
+            .opt_array("resources_in_roles", "a list of [resource id, role] pairs")
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            match pair.as_array().map(Vec::as_slice) {
+                Some([Value::String(id), Value::String(role)]) => resources_in_roles.push((id.clone(), role.clone())),
+                _ => fields.problems.add(&path.index(i), "expected a pair of strings [resource id, role]"),
             }
-            Some(other) => problems.add(
-                &path.key("resources_in_roles"),
-                format!("expected a list of [resource id, role] pairs, got {}", kind_of(other)),
-            ),
         }
         RelatedFilter {
-            id: strings(object.get("id"), &path.key("id"), problems),
-            role: strings(object.get("role"), &path.key("role"), problems),
+            id: fields.strings("id"),
+            role: fields.strings("role"),
             resources_in_roles,
-            labels: LabelFilter::from_json(object.get("labels"), &path.key("labels"), problems),
+            labels: LabelFilter::from_json(fields),
         }
     }
 
@@ -218,13 +190,15 @@ impl RelatedFilter {
 }
 
 impl LabelFilter {
-    fn from_json(value: Option<&Value>, path: &JsonPath, problems: &mut Problems) -> Option<LabelFilter> {
-        let object = object(value?, path, problems)?;
+    /// The `labels` member of a resource filter, if given.
+    fn from_json(fields: &mut Fields<'_, '_>) -> Option<LabelFilter> {
+        let mut o = fields.nested("labels")?;
+        let object = o.object;
         let mut labels = Vec::with_capacity(object.len());
         for (label, values) in object {
             let values = match values {
                 Value::String(s) => vec![s.clone()],
-                other => strings(Some(other), &path.key(label), problems),
+                _ => o.strings(label),
             };
             labels.push((label.clone(), values));
         }
@@ -255,83 +229,39 @@ fn value_matches(expected: &str, value: Option<&str>) -> bool {
     matched == positive
 }
 
-/// An object, or `None` for `null` (and a problem for anything else).
 /// Reports every field that tripwire does not know and that is set (Prefect's clients send
 /// unset fields as `null`, which are accepted): an ignored filter field would silently match
 /// more events than asked for.
-fn known(object: &Map<String, Value>, path: &JsonPath, fields: &[&str], problems: &mut Problems) {
-    for (key, value) in object {
-        if !value.is_null() && !fields.contains(&key.as_str()) {
-            problems.add(&path.key(key), format!("unknown or unsupported filter field; use {}", fields.join(", ")));
-        }
-    }
+fn known(fields: &mut Fields<'_, '_>, known: &[&str]) {
+    fields.only_set(known, &format!("unknown or unsupported filter field; use {}", known.join(", ")));
 }
 
-fn object<'a>(value: &'a Value, path: &JsonPath, problems: &mut Problems) -> Option<&'a Map<String, Value>> {
-    match value {
-        Value::Object(o) => Some(o),
-        Value::Null => None,
-        other => {
-            problems.add(path, format!("expected an object, got {}", kind_of(other)));
-            None
-        }
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
 
-/// A list of strings; absent or `null` is the empty list.
-fn strings(value: Option<&Value>, path: &JsonPath, problems: &mut Problems) -> Vec<String> {
-    match value {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .filter_map(|(i, item)| match item {
-                Value::String(s) => Some(s.clone()),
-                other => {
-                    problems.add(&path.index(i), format!("expected a string, got {}", kind_of(other)));
-                    None
-                }
-            })
-            .collect(),
-        Some(other) => {
-            problems.add(path, format!("expected a list of strings, got {}", kind_of(other)));
-            Vec::new()
-        }
+    fn problems(v: Value) -> String {
+        EventFilter::from_json(&v, &JsonPath::root()).map(|_| ()).unwrap_err().to_string()
     }
-}
 
-fn timestamp(value: Option<&Value>, path: &JsonPath, problems: &mut Problems) -> Option<Timestamp> {
-    match value {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Timestamp::parse(s).map_err(|e| problems.add(path, e)).ok(),
-        Some(other) => {
-            problems.add(path, format!("expected an RFC 3339 string, got {}", kind_of(other)));
-            None
-        }
+    #[test]
+    fn a_bad_id_is_named_by_its_own_index() {
+        let text = problems(json!({"id": {"id": ["x", 1, "bad"]}}));
+        assert_eq!(
+            text,
+            "$.id.id[1]: expected a string, got a number; $.id.id[0]: `x` is not a UUID; \
+             $.id.id[2]: `bad` is not a UUID"
+        );
     }
-}
 
-/// One filter object or a list of them (each must hold); absent or `null` is none.
-fn one_or_many<T>(
-    value: Option<&Value>,
-    path: &JsonPath,
-    problems: &mut Problems,
-    read: impl Fn(&Map<String, Value>, &JsonPath, &mut Problems) -> T,
-) -> Vec<T> {
-    match value {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Object(o)) => vec![read(o, path, problems)],
-        Some(Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .filter_map(|(i, item)| {
-                let path = path.index(i);
-                object(item, &path, problems).map(|o| read(o, &path, problems))
-            })
-            .collect(),
-        Some(other) => {
-            problems.add(path, format!("expected an object or a list of objects, got {}", kind_of(other)));
-            Vec::new()
-        }
+    #[test]
+    fn unset_unknown_fields_pass_and_set_ones_are_named() {
+        let ok = json!({"text": null, "event": {"name": ["a"], "order": null}});
+        assert!(EventFilter::from_json(&ok, &JsonPath::root()).is_ok());
+        let text = problems(json!({"event": {"name": ["a"], "regex": "a.*"}, "resource": {"distinct": true}}));
+        assert!(text.starts_with("$.event.regex: unknown or unsupported filter field; use prefix, name,"), "{text}");
+        assert!(text.contains("$.resource.distinct: `distinct: true` is not supported"), "{text}");
+        assert!(EventFilter::from_json(&Value::Null, &JsonPath::root()).is_ok());
     }
 }

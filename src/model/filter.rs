@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::problems::{kind_of, JsonPath, Problems};
+use super::fields::Fields;
+use super::limits::MAX_PARAMETERS_BYTES;
+use super::problems::{JsonPath, Problems};
 use super::time::Timestamp;
 
 /// A filter: positive (it lets matching events through), as Hatchet's are.
@@ -34,45 +36,18 @@ impl ScopeFilter {
     /// problem with its path; `id` is the id to give it.
     pub fn from_json(value: &Value, path: &JsonPath, id: Uuid) -> Result<ScopeFilter, Problems> {
         let mut problems = Problems::default();
-        let Some(object) = value.as_object() else {
-            problems.add(path, format!("a filter must be a JSON object, got {}", kind_of(value)));
+        let Some(mut fields) = Fields::open(value, path, &mut problems, "a filter must be a JSON object") else {
             return Err(problems);
         };
-        for key in object.keys() {
-            if !["deployment", "scope", "expression", "payload"].contains(&key.as_str()) {
-                problems.add(&path.key(key), "unknown field");
-            }
-        }
-        let mut text = |field: &str| match object.get(field) {
-            Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
-            Some(Value::String(_)) => {
-                problems.add(&path.key(field), "must not be empty");
-                String::new()
-            }
-            Some(other) => {
-                problems.add(&path.key(field), format!("expected a string, got {}", kind_of(other)));
-                String::new()
-            }
-            None => {
-                problems.add(path, format!("the `{field}` field is required"));
-                String::new()
-            }
+        fields.only(&["deployment", "scope", "expression", "payload"], "unknown field");
+        let mut text = |field: &str| {
+            fields.non_blank(field, &format!("the `{field}` field is required"), "a string").unwrap_or_default()
         };
         let deployment = text("deployment");
         let scope = text("scope");
         let expression = text("expression");
-        let payload = match object.get("payload") {
-            None | Some(Value::Null) => Map::new(),
-            Some(v @ Value::Object(m)) => {
-                // Rendered into run parameters (`{{ filter.bonus }}`): held to their limits.
-                super::limits::check_json(v, &path.key("payload"), super::limits::MAX_PARAMETERS_BYTES, &mut problems);
-                m.clone()
-            }
-            Some(other) => {
-                problems.add(&path.key("payload"), format!("expected an object, got {}", kind_of(other)));
-                Map::new()
-            }
-        };
+        // Rendered into run parameters (`{{ filter.bonus }}`): held to their limits.
+        let payload = fields.opt_limited_object("payload", MAX_PARAMETERS_BYTES).cloned().unwrap_or_default();
         problems.into_result(ScopeFilter { id, deployment, scope, expression, payload, created: None })
     }
 }

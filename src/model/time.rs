@@ -75,6 +75,14 @@ impl Span {
     }
 }
 
+impl From<std::time::Duration> for Span {
+    /// A span from a [`std::time::Duration`], truncated to the microsecond and saturating at
+    /// [`Span::MAX`].
+    fn from(duration: std::time::Duration) -> Span {
+        Span::micros(i64::try_from(duration.as_micros()).unwrap_or(i64::MAX))
+    }
+}
+
 impl Timestamp {
     /// The earliest instant: `0001-01-01T00:00:00Z`.
     pub const MIN: Timestamp = Timestamp(-62_135_596_800_000_000);
@@ -253,6 +261,15 @@ mod tests {
         }
         assert!(Timestamp::parse("0000-12-31T23:00:00Z").unwrap_err().contains("out of range"));
         assert!(Timestamp::parse("9999-12-31T23:59:59.999999Z").is_ok());
+    }
+
+    #[test]
+    fn durations_become_spans_truncated_and_saturated() {
+        use std::time::Duration;
+        assert_eq!(Span::from(Duration::from_secs(60)), Span::seconds(60));
+        assert_eq!(Span::from(Duration::from_nanos(1_999)), Span::micros(1));
+        assert_eq!(Span::from(Duration::MAX), Span::MAX);
+        assert_eq!(Span::from(Duration::from_secs(10u64.pow(12))), Span::MAX);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Building trigger definitions in Rust: `EventTrigger::new().expect(..).within(..)` and the
 //! like, each producing what the same JSON would parse to.
 
+use std::time::Duration;
+
 use serde_json::Value;
 
 use super::{
@@ -25,6 +27,34 @@ impl ResourceSpec {
 
 impl EventTrigger {
     /// A reactive trigger with Prefect's defaults: every event, threshold 1, within 0.
+    ///
+    /// A proactive trigger fires when an expected event does *not* arrive: here, for each order
+    /// (`for_each` the resource id), when fewer than one `order.paid` follows its `order.created`
+    /// within an hour. The builder gives the same trigger as the JSON:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// use serde_json::json;
+    /// use tripwire::model::{EventTrigger, JsonPath, Posture, Trigger, TriggerDefinition};
+    ///
+    /// let unpaid = EventTrigger::new()
+    ///     .after("order.created")
+    ///     .expect("order.paid")
+    ///     .for_each("prefect.resource.id")
+    ///     .threshold(1)
+    ///     .within(Duration::from_secs(60 * 60))
+    ///     .proactive();
+    /// assert_eq!(unpaid.posture, Posture::Proactive);
+    ///
+    /// let json = json!({"id": "unpaid", "trigger": {
+    ///     "posture": "Proactive", "after": ["order.created"], "expect": ["order.paid"],
+    ///     "for_each": ["prefect.resource.id"], "threshold": 1, "within": 3600
+    /// }});
+    /// let definition = TriggerDefinition::from_json(&json, &JsonPath::root()).expect("a valid definition");
+    /// assert_eq!(definition.trigger, Trigger::Event(unpaid.clone()));
+    /// assert_eq!(definition, TriggerDefinition::new("unpaid", unpaid));
+    /// ```
     pub fn new() -> EventTrigger {
         EventTrigger::default()
     }
@@ -77,9 +107,10 @@ impl EventTrigger {
         self
     }
 
-    /// Sets the window in seconds.
-    pub fn within(mut self, seconds: i64) -> Self {
-        self.within = Span::seconds(seconds);
+    /// Sets the window (`within`): the period over which the events must occur, as in Prefect.
+    /// Kept to the microsecond; written as seconds in JSON.
+    pub fn within(mut self, window: Duration) -> Self {
+        self.within = Span::from(window);
         self
     }
 
@@ -102,9 +133,10 @@ impl CompoundTrigger {
         CompoundTrigger { triggers, require, within: None }
     }
 
-    /// Sets `within` in seconds.
-    pub fn within(mut self, seconds: i64) -> Self {
-        self.within = Some(Span::seconds(seconds));
+    /// Sets `within`: child firings older than this no longer count. Kept to the
+    /// microsecond; written as seconds in JSON.
+    pub fn within(mut self, window: Duration) -> Self {
+        self.within = Some(Span::from(window));
         self
     }
 }
@@ -115,9 +147,10 @@ impl SequenceTrigger {
         SequenceTrigger { triggers, within: None }
     }
 
-    /// Sets `within` in seconds.
-    pub fn within(mut self, seconds: i64) -> Self {
-        self.within = Some(Span::seconds(seconds));
+    /// Sets `within`: child firings older than this no longer count. Kept to the
+    /// microsecond; written as seconds in JSON.
+    pub fn within(mut self, window: Duration) -> Self {
+        self.within = Some(Span::from(window));
         self
     }
 }

@@ -3,6 +3,10 @@
 //!
 //! The JSON Schema of these types is in `schema`, the Rust builders in `builder`, and the
 //! parser (every problem reported at once, each with its JSON path) in `parse`.
+//!
+//! A type's doc comment here is also its description in the published JSON Schema
+//! (`schemas/`), so the runnable examples sit on [`EventTrigger::new`] and
+//! [`TriggerDefinition::from_json`] instead.
 
 mod builder;
 mod parse;

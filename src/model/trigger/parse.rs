@@ -9,7 +9,7 @@ use super::{
     CompoundTrigger, EventTrigger, LabelValues, Posture, RelatedSpec, Require, ResourceSpec, SequenceTrigger, Trigger,
     TriggerDefinition, PROACTIVE_MIN_WITHIN,
 };
-use crate::model::fields::Fields;
+use crate::model::fields::{object_of, Fields};
 use crate::model::limits;
 use crate::model::problems::{kind_of, JsonPath, Problems};
 use crate::model::time::Span;
@@ -52,10 +52,35 @@ impl TriggerDefinition {
     /// Reads one definition: `{"id", "name"?, "enabled"?, "trigger": {...}, "deployment"?,
     /// "parameters"?}`, or Prefect's flat deployment-trigger form where the trigger's fields
     /// sit beside `name` and `parameters`.
+    ///
+    /// Every problem is reported at once, each at the JSON path of the field at fault:
+    ///
+    /// ```
+    /// use serde_json::json;
+    /// use tripwire::model::{JsonPath, Trigger, TriggerDefinition};
+    ///
+    /// let json = json!({
+    ///     "id": "order-complete",
+    ///     "deployment": "post-order-complete",
+    ///     "trigger": {"after": ["order.created"], "expect": ["order.complete"], "within": 60},
+    ///     "parameters": {"user_id": "{{ event.resource.id }}"}
+    /// });
+    /// let definition = TriggerDefinition::from_json(&json, &JsonPath::root()).expect("a valid definition");
+    /// assert_eq!(definition.deployment.as_deref(), Some("post-order-complete"));
+    /// let Trigger::Event(trigger) = &definition.trigger else { panic!("an event trigger") };
+    /// assert_eq!(trigger.after, ["order.created"]);
+    ///
+    /// let bad = json!({"id": "t", "trigger": {"expect": "order.complete", "within": -1}});
+    /// let problems = TriggerDefinition::from_json(&bad, &JsonPath::root()).unwrap_err();
+    /// assert_eq!(
+    ///     problems.to_string(),
+    ///     "$.trigger.expect: expected an array of strings, got a string; \
+    ///      $.trigger.within: must be zero or more seconds, got -1"
+    /// );
+    /// ```
     pub fn from_json(value: &Value, path: &JsonPath) -> Result<TriggerDefinition, Problems> {
         let mut problems = Problems::default();
-        let Some(object) = value.as_object() else {
-            problems.add(path, format!("a trigger definition must be a JSON object, got {}", kind_of(value)));
+        let Some(object) = object_of(value, path, &mut problems, "a trigger definition must be a JSON object") else {
             return Err(problems);
         };
         // Stored inside snapshots and log entries, a few levels deeper: held to the JSON rule
@@ -77,36 +102,24 @@ impl TriggerDefinition {
             None => match &name {
                 Some(n) if !n.is_empty() => n.clone(),
                 _ => {
-                    fields.problems.add(path, "the `id` field is required (or a `name` to use as id)");
+                    fields.problem_here("the `id` field is required (or a `name` to use as id)");
                     String::new()
                 }
             },
         };
         let enabled = fields.opt_bool("enabled").unwrap_or(true);
         let deployment = fields.opt_string("deployment");
-        let parameters = match fields.take("parameters") {
-            None | Some(Value::Null) => None,
-            Some(v @ Value::Object(_)) => {
-                let p = fields.path.key("parameters");
-                limits::check_json(v, &p, limits::MAX_PARAMETERS_BYTES, fields.problems);
-                Some(v.clone())
-            }
-            Some(other) => {
-                let k = kind_of(other);
-                fields.problem("parameters", format!("expected an object, got {k}"));
-                None
-            }
-        };
+        let parameters =
+            fields.opt_limited_object("parameters", limits::MAX_PARAMETERS_BYTES).map(|m| Value::Object(m.clone()));
         let trigger = if let Some(inner) = fields.take("trigger") {
-            let p = fields.path.key("trigger");
+            let p = fields.at("trigger");
             let t = Trigger::from_json(inner, &p, fields.problems);
             fields.finish();
             t
         } else if !FLAT_TRIGGER_FIELDS.iter().any(|k| object.contains_key(*k)) {
             // Without a trigger the definition would match every event, its own runs' events
             // included: a cascade of runs from one event.
-            fields.problems.add(
-                path,
+            fields.problem_here(
                 "the `trigger` field is required: an object such as {\"expect\": [\"order.created\"]} \
                  (or Prefect's flat form with the trigger's fields beside `id`)",
             );
@@ -142,13 +155,8 @@ impl Trigger {
     /// When `type` is missing, `triggers` + `require` means compound, `triggers` alone
     /// sequence, anything else event (as Prefect decides).
     pub fn from_json(value: &Value, path: &JsonPath, problems: &mut Problems) -> Option<Trigger> {
-        match value.as_object() {
-            Some(object) => Trigger::from_fields(object.clone(), path, problems),
-            None => {
-                problems.add(path, format!("a trigger must be a JSON object, got {}", kind_of(value)));
-                None
-            }
-        }
+        let object = object_of(value, path, problems, "a trigger must be a JSON object")?;
+        Trigger::from_fields(object.clone(), path, problems)
     }
 
     fn from_fields(object: Map<String, Value>, path: &JsonPath, problems: &mut Problems) -> Option<Trigger> {
@@ -164,8 +172,7 @@ impl Trigger {
                 }
             }
             Some(other) => {
-                let k = kind_of(other);
-                fields.problem("type", format!("expected \"event\", \"compound\" or \"sequence\", got {k}"));
+                fields.expected("type", "\"event\", \"compound\" or \"sequence\"", other);
                 return None;
             }
         };
@@ -180,7 +187,7 @@ impl Trigger {
                         Vec::new()
                     }
                     Some(Value::Array(items)) => {
-                        let p = fields.path.key("triggers");
+                        let p = fields.at("triggers");
                         items
                             .iter()
                             .enumerate()
@@ -188,12 +195,11 @@ impl Trigger {
                             .collect()
                     }
                     Some(other) => {
-                        let k = kind_of(other);
-                        fields.problem("triggers", format!("expected an array of triggers, got {k}"));
+                        fields.expected("triggers", "an array of triggers", other);
                         Vec::new()
                     }
                     None => {
-                        fields.problems.add(path, format!("a {kind} trigger needs `triggers`"));
+                        fields.problem_here(format!("a {kind} trigger needs `triggers`"));
                         Vec::new()
                     }
                 };
@@ -232,9 +238,7 @@ impl Trigger {
                             None
                         }
                         None => {
-                            fields
-                                .problems
-                                .add(path, "a compound trigger needs `require` (\"any\", \"all\" or a number)");
+                            fields.problem_here("a compound trigger needs `require` (\"any\", \"all\" or a number)");
                             None
                         }
                     };
@@ -264,20 +268,20 @@ fn event_fields(fields: &mut Fields<'_, '_>) -> EventTrigger {
     let match_resource = match fields.take("match") {
         None => ResourceSpec::default(),
         Some(v) => {
-            let p = fields.path.key("match");
+            let p = fields.at("match");
             resource_spec(v, &p, fields.problems)
         }
     };
     let match_related = match fields.take("match_related") {
         None => RelatedSpec::default(),
         Some(Value::Array(items)) => {
-            let p = fields.path.key("match_related");
+            let p = fields.at("match_related");
             RelatedSpec::Many(
                 items.iter().enumerate().map(|(i, v)| resource_spec(v, &p.index(i), fields.problems)).collect(),
             )
         }
         Some(v) => {
-            let p = fields.path.key("match_related");
+            let p = fields.at("match_related");
             RelatedSpec::One(resource_spec(v, &p, fields.problems))
         }
     };
@@ -312,8 +316,7 @@ fn event_fields(fields: &mut Fields<'_, '_>) -> EventTrigger {
             }
         },
         Some(other) => {
-            let k = kind_of(other);
-            fields.problem("threshold", format!("expected a whole number, got {k}"));
+            fields.expected("threshold", "a whole number", other);
             1
         }
     };
@@ -347,10 +350,10 @@ fn event_fields(fields: &mut Fields<'_, '_>) -> EventTrigger {
 }
 
 fn resource_spec(value: &Value, path: &JsonPath, problems: &mut Problems) -> ResourceSpec {
-    let Some(object) = value.as_object() else {
-        problems.add(path, format!("expected an object of label patterns, got {}", kind_of(value)));
+    let Some(mut fields) = Fields::open(value, path, problems, "expected an object of label patterns") else {
         return ResourceSpec::default();
     };
+    let object = fields.object;
     let mut spec = IndexMap::with_capacity(object.len());
     for (label, v) in object {
         let values = match v {
@@ -360,19 +363,13 @@ fn resource_spec(value: &Value, path: &JsonPath, problems: &mut Problems) -> Res
                 for (i, item) in items.iter().enumerate() {
                     match item {
                         Value::String(s) => patterns.push(s.clone()),
-                        other => problems.add(
-                            &path.key(label).index(i),
-                            format!("expected a string pattern, got {}", kind_of(other)),
-                        ),
+                        other => fields.expected_at(&path.key(label).index(i), "a string pattern", other),
                     }
                 }
                 LabelValues::Many(patterns)
             }
             other => {
-                problems.add(
-                    &path.key(label),
-                    format!("expected a string pattern or a list of them, got {}", kind_of(other)),
-                );
+                fields.expected(label, "a string pattern or a list of them", other);
                 continue;
             }
         };
@@ -390,6 +387,8 @@ impl<'de> Deserialize<'de> for TriggerDefinition {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use serde_json::json;
 
@@ -456,7 +455,7 @@ mod tests {
     fn serialises_back_to_prefect_json() {
         let d = TriggerDefinition::new(
             "t",
-            EventTrigger::new().expect("b").after("a").for_each("prefect.resource.id").within(60),
+            EventTrigger::new().expect("b").after("a").for_each("prefect.resource.id").within(Duration::from_secs(60)),
         );
         let v = serde_json::to_value(&d).unwrap();
         assert_eq!(v["trigger"]["type"], "event");
