@@ -467,6 +467,10 @@ pub struct TriggerSync {
     pub unchanged: Vec<String>,
     /// Triggers of the deployment that were not in the list.
     pub deleted: Vec<String>,
+    /// What the caller should know (e.g. removed triggers it did not create); empty when
+    /// there is nothing to say.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[cfg(test)]
