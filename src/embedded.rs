@@ -180,27 +180,25 @@ impl Tripwire for Embedded {
         self.ingest(events.into_iter().map(Into::into).collect())
     }
 
-    fn runs(&self, query: RunQuery) -> impl Future<Output = Result<Vec<Run>, ClientError>> + Send {
-        async move {
-            if let Err(why) = query.check() {
-                let mut problems = Problems::default();
-                problems.add(&JsonPath::root().key("limit"), why);
-                return Err(api_error(ServiceError::Invalid(problems)));
-            }
-            let limit = query.get_limit();
-            self.service.runs(limit, move |r| query.matches(r)).await.map_err(api_error)
+    async fn runs(&self, query: RunQuery) -> Result<Vec<Run>, ClientError> {
+        if let Err(why) = query.check() {
+            let mut problems = Problems::default();
+            problems.add(&JsonPath::root().key("limit"), why);
+            return Err(api_error(ServiceError::Invalid(problems)));
         }
+        let limit = query.get_limit();
+        self.service.runs(limit, move |r| query.matches(r)).await.map_err(api_error)
     }
 
-    fn run(&self, id: Uuid) -> impl Future<Output = Result<Run, ClientError>> + Send {
-        async move { self.service.run(id).await.map_err(api_error) }
+    async fn run(&self, id: Uuid) -> Result<Run, ClientError> {
+        self.service.run(id).await.map_err(api_error)
     }
 
-    fn triggers(&self) -> impl Future<Output = Result<Vec<TriggerRecord>, ClientError>> + Send {
-        async move { self.service.triggers().await.map_err(api_error) }
+    async fn triggers(&self) -> Result<Vec<TriggerRecord>, ClientError> {
+        self.service.triggers().await.map_err(api_error)
     }
 
-    fn deployments(&self) -> impl Future<Output = Result<Vec<Deployment>, ClientError>> + Send {
-        async move { self.service.deployments().await.map_err(api_error) }
+    async fn deployments(&self) -> Result<Vec<Deployment>, ClientError> {
+        self.service.deployments().await.map_err(api_error)
     }
 }

@@ -50,7 +50,7 @@ static WORKERS: AtomicU64 = AtomicU64::new(0);
 /// # let dir = std::env::temp_dir().join(format!("tripwire-doc-worker-{}", std::process::id()));
 /// let tripwire = Embedded::open(&dir).await?;
 /// let greet = Flow::new("greet", |_: FlowContext, p: serde_json::Value| async move {
-///     Ok(format!("hello {}", p["user"]))
+///     Ok(format!("hello {}", p["user"].as_str().unwrap_or("stranger")))
 /// });
 /// let on_signup = TriggerDefinition::new("greet-on-signup", EventTrigger::new().expect("user.signup"))
 ///     .parameters(serde_json::json!({"user": "{{ event.resource.id }}"}));
