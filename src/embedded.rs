@@ -3,36 +3,10 @@
 //! and fast tests, and code written against [`Tripwire`] runs unchanged on an [`Embedded`]
 //! and on a [`Client`](crate::client::Client).
 //!
-//! ```
-//! use std::time::Duration;
-//! use tripwire::prelude::*;
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! # let dir = std::env::temp_dir().join(format!("tripwire-doc-embedded-{}", std::process::id()));
-//! let tripwire = Embedded::open(&dir).await?; // e.g. "./tripwire-data"
-//! let welcome = Flow::new("welcome", |ctx: FlowContext, _: serde_json::Value| async move {
-//!     Ok(format!("welcome, {}", ctx.event().map_or("?", |e| e.resource.id())))
-//! });
-//! let on_signup = TriggerDefinition::new("welcome-on-signup", EventTrigger::new().expect("user.signup"));
-//!
-//! // `start` returns once the trigger is registered: the event below is not lost.
-//! let worker = Worker::new(tripwire.clone()).flow(welcome, [on_signup]).start().await?;
-//! tripwire.emit(NewEvent::new("user.signup", Resource::new("ada"))).await?;
-//! worker.wait_idle().await;
-//! let run = &tripwire.runs(RunQuery::new().deployment("welcome")).await?[0];
-//! assert_eq!(run.output, Some(serde_json::json!("welcome, ada")));
-//! worker.stop().await?;
-//! tripwire.shutdown().await;
-//! # drop(tripwire);
-//! # let _ = std::fs::remove_dir_all(&dir);
-//! # Ok(())
-//! # }
-//! ```
-
-use std::path::PathBuf;
+//! See [`Embedded`] for an example.
 
 use std::future::Future;
+use std::path::PathBuf;
 
 use serde_json::json;
 use uuid::Uuid;
@@ -45,7 +19,35 @@ use crate::model::{
 };
 use crate::service::{Service, ServiceConfig, ServiceError};
 
-/// tripwire in this process: a [`Service`] that flows can be served against directly.
+/// tripwire in this process: a [`Service`] that flows can be served against directly, and
+/// that implements [`Tripwire`] as [`Client`](crate::client::Client) does.
+///
+/// ```
+/// use std::time::Duration;
+/// use tripwire::prelude::*;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = std::env::temp_dir().join(format!("tripwire-doc-embedded-{}", std::process::id()));
+/// let tripwire = Embedded::open(&dir).await?; // e.g. "./tripwire-data"
+/// let welcome = Flow::new("welcome", |ctx: FlowContext, _: serde_json::Value| async move {
+///     Ok(format!("welcome, {}", ctx.event().map_or("?", |e| e.resource.id())))
+/// });
+/// let on_signup = TriggerDefinition::new("welcome-on-signup", EventTrigger::new().expect("user.signup"));
+///
+/// // `start` returns once the trigger is registered: the event below is not lost.
+/// let worker = Worker::new(tripwire.clone()).flow(welcome, [on_signup]).start().await?;
+/// tripwire.emit(NewEvent::new("user.signup", Resource::new("ada"))).await?;
+/// let run = &tripwire.runs(RunQuery::new().deployment("welcome")).await?[0];
+/// let run = tripwire.wait_for_run(run.id, Duration::from_secs(10)).await?;
+/// assert_eq!(run.output, Some(serde_json::json!("welcome, ada")));
+/// worker.stop().await?;
+/// tripwire.shutdown().await;
+/// # drop(tripwire);
+/// # let _ = std::fs::remove_dir_all(&dir);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Embedded {
     service: Service,

@@ -40,7 +40,28 @@ struct ErrorDetail {
     message: String,
 }
 
-/// A client of one server; cheap to clone (the connection pool is shared).
+/// A client of one server; cheap to clone (the connection pool is shared). It implements
+/// [`Tripwire`](crate::flow::Tripwire), so flows are served against it as against an
+/// [`Embedded`](crate::Embedded).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use tripwire::prelude::*;
+///
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = Client::new("http://127.0.0.1:4200/api")?; // or Client::from_env()
+/// let id = client.emit(NewEvent::new("order.created", Resource::new("order.42"))).await?;
+/// let failed = client.runs(RunQuery::new().state(RunState::Failed).limit(10)).await?;
+/// for run in &failed {
+///     println!("{} failed: {:?}", run.deployment, run.error);
+/// }
+/// if let Some(run) = client.runs(RunQuery::new().deployment("ship-order").limit(1)).await?.first() {
+///     let run = client.wait_for_run(run.id, Duration::from_secs(30)).await?;
+///     println!("{id}: {:?}", run.state);
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct Client {
     http: reqwest::Client,
