@@ -9,8 +9,7 @@
 //! ```
 
 use serde::Deserialize;
-use tripwire::client::Client;
-use tripwire::flow::{Flow, FlowContext, Worker};
+use tripwire::prelude::*;
 
 #[derive(Deserialize)]
 struct OrderParams {
@@ -22,7 +21,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into())).init();
     let flow = Flow::new("post-order-complete", |_: FlowContext, params: OrderParams| async move {
         println!("User {} has completed an order -- doing stuff now", params.user_id);
-        Ok::<_, String>(())
+        Ok(())
     });
     let client = Client::from_env()?;
     let triggers = client.deployment_triggers("post-order-complete").await.unwrap_or_default();

@@ -13,9 +13,7 @@
 
 use serde::Deserialize;
 use serde_json::json;
-use tripwire::client::Client;
-use tripwire::flow::{Flow, FlowContext};
-use tripwire::model::{EventTrigger, TriggerDefinition};
+use tripwire::prelude::*;
 
 #[derive(Deserialize)]
 struct OrderParams {
@@ -30,7 +28,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let line = format!("User {} has completed an order -- doing stuff now", params.user_id);
         println!("{line}");
         ctx.log().info(line);
-        Ok::<_, String>(())
+        Ok(())
     });
 
     // `order.complete` after `order.created`, for each customer (Prefect's defaults otherwise).

@@ -13,9 +13,7 @@
 
 use serde::Deserialize;
 use serde_json::json;
-use tripwire::client::{Client, NewEvent};
-use tripwire::flow::{Flow, FlowContext, Worker};
-use tripwire::model::{EventTrigger, Resource, TriggerDefinition};
+use tripwire::prelude::*;
 
 #[derive(Deserialize)]
 struct Signup {
@@ -41,15 +39,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let welcome = Flow::new("send_welcome_email", |_: FlowContext, s: Signup| async move {
         println!("send_welcome_email: welcome mail sent to {} <{}>", s.user, s.email);
-        Ok::<_, String>(json!({"sent_to": s.email}))
+        Ok(json!({"sent_to": s.email}))
     });
     let credits = Flow::new("grant_new_user_credits", |_: FlowContext, s: Signup| async move {
         println!("grant_new_user_credits: 100 credits granted to {}", s.user);
-        Ok::<_, String>(json!({"credits": 100}))
+        Ok(json!({"credits": 100}))
     });
     let referral = Flow::new("reward_referral", |_: FlowContext, r: Referral| async move {
         println!("reward_referral: {} rewarded for referring {}", r.referrer, r.user);
-        Ok::<_, String>(())
+        Ok(())
     });
 
     let signup_params = json!({"user": "{{ event.resource.id }}", "email": "{{ event.payload.email }}"});
@@ -64,17 +62,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             )
             .parameters(json!({"user": "{{ event.resource.id }}", "referrer": "{{ event.payload.referred_by }}"}))],
         );
-    worker.register().await?;
+    // Registered when `start` returns: the signups below are not lost.
+    let worker = worker.start().await?;
 
     let signups = [
-        NewEvent::new("user:signup", Resource::new("alice")).payload(
-            json!({"email": "alice@example.com", "referred_by": "bob"}).as_object().cloned().unwrap_or_default(),
-        ),
-        NewEvent::new("user:signup", Resource::new("carol"))
-            .payload(json!({"email": "carol@example.com"}).as_object().cloned().unwrap_or_default()),
+        NewEvent::new("user:signup", Resource::new("alice"))
+            .payload(json!({"email": "alice@example.com", "referred_by": "bob"})),
+        NewEvent::new("user:signup", Resource::new("carol")).payload(json!({"email": "carol@example.com"})),
     ];
     client.emit_many(signups).await?;
     eprintln!("signed up alice (referred by bob) and carol; serving until Ctrl-C");
-    worker.run().await?;
+    tokio::signal::ctrl_c().await?;
+    worker.stop().await?;
     Ok(())
 }

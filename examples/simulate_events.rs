@@ -7,8 +7,7 @@
 
 use std::time::Duration;
 
-use tripwire::client::{Client, NewEvent};
-use tripwire::model::Resource;
+use tripwire::prelude::*;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -18,8 +17,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         if i > 0 {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        let report = client.emit(NewEvent::new(name, Resource::new(user))).await?;
-        println!("emitted {name} for {user} ({})", report.ids[0]);
+        let id = client.emit(NewEvent::new(name, Resource::new(user))).await?;
+        println!("emitted {name} for {user} ({id})");
     }
     Ok(())
 }

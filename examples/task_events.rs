@@ -13,9 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::json;
-use tripwire::client::{Client, NewEvent};
-use tripwire::flow::{Flow, FlowContext, Worker};
-use tripwire::model::{EventTrigger, Resource, TriggerDefinition};
+use tripwire::prelude::*;
 
 #[derive(Deserialize)]
 struct Batch {
@@ -29,26 +27,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let extract = Flow::new("extract", |ctx: FlowContext, _: serde_json::Value| async move {
         println!("extract: task 1 read 42 rows");
-        let event = NewEvent::new("key", Resource::new(format!("batch.{}", ctx.run_id())))
-            .payload(json!({"rows": 42}).as_object().cloned().unwrap_or_default());
-        ctx.emit(event).await.map_err(|e| e.to_string())?;
+        let event = NewEvent::new("key", Resource::new(format!("batch.{}", ctx.run_id()))).payload(json!({"rows": 42}));
+        ctx.emit(event).await?;
         println!("extract: sent `key`; task 2 goes on");
         tokio::time::sleep(Duration::from_millis(500)).await;
         println!("extract: task 2 done");
-        Ok::<_, String>(json!({"rows": 42}))
+        Ok(json!({"rows": 42}))
     });
     let transform = Flow::new("transform", |ctx: FlowContext, batch: Batch| async move {
         let from = ctx.event().map_or("?".to_owned(), |e| e.resource.id().to_owned());
         println!("transform: started on `key` from {from} with {} rows", batch.rows);
-        Ok::<_, String>(())
+        Ok(())
     });
     let on_key = TriggerDefinition::new("transform-on-key", EventTrigger::new().expect("key"))
         .parameters(json!({"rows": "{{ event.payload.rows }}"}));
 
-    let worker = Worker::new(client.clone()).flow(extract, []).flow(transform, [on_key]);
-    worker.register().await?;
+    let worker = Worker::new(client.clone()).flow(extract, []).flow(transform, [on_key]).start().await?;
     let run = client.create_run("extract", None).await?;
     eprintln!("started extract (run {}); serving until Ctrl-C", run.id);
-    worker.run().await?;
+    tokio::signal::ctrl_c().await?;
+    worker.stop().await?;
     Ok(())
 }

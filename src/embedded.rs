@@ -1,35 +1,53 @@
 //! Embedded mode: the engine and its redb store in the application's own process, with no
 //! HTTP. The same [`Flow`](crate::flow::Flow)s are served against it, for single-binary apps
-//! and fast tests.
+//! and fast tests, and code written against [`Tripwire`] runs unchanged on an [`Embedded`]
+//! and on a [`Client`](crate::client::Client).
 //!
-//! ```no_run
-//! # async fn example(flow: tripwire::flow::Flow) -> Result<(), Box<dyn std::error::Error>> {
-//! use tripwire::client::NewEvent;
-//! use tripwire::flow::Worker;
-//! use tripwire::model::Resource;
-//! use tripwire::Embedded;
-//!
-//! let tripwire = Embedded::open("./tripwire-data").await?;
-//! let worker = tokio::spawn(Worker::new(tripwire.clone()).flow(flow, []).run());
-//! tripwire.emit(NewEvent::new("user:signup", Resource::new("user-1"))).await?;
-//! # Ok(())
-//! # }
-//! ```
+//! See [`Embedded`] for an example.
 
+use std::future::Future;
 use std::path::PathBuf;
 
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::client::{ClientError, NewEvent};
-use crate::flow::{Backend, BoxFuture};
+use crate::client::{ClientError, RunQuery};
+use crate::flow::{BoxFuture, Tripwire, WorkerProtocol};
 use crate::model::{
     ClaimRequest, ClaimedRun, Completion, Deployment, FailureReport, Heartbeat, HeartbeatReply, JsonPath, LogBatch,
-    Run, TriggerDefinition, TriggerSync,
+    NewEvent, Problems, Run, TriggerDefinition, TriggerRecord, TriggerSync,
 };
 use crate::service::{Service, ServiceConfig, ServiceError};
 
-/// tripwire in this process: a [`Service`] that flows can be served against directly.
+/// tripwire in this process: a [`Service`] that flows can be served against directly, and
+/// that implements [`Tripwire`] as [`Client`](crate::client::Client) does.
+///
+/// ```
+/// use std::time::Duration;
+/// use tripwire::prelude::*;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = std::env::temp_dir().join(format!("tripwire-doc-embedded-{}", std::process::id()));
+/// let tripwire = Embedded::open(&dir).await?; // e.g. "./tripwire-data"
+/// let welcome = Flow::new("welcome", |ctx: FlowContext, _: serde_json::Value| async move {
+///     Ok(format!("welcome, {}", ctx.event().map_or("?", |e| e.resource.id())))
+/// });
+/// let on_signup = TriggerDefinition::new("welcome-on-signup", EventTrigger::new().expect("user.signup"));
+///
+/// // `start` returns once the trigger is registered: the event below is not lost.
+/// let worker = Worker::new(tripwire.clone()).flow(welcome, [on_signup]).start().await?;
+/// tripwire.emit(NewEvent::new("user.signup", Resource::new("ada"))).await?;
+/// let run = &tripwire.runs(RunQuery::new().deployment("welcome")).await?[0];
+/// let run = tripwire.wait_for_run(run.id, Duration::from_secs(10)).await?;
+/// assert_eq!(run.output, Some(serde_json::json!("welcome, ada")));
+/// worker.stop().await?;
+/// tripwire.shutdown().await;
+/// # drop(tripwire);
+/// # let _ = std::fs::remove_dir_all(&dir);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Embedded {
     service: Service,
@@ -46,16 +64,31 @@ impl Embedded {
         Ok(Embedded { service: Service::start(config).await? })
     }
 
-    /// The service, for everything else (triggers, runs, the store).
+    /// The service, for what [`Tripwire`] does not cover (trigger management, buckets,
+    /// scope filters, the clock's ticks).
     pub fn service(&self) -> &Service {
         &self.service
     }
 
-    /// Sends events; the id and time are filled in as the server would. Returns their ids.
-    pub async fn emit_many(&self, events: Vec<NewEvent>) -> Result<Vec<Uuid>, ClientError> {
+    /// Sends events in one batch, all or none; the id and time are filled in as the server
+    /// would, and they are validated as `POST /api/events` does (same limits, same errors).
+    /// Returns their ids once they are durable and evaluated.
+    pub async fn emit_many<E: Into<NewEvent>>(
+        &self,
+        events: impl IntoIterator<Item = E>,
+    ) -> Result<Vec<Uuid>, ClientError> {
+        let events: Vec<NewEvent> = events.into_iter().map(Into::into).collect();
+        self.ingest(events).await
+    }
+
+    async fn ingest(&self, events: Vec<NewEvent>) -> Result<Vec<Uuid>, ClientError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
         let stamper = self.service.stamper();
         let mut parsed = Vec::with_capacity(events.len());
         for (i, event) in events.iter().enumerate() {
+            event.check().map_err(|why| ClientError::Invalid(format!("event {i}: {why}")))?;
             let value = serde_json::to_value(event).map_err(|e| ClientError::Invalid(e.to_string()))?;
             let path = JsonPath::root().index(i);
             let event = stamper.read(&value, &path).map_err(|p| api_error(ServiceError::Invalid(p)))?;
@@ -64,9 +97,9 @@ impl Embedded {
         Ok(self.service.ingest_waiting(parsed).await.map_err(api_error)?.ids)
     }
 
-    /// Sends one event; returns its id.
+    /// Sends one event; returns its id once it is durable and evaluated.
     pub async fn emit(&self, event: impl Into<NewEvent>) -> Result<Uuid, ClientError> {
-        let ids = self.emit_many(vec![event.into()]).await?;
+        let ids = self.ingest(vec![event.into()]).await?;
         ids.into_iter().next().ok_or_else(|| ClientError::Decode("no event was acknowledged".into()))
     }
 
@@ -76,14 +109,13 @@ impl Embedded {
     }
 }
 
-/// The error the HTTP API would have answered (the same mapping), so that workers handle
-/// both modes alike.
-/// A service error as the HTTP client would report it (same status, code and message).
+/// A service error as the HTTP client would report it (same status, code and message), so
+/// that code handles both modes alike.
 fn api_error(e: ServiceError) -> ClientError {
     ClientError::Api { status: e.status(), code: e.code().into(), message: e.public_message() }
 }
 
-impl Backend for Embedded {
+impl WorkerProtocol for Embedded {
     fn put_deployment<'a>(&'a self, deployment: &'a Deployment) -> BoxFuture<'a, Result<(), ClientError>> {
         Box::pin(async move {
             // Validate as the HTTP API does, so both modes accept the same deployments.
@@ -133,7 +165,42 @@ impl Backend for Embedded {
         Box::pin(async move { self.service.append_logs(id, batch.clone()).await.map(drop).map_err(api_error) })
     }
 
-    fn emit(&self, events: Vec<NewEvent>) -> BoxFuture<'_, Result<Vec<Uuid>, ClientError>> {
-        Box::pin(self.emit_many(events))
+    fn send_events(&self, events: Vec<NewEvent>) -> BoxFuture<'_, Result<Vec<Uuid>, ClientError>> {
+        Box::pin(self.ingest(events))
+    }
+}
+
+impl Tripwire for Embedded {
+    fn emit(&self, event: impl Into<NewEvent>) -> impl Future<Output = Result<Uuid, ClientError>> + Send {
+        Embedded::emit(self, event.into())
+    }
+
+    fn emit_many<E: Into<NewEvent>>(
+        &self,
+        events: impl IntoIterator<Item = E>,
+    ) -> impl Future<Output = Result<Vec<Uuid>, ClientError>> + Send {
+        self.ingest(events.into_iter().map(Into::into).collect())
+    }
+
+    async fn runs(&self, query: RunQuery) -> Result<Vec<Run>, ClientError> {
+        if let Err(why) = query.check() {
+            let mut problems = Problems::default();
+            problems.add(&JsonPath::root().key("limit"), why);
+            return Err(api_error(ServiceError::Invalid(problems)));
+        }
+        let limit = query.get_limit();
+        self.service.runs(limit, move |r| query.matches(r)).await.map_err(api_error)
+    }
+
+    async fn run(&self, id: Uuid) -> Result<Run, ClientError> {
+        self.service.run(id).await.map_err(api_error)
+    }
+
+    async fn triggers(&self) -> Result<Vec<TriggerRecord>, ClientError> {
+        self.service.triggers().await.map_err(api_error)
+    }
+
+    async fn deployments(&self) -> Result<Vec<Deployment>, ClientError> {
+        self.service.deployments().await.map_err(api_error)
     }
 }

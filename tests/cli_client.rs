@@ -359,14 +359,14 @@ fn the_client_maps_errors_and_round_trips() {
         let id = uuid::Uuid::from_u128(7);
         let at = tripwire::model::Timestamp::parse("2026-01-01T00:00:00Z").unwrap();
         let first = client.emit(NewEvent::new("a.b", Resource::new("r1")).id(id).occurred(at)).await.unwrap();
-        assert_eq!(first.ids, [id]);
-        let again = client.emit(NewEvent::new("a.b", Resource::new("r1")).id(id)).await.unwrap();
-        assert_eq!(again.duplicates, [id]);
+        assert_eq!(first, id);
+        let again = client.ingest(vec![NewEvent::new("a.b", Resource::new("r1")).id(id)]).await.unwrap();
+        assert_eq!((again.ids, again.duplicates), (vec![id], vec![id]));
         let batch = client
             .emit_many([NewEvent::new("a.c", Resource::new("r2")), NewEvent::new("a.c", Resource::new("r3"))])
             .await
             .unwrap();
-        assert_eq!(batch.ids.len(), 2);
+        assert_eq!(batch.len(), 2);
         let page = client
             .events(&EventQuery { prefix: Some("a.".into()), limit: Some(2), ..Default::default() })
             .await
@@ -396,7 +396,7 @@ fn the_client_maps_errors_and_round_trips() {
         let run = client.create_run("flow-a", Some(params)).await.unwrap();
         assert_eq!(serde_json::Value::Object(run.parameters.clone()), json!({"x": 1, "y": 2}));
         assert_eq!(client.run(run.id).await.unwrap(), run);
-        assert_eq!(client.runs(Some("flow-a"), None, Some(10)).await.unwrap(), [run]);
+        assert_eq!(client.runs(tripwire::client::RunQuery::new().deployment("flow-a").limit(10)).await.unwrap(), [run]);
         assert!(matches!(client.create_run("nope", None).await, Err(ClientError::Api { status: 404, .. })));
         client.delete_deployment("flow-a").await.unwrap();
         client.delete_trigger("post-order").await.unwrap();

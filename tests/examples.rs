@@ -28,7 +28,13 @@ struct Example {
 
 impl Example {
     fn start(name: &str, api: &str) -> Example {
+        Example::start_with(name, api, &[])
+    }
+
+    /// Starts it with command-line arguments.
+    fn start_with(name: &str, api: &str, args: &[&str]) -> Example {
         let mut child = Command::new(example(name))
+            .args(args)
             .env("TRIPWIRE_API", api)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -156,4 +162,30 @@ fn task_events_start_a_flow_from_an_event_sent_inside_another() {
     assert!(lines[started].contains("with 42 rows"), "{lines:#?}");
     let lines = worker.stop(Duration::from_secs(1));
     assert_eq!(count(&lines, "transform: started"), 1);
+}
+
+#[test]
+fn shop_runs_against_the_server_reminding_cart_1_and_alerting_payment_7() {
+    let server = Server::start(&temp_dir("example-shop"));
+    // It emits right after starting its worker and exits once both runs are done.
+    let lines = Example::start_with("shop", &server.api, &["--server", &server.api]).finish();
+    assert_eq!(lines, ["alert-finance: payment.7 failed (250)", "remind-cart: cart.1 was left behind"]);
+}
+
+#[test]
+fn the_readme_sdk_code_is_copied_from_the_compiled_shop_example() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let shop = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/shop.rs")).unwrap();
+    let shop_lines: Vec<&str> = shop.lines().map(str::trim).collect();
+    let section = readme.split("## Flows, workers and runs").nth(1).unwrap().split("\n## ").next().unwrap();
+    let code: Vec<&str> = section
+        .split("```rust\n")
+        .skip(1)
+        .flat_map(|block| block.split("\n```").next().unwrap().lines())
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert!(code.len() > 40, "the SDK section shows the shop's code: {code:#?}");
+    let missing: Vec<&&str> = code.iter().filter(|l| !shop_lines.contains(l)).collect();
+    assert!(missing.is_empty(), "README lines not in examples/shop.rs: {missing:#?}");
 }

@@ -11,10 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-use tripwire::client::{Client, ClientError, NewEvent};
-use tripwire::flow::{Flow, FlowContext, Worker};
+use tripwire::client::{Client, ClientError, NewEvent, RunQuery};
+use tripwire::flow::{Flow, FlowContext, Worker, WorkerHandle};
 use tripwire::model::{
     Concurrency, ConcurrencyStrategy, EventTrigger, Resource, ResourceSpec, Run, RunState, StateReason,
     TriggerDefinition,
@@ -23,27 +21,19 @@ use uuid::Uuid;
 
 use common::{temp_dir, Server};
 
-/// A worker running in this process until the returned sender is dropped or fired.
-struct Running {
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), ClientError>>,
-}
+/// A worker running in this process until stopped.
+struct Running(WorkerHandle);
 
 impl Running {
-    async fn stop(mut self) {
-        let _ = self.stop.take().map(|s| s.send(()));
-        self.task.await.unwrap().unwrap();
+    async fn stop(self) {
+        self.0.stop().await.unwrap();
     }
 }
 
-/// Registers the worker's flows (so that runs can be created at once), then runs it.
+/// Starts the worker: its flows are registered when this returns, so that runs can be
+/// created at once.
 async fn start(worker: Worker) -> Running {
-    worker.register().await.unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(worker.run_until(async move {
-        let _ = rx.await;
-    }));
-    Running { stop: Some(tx), task }
+    Running(worker.start().await.unwrap())
 }
 
 async fn wait_for(client: &Client, id: Uuid, what: &str, done: impl Fn(&Run) -> bool) -> Run {
@@ -92,7 +82,7 @@ fn order_flow(seen: Arc<Mutex<Vec<String>>>) -> Flow {
             let line = format!("User {} has completed an order -- doing stuff now", params.user_id);
             ctx.log().info(line.clone());
             seen.lock().unwrap().push(format!("{line} [{}]", ctx.event().map_or("-", |e| e.event.as_str())));
-            Ok::<_, String>(json!({"handled": params.user_id}))
+            Ok(json!({"handled": params.user_id}))
         }
     })
 }
@@ -108,7 +98,7 @@ async fn the_order_example_runs_once_for_123_and_never_for_456() {
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     let run = loop {
-        let runs = client.runs(Some("post-order-complete"), None, None).await.unwrap();
+        let runs = client.runs(RunQuery::new().deployment("post-order-complete")).await.unwrap();
         if let Some(run) = runs.iter().find(|r| r.state == RunState::Completed) {
             assert_eq!(runs.len(), 1, "one run only: {runs:#?}");
             break run.clone();
@@ -161,7 +151,7 @@ async fn a_flow_that_fails_twice_completes_on_attempt_3() {
     let client = Client::new(&server.api).unwrap();
     let flow = Flow::new("flaky", |ctx: FlowContext, _: Value| async move {
         if ctx.attempt() < 3 {
-            return Err(format!("attempt {} failed", ctx.attempt()));
+            return Err(format!("attempt {} failed", ctx.attempt()).into());
         }
         Ok(json!({"attempt": ctx.attempt()}))
     })
@@ -176,7 +166,7 @@ async fn a_flow_that_fails_twice_completes_on_attempt_3() {
     assert_eq!(events.last().unwrap(), "tripwire.run.completed");
 
     // Out of retries: Failed, with the last error.
-    let never = Flow::new("never", |_: FlowContext, _: Value| async move { Err::<(), _>("no luck") })
+    let never = Flow::new("never", |_: FlowContext, _: Value| async move { Err::<(), _>("no luck".into()) })
         .retries(1, Duration::from_millis(50));
     let other = start(Worker::new(client.clone()).flow(never, [])).await;
     let run = client.create_run("never", None).await.unwrap();
@@ -198,7 +188,7 @@ async fn timeouts_and_bad_parameters_fail_the_run_with_a_reason() {
             async move {
                 tokio::time::sleep(Duration::from_secs(20)).await;
                 *finished.lock().unwrap() = true;
-                Ok::<_, String>(())
+                Ok(())
             }
         })
         .timeout(Duration::from_millis(700))
@@ -208,7 +198,7 @@ async fn timeouts_and_bad_parameters_fail_the_run_with_a_reason() {
     struct Strict {
         user_id: u64,
     }
-    let strict = Flow::new("strict", |_: FlowContext, p: Strict| async move { Ok::<_, String>(p.user_id) })
+    let strict = Flow::new("strict", |_: FlowContext, p: Strict| async move { Ok(p.user_id) })
         .retries(5, Duration::from_millis(10));
     let worker = start(Worker::new(client.clone()).lease(Duration::from_secs(3)).flow(slow, []).flow(strict, [])).await;
     let started = Instant::now();
@@ -235,7 +225,7 @@ async fn killed_worker_process() {
     let client = Client::new(&api).unwrap();
     let flow = Flow::new("job", |_: FlowContext, _: Value| async move {
         tokio::time::sleep(Duration::from_secs(600)).await;
-        Ok::<_, String>("the killed worker")
+        Ok("the killed worker")
     });
     Worker::new(client).name("doomed").lease(Duration::from_secs(2)).flow(flow, []).run().await.unwrap();
 }
@@ -261,7 +251,7 @@ async fn a_killed_workers_run_is_completed_once_by_another() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 
-    let flow = Flow::new("job", |_: FlowContext, _: Value| async move { Ok::<_, String>("the survivor") });
+    let flow = Flow::new("job", |_: FlowContext, _: Value| async move { Ok("the survivor") });
     let worker = start(Worker::new(client.clone()).name("survivor").flow(flow, [])).await;
     let done = wait_for(&client, run.id, "the survivor to complete it", |r| r.is_final()).await;
     assert_eq!(done.state, RunState::Completed);
@@ -295,7 +285,7 @@ fn recording(name: &str, spans: Arc<Mutex<Vec<(String, Instant, Instant)>>>, hol
             let start = Instant::now();
             tokio::time::sleep(hold).await;
             spans.lock().unwrap().push((p["user"].as_str().unwrap_or("").to_owned(), start, Instant::now()));
-            Ok::<_, String>(ctx.run_id())
+            Ok(ctx.run_id())
         }
     })
 }
@@ -371,9 +361,11 @@ async fn concurrency_strategies_do_what_hatchet_documents() {
 async fn a_trigger_chains_on_tripwire_run_completed() {
     let server = Server::start(&temp_dir("flow-chain"));
     let client = Client::new(&server.api).unwrap();
-    let first = Flow::new("first", |_: FlowContext, p: Value| async move {
-        Ok::<_, String>(json!({"total": p["n"].as_i64().unwrap_or(0) * 2}))
-    });
+    let first =
+        Flow::new(
+            "first",
+            |_: FlowContext, p: Value| async move { Ok(json!({"total": p["n"].as_i64().unwrap_or(0) * 2})) },
+        );
     let got = Arc::new(Mutex::new(Vec::new()));
     let second = {
         let got = got.clone();
@@ -381,7 +373,7 @@ async fn a_trigger_chains_on_tripwire_run_completed() {
             let got = got.clone();
             async move {
                 got.lock().unwrap().push((p, ctx.event().map(|e| e.event.clone())));
-                Ok::<_, String>(())
+                Ok(())
             }
         })
     };
@@ -404,7 +396,7 @@ async fn a_trigger_chains_on_tripwire_run_completed() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let got = got.lock().unwrap().clone();
     assert_eq!(got, [(json!({"total": 42, "from": "first"}), Some("tripwire.run.completed".to_owned()))]);
-    let runs = client.runs(Some("second"), None, None).await.unwrap();
+    let runs = client.runs(RunQuery::new().deployment("second")).await.unwrap();
     assert_eq!(runs.len(), 1, "the second flow's own completion does not chain again");
     worker.stop().await;
 }
@@ -478,7 +470,7 @@ async fn a_stopping_worker_finishes_its_runs_in_flight_first() {
     let client = Client::new(&server.api).unwrap();
     let flow = Flow::new("steady", |_: FlowContext, _: Value| async move {
         tokio::time::sleep(Duration::from_millis(800)).await;
-        Ok::<_, String>("finished")
+        Ok("finished")
     });
     let worker = start(Worker::new(client.clone()).flow(flow, [])).await;
     let run = client.create_run("steady", None).await.unwrap();

@@ -6,9 +6,8 @@ use clap::Args;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::client::NewEvent;
 use crate::model::event::{RESOURCE_ID, RESOURCE_ROLE};
-use crate::model::{Event, EventDefaults, JsonPath, Timestamp};
+use crate::model::{Event, EventDefaults, JsonPath, NewEvent, Timestamp};
 
 use super::remote::{self, ApiArgs, Failure};
 
@@ -45,7 +44,7 @@ pub fn run(args: EmitArgs) -> ExitCode {
         Err(problems) => return remote::report(Failure::Usage(problems)),
     };
     remote::run(&args.api, |client| async move {
-        let report = client.emit(event).await?;
+        let report = client.ingest(vec![event]).await?;
         remote::json_line(&report)
     })
 }

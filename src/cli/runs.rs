@@ -69,7 +69,14 @@ pub fn run(args: RunsArgs) -> ExitCode {
     remote::run(&args.api, |client| async move {
         match args.command {
             RunsCommand::List { deployment, state, limit, json } => {
-                let runs = client.runs(deployment.as_deref(), state, Some(usize::from(limit))).await?;
+                let mut query = crate::client::RunQuery::new().limit(usize::from(limit));
+                if let Some(deployment) = deployment {
+                    query = query.deployment(deployment);
+                }
+                if let Some(state) = state {
+                    query = query.state(state);
+                }
+                let runs = client.runs(query).await?;
                 if json {
                     return runs.iter().try_for_each(remote::json_line);
                 }

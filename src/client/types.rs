@@ -1,98 +1,13 @@
 //! The client's own request and response shapes: what it sends that the model has no type for
-//! (an event whose `id`/`occurred` the server fills in, list filters) and the server's answers
+//! (list filters: [`RunQuery`], [`EventQuery`]) and the server's answers
 //! that are not model types (records with bookkeeping, ingest reports, event pages, buckets).
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::model::{Event, LogLine, Resource, Timestamp};
-
-/// An event to send. Unlike [`Event`], `id` and `occurred` may be left out: the server then
-/// gives the event a fresh id and its receiving time.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct NewEvent {
-    /// Identifier; events are deduplicated by it. `None`: the server picks one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<Uuid>,
-    /// When it happened. `None`: the server's time of receipt.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub occurred: Option<Timestamp>,
-    /// Its name, e.g. `order.created`.
-    pub event: String,
-    /// The resource it concerns (must carry `prefect.resource.id`).
-    pub resource: Resource,
-    /// Other resources involved, each with a `prefect.resource.role`.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub related: Vec<Resource>,
-    /// Free-form data.
-    #[serde(skip_serializing_if = "Map::is_empty")]
-    pub payload: Map<String, Value>,
-    /// An event that must be processed before this one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub follows: Option<Uuid>,
-}
-
-impl NewEvent {
-    /// An event named `name` about `resource`, with the id and time left to the server.
-    pub fn new(name: impl Into<String>, resource: Resource) -> NewEvent {
-        NewEvent {
-            id: None,
-            occurred: None,
-            event: name.into(),
-            resource,
-            related: Vec::new(),
-            payload: Map::new(),
-            follows: None,
-        }
-    }
-
-    /// Sets the id (resending the same id is deduplicated by the server).
-    pub fn id(mut self, id: Uuid) -> NewEvent {
-        self.id = Some(id);
-        self
-    }
-
-    /// Sets when it happened.
-    pub fn occurred(mut self, at: Timestamp) -> NewEvent {
-        self.occurred = Some(at);
-        self
-    }
-
-    /// Adds a related resource (it needs a `prefect.resource.role` label).
-    pub fn related(mut self, resource: Resource) -> NewEvent {
-        self.related.push(resource);
-        self
-    }
-
-    /// Sets the payload.
-    pub fn payload(mut self, payload: Map<String, Value>) -> NewEvent {
-        self.payload = payload;
-        self
-    }
-
-    /// Sets the event this one follows.
-    pub fn follows(mut self, id: Uuid) -> NewEvent {
-        self.follows = Some(id);
-        self
-    }
-}
-
-impl From<Event> for NewEvent {
-    fn from(e: Event) -> NewEvent {
-        NewEvent {
-            id: Some(e.id),
-            occurred: Some(e.occurred),
-            event: e.event,
-            resource: e.resource,
-            related: e.related,
-            payload: e.payload,
-            follows: e.follows,
-        }
-    }
-}
+use crate::model::{Event, LogLine, RunState, Timestamp};
 
 /// The server's answer to `POST /events`: every id in the request, in order, and those it had
 /// accepted before (acknowledged, not processed again).
@@ -103,6 +18,87 @@ pub struct IngestReport {
     /// Ids that had been accepted before.
     #[serde(default)]
     pub duplicates: Vec<Uuid>,
+}
+
+/// Runs one listing returns at most ([`RunQuery::limit`]); both modes refuse more with an
+/// `invalid` error naming `limit` (HTTP 400), as `GET /api/runs` does.
+pub const MAX_RUNS_PAGE: usize = 1000;
+/// Runs one listing returns when [`RunQuery::limit`] is not given.
+pub const DEFAULT_RUNS_PAGE: usize = 100;
+
+/// Which runs to list, newest first: every run unless narrowed down.
+///
+/// ```
+/// use tripwire::client::RunQuery;
+/// use tripwire::model::RunState;
+///
+/// let failed = RunQuery::new().deployment("alert-finance").state(RunState::Failed).limit(10);
+/// assert_eq!(failed.get_limit(), 10);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RunQuery {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deployment: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<RunState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit: Option<usize>,
+}
+
+impl RunQuery {
+    /// Every run (the newest [`DEFAULT_RUNS_PAGE`]).
+    pub fn new() -> RunQuery {
+        RunQuery::default()
+    }
+
+    /// Only runs of this deployment (flow).
+    pub fn deployment(mut self, name: impl Into<String>) -> RunQuery {
+        self.deployment = Some(name.into());
+        self
+    }
+
+    /// Only runs in this state.
+    pub fn state(mut self, state: RunState) -> RunQuery {
+        self.state = Some(state);
+        self
+    }
+
+    /// At most this many runs, 1 to [`MAX_RUNS_PAGE`] (default [`DEFAULT_RUNS_PAGE`]).
+    pub fn limit(mut self, limit: usize) -> RunQuery {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// The deployment asked for, if any.
+    pub fn get_deployment(&self) -> Option<&str> {
+        self.deployment.as_deref()
+    }
+
+    /// The state asked for, if any.
+    pub fn get_state(&self) -> Option<RunState> {
+        self.state
+    }
+
+    /// The limit asked for, or the default.
+    pub fn get_limit(&self) -> usize {
+        self.limit.unwrap_or(DEFAULT_RUNS_PAGE)
+    }
+
+    /// Whether `run` is one the query asks for (the limit aside).
+    pub fn matches(&self, run: &crate::model::Run) -> bool {
+        self.deployment.as_deref().is_none_or(|d| run.deployment == d) && self.state.is_none_or(|s| run.state == s)
+    }
+
+    /// `Err(why)` when the limit is outside 1 to [`MAX_RUNS_PAGE`], with the words the HTTP API
+    /// uses (`limit: must be from 1 to 1000, got ...`).
+    pub fn check(&self) -> Result<(), String> {
+        let limit = self.get_limit();
+        if (1..=MAX_RUNS_PAGE).contains(&limit) {
+            Ok(())
+        } else {
+            Err(format!("must be from 1 to {MAX_RUNS_PAGE}, got {limit}"))
+        }
+    }
 }
 
 /// Filters for `GET /events`; every field is optional.

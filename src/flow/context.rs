@@ -7,10 +7,10 @@ use serde_json::{Map, Value};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::client::{ClientError, NewEvent};
-use crate::model::{Event, LogLevel, NewLogLine, Resource, Run};
+use crate::client::ClientError;
+use crate::model::{Event, LogLevel, NewEvent, NewLogLine, Resource, Run};
 
-use super::backend::Backend;
+use super::protocol::WorkerProtocol;
 
 /// The context of one attempt of a run.
 #[derive(Clone)]
@@ -18,11 +18,11 @@ pub struct FlowContext {
     run: Arc<Run>,
     events: Arc<Vec<Event>>,
     logger: Logger,
-    backend: Arc<dyn Backend>,
+    backend: Arc<dyn WorkerProtocol>,
 }
 
 impl FlowContext {
-    pub(crate) fn new(run: Run, events: Vec<Event>, logger: Logger, backend: Arc<dyn Backend>) -> FlowContext {
+    pub(crate) fn new(run: Run, events: Vec<Event>, logger: Logger, backend: Arc<dyn WorkerProtocol>) -> FlowContext {
         FlowContext { run: Arc::new(run), events: Arc::new(events), logger, backend }
     }
 
@@ -76,7 +76,7 @@ impl FlowContext {
                 .with("prefect.resource.role", "run")
                 .with("prefect.resource.name", self.run.deployment.clone()),
         );
-        let ids = self.backend.emit(vec![event]).await?;
+        let ids = self.backend.send_events(vec![event]).await?;
         ids.into_iter().next().ok_or_else(|| ClientError::Decode("the server acknowledged no event".into()))
     }
 }

@@ -1,24 +1,26 @@
 //! Flows: Rust async functions that a worker serves together with their triggers, like
 //! Prefect's `flow.serve(triggers=[...])` and a Hatchet worker.
 //!
+//! A flow's function takes the run's [`FlowContext`] and its parameters (any
+//! `Deserialize` type) and returns a [`flow::Result`](Result) of any `Serialize` output: `?`
+//! works on every error type, and `Err("message".into())` fails the attempt with a message.
+//!
 //! ```no_run
 //! use std::time::Duration;
 //!
 //! use serde::Deserialize;
 //! use serde_json::json;
-//! use tripwire::client::Client;
-//! use tripwire::flow::{Flow, FlowContext};
-//! use tripwire::model::{EventTrigger, TriggerDefinition};
+//! use tripwire::prelude::*;
 //!
 //! #[derive(Deserialize)]
 //! struct OrderParams {
 //!     user_id: String,
 //! }
 //!
-//! # async fn example() -> Result<(), tripwire::client::ClientError> {
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! let flow = Flow::new("post-order-complete", |_ctx: FlowContext, params: OrderParams| async move {
 //!     println!("User {} has completed an order -- doing stuff now", params.user_id);
-//!     Ok::<_, String>(())
+//!     Ok(())
 //! });
 //! let trigger = TriggerDefinition::new(
 //!     "order-complete",
@@ -26,15 +28,16 @@
 //!         .within(Duration::from_secs(60)),
 //! )
 //! .parameters(json!({"user_id": "{{ event.resource.id }}"}));
-//! flow.serve(&Client::from_env()?, [trigger]).await
+//! flow.serve(&Client::from_env()?, [trigger]).await?; // until Ctrl-C
+//! # Ok(())
 //! # }
 //! ```
 
-mod backend;
+mod api;
 mod context;
+mod protocol;
 mod worker;
 
-use std::fmt::Display;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,9 +49,17 @@ use serde_json::{Map, Value};
 use crate::client::ClientError;
 use crate::model::{Concurrency, Deployment, TriggerDefinition};
 
-pub use self::backend::{Backend, BoxFuture};
+pub use self::api::Tripwire;
 pub use self::context::{FlowContext, Logger};
-pub use self::worker::{serve_many, Worker};
+pub use self::protocol::{BoxFuture, WorkerProtocol};
+pub use self::worker::{serve_many, Worker, WorkerHandle};
+
+/// The error a flow returns: any error type (`?` converts it), or a message
+/// (`Err("no such user".into())`). Its `Display` text is stored as the attempt's error.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a flow's function returns: its output, or the [`Error`] that fails the attempt.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Why an attempt failed, as the worker reports it.
 pub(crate) enum Failure {
@@ -58,7 +69,7 @@ pub(crate) enum Failure {
     Error(String),
 }
 
-type Handler = dyn Fn(FlowContext, Value) -> BoxFuture<'static, Result<Value, Failure>> + Send + Sync;
+type Handler = dyn Fn(FlowContext, Value) -> BoxFuture<'static, std::result::Result<Value, Failure>> + Send + Sync;
 
 /// A flow: a name (its deployment's), an async function of typed parameters, and the
 /// deployment's run settings.
@@ -73,18 +84,45 @@ impl Flow {
     /// run whose parameters do not fit fails at once, naming the field, and is not retried);
     /// `f`'s output is serialised and stored with the run; an error fails the attempt (it is
     /// retried while the deployment's retries last).
-    pub fn new<P, O, E, F, Fut>(name: impl Into<String>, f: F) -> Flow
+    ///
+    /// `f` returns a [`flow::Result`](Result): `Ok(output)`, `?` on any error, or
+    /// `Err("why".into())`. The error type is fixed so that a closure's `async` block needs no
+    /// annotation; a named function with an error type of its own converts it with
+    /// `.map_err(Into::into)` or returns `flow::Result` itself.
+    ///
+    /// ```
+    /// use serde::Deserialize;
+    /// use tripwire::prelude::*;
+    ///
+    /// #[derive(Deserialize)]
+    /// struct Payment {
+    ///     amount: String,
+    /// }
+    ///
+    /// let flow = Flow::new("alert-finance", |ctx: FlowContext, p: Payment| async move {
+    ///     let amount: f64 = p.amount.parse()?; // any error type converts
+    ///     if amount < 0.0 {
+    ///         return Err("a negative amount".into());
+    ///     }
+    ///     ctx.log().warning(format!("payment of {amount} failed"));
+    ///     Ok(serde_json::json!({"alerted": amount}))
+    /// })
+    /// .retries(3, std::time::Duration::from_secs(1));
+    /// assert_eq!(flow.name(), "alert-finance");
+    /// ```
+    pub fn new<P, O, F, Fut>(name: impl Into<String>, f: F) -> Flow
     where
         P: DeserializeOwned + Send + 'static,
         O: Serialize + 'static,
-        E: Display + 'static,
         F: Fn(FlowContext, P) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<O, E>> + Send + 'static,
+        Fut: Future<Output = Result<O>> + Send + 'static,
     {
         let name = name.into();
         let flow_name = name.clone();
         let f = Arc::new(f);
-        let handler = move |ctx: FlowContext, parameters: Value| -> BoxFuture<'static, Result<Value, Failure>> {
+        let handler = move |ctx: FlowContext,
+                            parameters: Value|
+              -> BoxFuture<'static, std::result::Result<Value, Failure>> {
             let f = f.clone();
             let flow_name = flow_name.clone();
             Box::pin(async move {
@@ -167,15 +205,19 @@ impl Flow {
 
     /// Registers the deployment and exactly these triggers, then runs a worker for this flow
     /// until Ctrl-C; in-flight runs finish before it returns. See [`Worker`] for more control.
-    pub async fn serve<B: Backend + Clone>(
+    pub async fn serve(
         self,
-        backend: &B,
+        tripwire: &impl Tripwire,
         triggers: impl IntoIterator<Item = TriggerDefinition>,
     ) -> Result<(), ClientError> {
-        Worker::new(backend.clone()).flow(self, triggers).run().await
+        Worker::new(tripwire.clone()).flow(self, triggers).run().await
     }
 
-    pub(crate) fn call(&self, ctx: FlowContext, parameters: Value) -> BoxFuture<'static, Result<Value, Failure>> {
+    pub(crate) fn call(
+        &self,
+        ctx: FlowContext,
+        parameters: Value,
+    ) -> BoxFuture<'static, std::result::Result<Value, Failure>> {
         (self.handler)(ctx, parameters)
     }
 }

@@ -1,5 +1,6 @@
 //! The worker loop: register the flows' deployments and triggers, claim runs, run them with
-//! heartbeats, report their outcome, and stop gracefully.
+//! heartbeats, report their outcome, and stop gracefully; [`Worker::start`] runs it in the
+//! background behind a [`WorkerHandle`].
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -10,7 +11,8 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use serde_json::Value;
-use tokio::task::JoinSet;
+use tokio::sync::{oneshot, watch};
+use tokio::task::{JoinHandle, JoinSet};
 use uuid::Uuid;
 
 use crate::client::ClientError;
@@ -19,9 +21,9 @@ use crate::model::{
     DEFAULT_LEASE_SECONDS,
 };
 
-use super::backend::Backend;
 use super::context::{FlowContext, Logger};
-use super::{Failure, Flow};
+use super::protocol::WorkerProtocol;
+use super::{Failure, Flow, Tripwire};
 
 /// How long one claim waits for runs before the worker asks again.
 const CLAIM_WAIT: Duration = Duration::from_secs(2);
@@ -35,16 +37,38 @@ static WORKERS: AtomicU64 = AtomicU64::new(0);
 
 /// A worker: serves flows until stopped. Several flows can share one worker.
 ///
-/// ```no_run
-/// # async fn example(a: tripwire::flow::Flow, b: tripwire::flow::Flow) -> Result<(), tripwire::client::ClientError> {
-/// use tripwire::client::Client;
-/// use tripwire::flow::Worker;
+/// [`Worker::start`] registers the flows' deployments and triggers and returns once they are
+/// in place, with the worker serving in the background: events emitted after it returns are
+/// seen by the triggers. [`Worker::run`] serves in the foreground until Ctrl-C.
 ///
-/// Worker::new(Client::from_env()?).slots(4).flow(a, []).flow(b, []).run().await
+/// ```
+/// use std::time::Duration;
+/// use tripwire::prelude::*;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = std::env::temp_dir().join(format!("tripwire-doc-worker-{}", std::process::id()));
+/// let tripwire = Embedded::open(&dir).await?;
+/// let greet = Flow::new("greet", |_: FlowContext, p: serde_json::Value| async move {
+///     Ok(format!("hello {}", p["user"].as_str().unwrap_or("stranger")))
+/// });
+/// let on_signup = TriggerDefinition::new("greet-on-signup", EventTrigger::new().expect("user.signup"))
+///     .parameters(serde_json::json!({"user": "{{ event.resource.id }}"}));
+///
+/// let worker = Worker::new(tripwire.clone()).slots(4).flow(greet, [on_signup]).start().await?;
+/// tripwire.emit(NewEvent::new("user.signup", Resource::new("ada"))).await?; // not lost
+/// worker.wait_idle().await; // the run it caused has finished
+/// let runs = tripwire.runs(RunQuery::new().deployment("greet")).await?;
+/// assert_eq!(runs[0].output, Some(serde_json::json!("hello ada")));
+/// worker.stop().await?;
+/// # tripwire.shutdown().await;
+/// # drop(tripwire);
+/// # let _ = std::fs::remove_dir_all(&dir);
+/// # Ok(())
 /// # }
 /// ```
 pub struct Worker {
-    backend: Arc<dyn Backend>,
+    backend: Arc<dyn WorkerProtocol>,
     /// Each flow with the triggers it owns (`None`: its triggers are managed elsewhere, e.g.
     /// applied from JSON with the CLI, and left alone).
     flows: Vec<(Flow, Option<Vec<TriggerDefinition>>)>,
@@ -54,8 +78,8 @@ pub struct Worker {
 }
 
 /// Serves several flows, each with its triggers, in one worker until Ctrl-C.
-pub async fn serve_many<B: Backend + Clone>(
-    backend: &B,
+pub async fn serve_many<T: Tripwire>(
+    backend: &T,
     flows: impl IntoIterator<Item = (Flow, Vec<TriggerDefinition>)>,
 ) -> Result<(), ClientError> {
     let mut worker = Worker::new(backend.clone());
@@ -66,13 +90,18 @@ pub async fn serve_many<B: Backend + Clone>(
 }
 
 impl Worker {
-    /// A worker with 8 slots (runs at once) and a 30 s lease, named after the host and
-    /// process.
-    pub fn new(backend: impl Backend) -> Worker {
+    /// A worker of `tripwire` (a [`Client`](crate::client::Client) or an
+    /// [`Embedded`](crate::Embedded)) with 8 slots (runs at once) and a 30 s lease, named
+    /// after the host and process.
+    pub fn new(tripwire: impl Tripwire) -> Worker {
+        Worker::with_protocol(Arc::new(tripwire))
+    }
+
+    fn with_protocol(backend: Arc<dyn WorkerProtocol>) -> Worker {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
         let n = WORKERS.fetch_add(1, Ordering::Relaxed);
         Worker {
-            backend: Arc::new(backend),
+            backend,
             flows: Vec::new(),
             name: format!("{host}-{}-{n}", std::process::id()),
             slots: 8,
@@ -113,7 +142,10 @@ impl Worker {
     }
 
     /// Creates or updates each flow's deployment and makes its triggers exactly the given ones
-    /// (unchanged ones keep their state; ones no longer given are removed). Idempotent.
+    /// (unchanged ones keep their state; ones no longer given are removed). Idempotent. What
+    /// the server warns about (e.g. removing triggers that were applied some other way) is
+    /// logged with `tracing::warn!`. [`Worker::start`], [`Worker::run`] and
+    /// [`Worker::run_until`] call it first.
     pub async fn register(&self) -> Result<(), ClientError> {
         for (flow, triggers) in &self.flows {
             self.backend.put_deployment(flow.deployment()).await?;
@@ -138,8 +170,28 @@ impl Worker {
                 deleted = ?sync.deleted,
                 "flow registered"
             );
+            for warning in &sync.warnings {
+                tracing::warn!(flow = flow.name(), "{warning}");
+            }
         }
         Ok(())
+    }
+
+    /// Registers (see [`Worker::register`]), then serves in the background; returns once the
+    /// deployments and triggers are in place, so that every event emitted afterwards is seen
+    /// by them. Stop it with [`WorkerHandle::stop`]; a dropped handle leaves the worker
+    /// serving until the runtime shuts down.
+    pub async fn start(self) -> Result<WorkerHandle, ClientError> {
+        self.register().await?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (status, watching) = watch::channel(Status::default());
+        let task = tokio::spawn(self.serve(
+            async move {
+                let _ = stopped.await;
+            },
+            status,
+        ));
+        Ok(WorkerHandle { stop: Some(stop), task, status: watching })
     }
 
     /// Registers, then serves until Ctrl-C; in-flight runs finish before it returns.
@@ -153,6 +205,12 @@ impl Worker {
     /// Registers, then serves until `stop` completes; in-flight runs finish before it returns.
     pub async fn run_until(self, stop: impl Future<Output = ()>) -> Result<(), ClientError> {
         self.register().await?;
+        self.serve(stop, watch::channel(Status::default()).0).await;
+        Ok(())
+    }
+
+    /// Serves (registered already) until `stop` completes, telling `status` what it does.
+    async fn serve(self, stop: impl Future<Output = ()>, status: watch::Sender<Status>) {
         let flows: Arc<HashMap<String, Flow>> =
             Arc::new(self.flows.iter().map(|(f, _)| (f.name().to_owned(), f.clone())).collect());
         let mut names: Vec<String> = flows.keys().cloned().collect();
@@ -170,6 +228,11 @@ impl Worker {
                 }
                 continue;
             }
+            let mut claim_number = 0;
+            status.send_modify(|s| {
+                s.claims_started += 1;
+                claim_number = s.claims_started;
+            });
             let mut request = ClaimRequest::new(self.name.clone(), names.clone());
             request.limit = free.min(crate::model::run::MAX_CLAIM as usize) as u32;
             request.lease_seconds = self.lease.as_secs_f64();
@@ -187,6 +250,13 @@ impl Worker {
             };
             match claimed {
                 Ok(runs) => {
+                    // Idle: nothing was ready at the claim's last look, and nothing runs. (A run
+                    // that finished during the claim was reported before its task ended, and
+                    // the claim looked again after that report changed the runs.)
+                    while in_flight.try_join_next().is_some() {}
+                    if runs.is_empty() && in_flight.is_empty() {
+                        status.send_modify(|s| s.idle_claim = claim_number);
+                    }
                     for claimed in runs {
                         let Some(flow) = flows.get(&claimed.run.deployment).cloned() else { continue };
                         let backend = self.backend.clone();
@@ -209,13 +279,64 @@ impl Worker {
         }
         while in_flight.join_next().await.is_some() {}
         tracing::info!(worker = %self.name, "worker stopped");
-        Ok(())
+    }
+}
+
+/// What a serving worker tells its [`WorkerHandle`].
+#[derive(Clone, Copy, Debug, Default)]
+struct Status {
+    /// Claims asked for so far (the number of the latest).
+    claims_started: u64,
+    /// The number of the latest claim that came back empty with no run left in flight.
+    idle_claim: u64,
+}
+
+/// A worker serving in the background, from [`Worker::start`].
+#[derive(Debug)]
+pub struct WorkerHandle {
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+    status: watch::Receiver<Status>,
+}
+
+impl WorkerHandle {
+    /// Waits until the worker is idle: a claim it asked for after this call found no run ready
+    /// for its deployments, and no run of its own was left in flight. So every run that was ready
+    /// when this was called (e.g. caused by an event whose `emit` had returned) has been run
+    /// and reported (or handed back). Runs that are not ready (waiting for a retry's backoff,
+    /// held by a concurrency limit, or claimed by another worker) do not count, nor do runs
+    /// that proactive triggers create later. It can take up to one claim's long-poll (2 s)
+    /// after the last run finishes; it returns at once if the worker has stopped. Wrap it in
+    /// `tokio::time::timeout` to bound it.
+    pub async fn wait_idle(&self) {
+        let mut status = self.status.clone();
+        let after = status.borrow_and_update().claims_started;
+        // An error means the worker stopped: nothing more will run.
+        let _ = status.wait_for(|s| s.idle_claim > after).await;
+    }
+
+    /// Stops gracefully: no new runs are claimed (a claim already asked for is taken and
+    /// run), the runs in flight finish and are reported, then it returns.
+    pub async fn stop(mut self) -> Result<(), ClientError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match (&mut self.task).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(ClientError::Invalid(format!("the worker task ended abnormally: {e}"))),
+        }
+    }
+
+    /// True once the worker has stopped.
+    pub fn is_stopped(&self) -> bool {
+        self.task.is_finished()
     }
 }
 
 /// Runs one claimed run: the flow, heartbeats, log shipping, the local timeout, and the
 /// report of its outcome.
-async fn run_one(backend: Arc<dyn Backend>, flow: Flow, claimed: ClaimedRun, worker: String, lease: Duration) {
+async fn run_one(backend: Arc<dyn WorkerProtocol>, flow: Flow, claimed: ClaimedRun, worker: String, lease: Duration) {
     let ClaimedRun { run, events } = claimed;
     let id = run.id;
     let logger = Logger::new(id);
@@ -265,7 +386,7 @@ async fn run_one(backend: Arc<dyn Backend>, flow: Flow, claimed: ClaimedRun, wor
     report(&*backend, &run, &worker, outcome).await;
 }
 
-async fn ship_logs(backend: &dyn Backend, id: Uuid, logger: &Logger) {
+async fn ship_logs(backend: &dyn WorkerProtocol, id: Uuid, logger: &Logger) {
     let lines = logger.take();
     if lines.is_empty() {
         return;
@@ -279,7 +400,7 @@ async fn ship_logs(backend: &dyn Backend, id: Uuid, logger: &Logger) {
 
 /// Delivers the outcome, retrying while the server cannot be reached; a refusal (the run was
 /// cancelled, timed out or taken over meanwhile) is logged, not retried.
-async fn report(backend: &dyn Backend, run: &Run, worker: &str, outcome: Result<Value, Failure>) {
+async fn report(backend: &dyn WorkerProtocol, run: &Run, worker: &str, outcome: Result<Value, Failure>) {
     let id = run.id;
     for attempt in 1..=REPORT_ATTEMPTS {
         let result = match &outcome {

@@ -10,6 +10,7 @@ mod fields;
 pub mod filter;
 pub mod firing;
 pub mod limits;
+mod new_event;
 pub mod problems;
 pub mod run;
 mod run_event;
@@ -21,6 +22,7 @@ pub use deployment::{Concurrency, ConcurrencyStrategy, Deployment};
 pub use event::{Event, EventDefaults, Resource};
 pub use filter::ScopeFilter;
 pub use firing::Firing;
+pub use new_event::NewEvent;
 pub use problems::{JsonPath, Problem, Problems};
 pub use run::{
     ClaimRequest, ClaimedRun, Completion, FailureReport, Heartbeat, HeartbeatReply, LogBatch, LogLevel, LogLine,

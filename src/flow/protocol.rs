@@ -1,12 +1,16 @@
-//! What a worker needs from tripwire, behind one trait: the HTTP [`Client`] implements it
-//! for a remote server, and [`crate::Embedded`] for an engine in the same process.
+//! What a worker needs from tripwire, behind one trait of its own: the HTTP [`Client`]
+//! implements it for a remote server, and [`crate::Embedded`] for an engine in the same
+//! process. User code never names it: it writes against [`super::Tripwire`].
 
 use std::future::Future;
 use std::pin::Pin;
 
 use uuid::Uuid;
 
-use crate::client::{Client, ClientError, NewEvent};
+#[cfg(feature = "client")]
+use crate::client::Client;
+use crate::client::ClientError;
+use crate::model::NewEvent;
 use crate::model::{
     ClaimRequest, ClaimedRun, Completion, Deployment, FailureReport, Heartbeat, HeartbeatReply, LogBatch, Run,
     TriggerDefinition, TriggerSync,
@@ -15,10 +19,13 @@ use crate::model::{
 /// A boxed, sendable future (the trait is object-safe so that flows can share one backend).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// The worker protocol and the few other calls a served flow makes. Errors use
-/// [`ClientError`] in both modes, so that a worker handles them one way (a refused result is
-/// `ClientError::Api` with status 409 in both).
-pub trait Backend: Send + Sync + 'static {
+/// The worker protocol (register, claim, heartbeat, complete, fail, logs) and the one other
+/// call a served flow makes (emit). Errors use [`ClientError`] in both modes, so that a
+/// worker handles them one way (a refused result is `ClientError::Api` with status 409 in
+/// both). Object-safe, so that a worker's runs share one `Arc<dyn WorkerProtocol>`.
+///
+/// Implemented by [`Client`] and [`crate::Embedded`]; [`super::Worker`] is its only user.
+pub trait WorkerProtocol: Send + Sync + 'static {
     /// Creates or replaces the deployment.
     fn put_deployment<'a>(&'a self, deployment: &'a Deployment) -> BoxFuture<'a, Result<(), ClientError>>;
     /// Makes `definitions` exactly the deployment's triggers.
@@ -41,11 +48,12 @@ pub trait Backend: Send + Sync + 'static {
     fn fail<'a>(&'a self, id: Uuid, failure: &'a FailureReport) -> BoxFuture<'a, Result<Run, ClientError>>;
     /// Appends log lines to a run.
     fn append_logs<'a>(&'a self, id: Uuid, batch: &'a LogBatch) -> BoxFuture<'a, Result<(), ClientError>>;
-    /// Sends events; returns their ids.
-    fn emit(&self, events: Vec<NewEvent>) -> BoxFuture<'_, Result<Vec<Uuid>, ClientError>>;
+    /// Sends events; returns their ids (what a flow's `ctx.emit` calls).
+    fn send_events(&self, events: Vec<NewEvent>) -> BoxFuture<'_, Result<Vec<Uuid>, ClientError>>;
 }
 
-impl Backend for Client {
+#[cfg(feature = "client")]
+impl WorkerProtocol for Client {
     fn put_deployment<'a>(&'a self, deployment: &'a Deployment) -> BoxFuture<'a, Result<(), ClientError>> {
         Box::pin(async move { Client::put_deployment(self, deployment).await.map(drop) })
     }
@@ -82,7 +90,7 @@ impl Backend for Client {
         Box::pin(Client::append_logs(self, id, batch))
     }
 
-    fn emit(&self, events: Vec<NewEvent>) -> BoxFuture<'_, Result<Vec<Uuid>, ClientError>> {
-        Box::pin(async move { Ok(self.emit_many(events).await?.ids) })
+    fn send_events(&self, events: Vec<NewEvent>) -> BoxFuture<'_, Result<Vec<Uuid>, ClientError>> {
+        Box::pin(Client::emit_many(self, events))
     }
 }
