@@ -181,3 +181,38 @@ async fn serving_says_when_it_deletes_a_trigger_installed_with_the_api() {
     assert_eq!((sync.deleted, sync.warnings), (vec!["served".to_owned()], vec![]));
     service.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn definitions_built_in_rust_are_held_to_the_json_rules_and_read_back() {
+    use std::time::Duration;
+    use tripwire::model::{EventTrigger, Trigger};
+    let dir = common::temp_dir("service-rust-definitions");
+    let clock = ManualClock::new(Timestamp::parse("2026-01-01T00:00:00Z").unwrap());
+    let service = start(&dir, &clock).await;
+    service.put_deployment(tripwire::model::Deployment::new("ship"), false).await.unwrap();
+    let built = |id: &str, trigger: EventTrigger| TriggerDefinition::new(id, trigger).deployment("ship");
+    // Past the JSON format's bounds: refused with the JSON path, before anything is logged.
+    for (trigger, words) in [
+        (EventTrigger::new().expect("a").within(Duration::MAX), "at most"),
+        (EventTrigger::new().expect("a").within(Duration::from_secs(10u64.pow(12))), "at most"),
+        (EventTrigger::new().expect("a").proactive().within(Duration::from_secs(5)), "at least 10 seconds"),
+    ] {
+        let err = service.put_trigger(built("far", trigger.clone()), false).await.unwrap_err().to_string();
+        assert!(err.contains("$.trigger.within") && err.contains(words), "{err}");
+        let err = service.sync_triggers("ship".into(), vec![built("far", trigger)]).await.unwrap_err().to_string();
+        assert!(err.contains("$[0].trigger.within") && err.contains("trigger `far`: "), "{err}");
+    }
+    // Proactive with no window: stored as the JSON reading gives it, 10 seconds.
+    let (record, _) =
+        service.put_trigger(built("cart", EventTrigger::new().expect("a").proactive()), false).await.unwrap();
+    let Trigger::Event(e) = &record.definition.trigger else { panic!("an event trigger") };
+    assert_eq!(e.within, Span::seconds(10));
+    // And it reads back after a restart, with an ordinary trigger beside it.
+    service.put_trigger(built("fine", EventTrigger::new().expect("b")), false).await.unwrap();
+    service.shutdown().await;
+    drop(service);
+    let service = start(&dir, &clock).await;
+    let ids: Vec<String> = service.triggers().await.unwrap().into_iter().map(|r| r.definition.id).collect();
+    assert_eq!(ids, ["cart", "fine"]);
+    service.shutdown().await;
+}

@@ -288,6 +288,8 @@ impl Service {
         definition: TriggerDefinition,
         create_only: bool,
     ) -> Result<(TriggerRecord, bool), ServiceError> {
+        // One built in Rust is held to the JSON rules here, so that it reads back from the log.
+        let definition = definition.checked(&JsonPath::root()).map_err(ServiceError::Invalid)?;
         self.call(|reply| Command::PutTrigger { definition: Box::new(definition), create_only, reply }).await
     }
 
@@ -339,7 +341,18 @@ impl Service {
         deployment: String,
         definitions: Vec<TriggerDefinition>,
     ) -> Result<TriggerSync, ServiceError> {
-        self.call(|reply| Command::SyncTriggers { deployment, definitions, reply }).await
+        let mut problems = Problems::default();
+        let mut checked = Vec::with_capacity(definitions.len());
+        for (i, definition) in definitions.iter().enumerate() {
+            match definition.checked(&JsonPath::root().index(i)) {
+                Ok(d) => checked.push(d),
+                Err(p) => problems.extend(p.about(&format!("trigger `{}`", definition.id))),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(ServiceError::Invalid(problems));
+        }
+        self.call(|reply| Command::SyncTriggers { deployment, definitions: checked, reply }).await
     }
 
     /// Claims up to `request.limit` ready runs for a worker, waiting up to

@@ -49,6 +49,21 @@ impl TriggerDefinition {
         (defs, problems)
     }
 
+    /// Holds a definition built in Rust to the rules of the JSON format, by reading its JSON
+    /// back: what is accepted is what will be read back from the log and snapshots. Returns
+    /// it as the JSON reading gives it (a proactive `within` of 0 becomes 10 seconds), or every
+    /// problem, at JSON paths under `path` (e.g. `$.trigger.within` for `.within(Duration::MAX)`).
+    pub fn checked(&self, path: &JsonPath) -> Result<TriggerDefinition, Problems> {
+        match serde_json::to_value(self) {
+            Ok(value) => TriggerDefinition::from_json(&value, path),
+            Err(e) => {
+                let mut problems = Problems::default();
+                problems.add(path, format!("cannot be written as JSON: {e}"));
+                Err(problems)
+            }
+        }
+    }
+
     /// Reads one definition: `{"id", "name"?, "enabled"?, "trigger": {...}, "deployment"?,
     /// "parameters"?}`, or Prefect's flat deployment-trigger form where the trigger's fields
     /// sit beside `name` and `parameters`.
