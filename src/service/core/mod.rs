@@ -255,13 +255,15 @@ impl Core {
         })();
         match result {
             Ok(()) => {
-                replies.send();
+                // Subscribers hear of the events before their senders are answered: a client
+                // that subscribes once its events are acknowledged never gets them as live.
                 for e in accepted {
                     let _ = self.events.send(e);
                 }
                 if std::mem::take(&mut self.runs_touched) {
                     self.runs_changed.send_modify(|n| *n += 1);
                 }
+                replies.send();
             }
             Err(e) => {
                 // Nothing of the batch was committed: the requests fail (their replies are
