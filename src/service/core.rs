@@ -2,7 +2,7 @@
 //! a batch of commands is applied to the engine and written in one transaction; replies and
 //! event notifications go out only after the commit.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
@@ -10,7 +10,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use crate::engine::compile::CompiledScopeFilter;
-use crate::engine::{compile, panic_message, BucketPage, BucketQuery, Engine, EngineConfig, EventLookup, Step};
+use crate::engine::{compile, panic_message, BucketPage, BucketQuery, Engine, EngineConfig, PendingFiring, Step};
 use crate::model::limits;
 use crate::model::run::{merge_parameters, RunCause, RUN_EVENT_PREFIX};
 use crate::model::time::{Span, Timestamp};
@@ -160,21 +160,22 @@ pub(super) struct Core {
     runs_touched: bool,
 }
 
-/// Past events for the engine, read through the open write transaction.
-struct TxLookup<'a>(&'a Tx);
-
-impl EventLookup for TxLookup<'_> {
-    fn event(&self, id: &Uuid) -> Option<Arc<Event>> {
-        self.0.event(id).ok().flatten().map(Arc::new)
+/// Renders a decided step: the past events its firings need are read with `fetch` (the write
+/// transaction, which also holds the events accepted earlier in the batch, or the store when
+/// recovering). A store error is the command's error; an event that is gone (pruned by
+/// retention) renders as none, as the engine documents.
+fn render_step(
+    engine: &mut Engine,
+    step: Step<PendingFiring>,
+    mut fetch: impl FnMut(&Uuid) -> Result<Option<Event>, StoreError>,
+) -> Result<Step, StoreError> {
+    let mut events = HashMap::new();
+    for id in step.needs() {
+        if let Some(event) = fetch(&id)? {
+            events.insert(id, Arc::new(event));
+        }
     }
-}
-
-struct StoreLookup<'a>(&'a Store);
-
-impl EventLookup for StoreLookup<'_> {
-    fn event(&self, id: &Uuid) -> Option<Arc<Event>> {
-        self.0.event(id).ok().flatten().map(Arc::new)
-    }
+    Ok(engine.render(step, &events))
 }
 
 fn install_filter(engine: &mut Engine, filter: ScopeFilter) {
@@ -223,32 +224,40 @@ impl Core {
         }
         let entries = store.log_after(from)?;
         let replayed = entries.len();
-        let lookup = StoreLookup(&store);
+        // Firings were stored when they were first made; rendering again only disables the
+        // definitions whose rendering panicked then.
+        let render = |engine: &mut Engine, step| render_step(engine, step, |id| store.event(id)).map(drop);
         for (_, entry) in entries {
             match entry {
                 LogEntry::Event { seq, at } => match store.event_by_seq(seq)? {
                     Some(event) => {
-                        engine.on_event(at, event, &lookup);
+                        let step = engine.on_event(at, event);
+                        render(&mut engine, step)?;
                     }
                     None => tracing::warn!(seq, "logged event was pruned before it was snapshotted"),
                 },
                 LogEntry::Tick { at } => {
-                    engine.on_tick(at, &lookup);
+                    let step = engine.on_tick(at);
+                    render(&mut engine, step)?;
                 }
                 LogEntry::PutTrigger { definition, at } => {
-                    engine.on_tick(at, &lookup);
+                    let step = engine.on_tick(at);
+                    render(&mut engine, step)?;
                     install(&mut engine, &definition);
                 }
                 LogEntry::DeleteTrigger { id, at } => {
-                    engine.on_tick(at, &lookup);
+                    let step = engine.on_tick(at);
+                    render(&mut engine, step)?;
                     engine.remove(&id);
                 }
                 LogEntry::PutFilter { filter, at } => {
-                    engine.on_tick(at, &lookup);
+                    let step = engine.on_tick(at);
+                    render(&mut engine, step)?;
                     install_filter(&mut engine, filter);
                 }
                 LogEntry::DeleteFilter { id, at } => {
-                    engine.on_tick(at, &lookup);
+                    let step = engine.on_tick(at);
+                    render(&mut engine, step)?;
                     engine.remove_scope_filter(&id);
                 }
             }
@@ -419,7 +428,7 @@ impl Core {
                     let seq = tx.put_event(&event)?;
                     self.log(tx, &LogEntry::Event { seq, at: now })?;
                     let event = Arc::new(event);
-                    let step = self.engine.on_event(now, event.clone(), &TxLookup(tx));
+                    let step = self.engine.on_event(now, event.clone());
                     self.record(tx, step, now)?;
                     accepted.push(event);
                     self.drain_outbox(tx, accepted)?;
@@ -427,7 +436,7 @@ impl Core {
                 answer!(reply, Ok(report));
             }
             Command::Tick { reply } => {
-                let step = self.engine.on_tick(now, &TxLookup(tx));
+                let step = self.engine.on_tick(now);
                 if step.has_effects() {
                     self.log(tx, &LogEntry::Tick { at: now })?;
                     self.record(tx, step, now)?;
@@ -680,7 +689,7 @@ impl Core {
     /// Before a trigger changes, the periodic work due so far happens (and is logged if it
     /// fired), so that replaying the log applies the change at the same point.
     fn advance_for_change(&mut self, tx: &Tx, now: Timestamp) -> Result<(), StoreError> {
-        let step = self.engine.on_tick(now, &TxLookup(tx));
+        let step = self.engine.on_tick(now);
         if step.has_effects() {
             self.log(tx, &LogEntry::Tick { at: now })?;
             self.record(tx, step, now)?;
@@ -688,8 +697,9 @@ impl Core {
         Ok(())
     }
 
-    /// Stores firings and creates the runs they ask for.
-    fn record(&mut self, tx: &Tx, step: Step, now: Timestamp) -> Result<(), StoreError> {
+    /// Renders a decided step, stores its firings and creates the runs they ask for.
+    fn record(&mut self, tx: &Tx, step: Step<PendingFiring>, now: Timestamp) -> Result<(), StoreError> {
+        let step = render_step(&mut self.engine, step, |id| tx.event(id))?;
         for overflow in &step.overflows {
             tracing::warn!(trigger = %overflow.trigger, reason = %overflow.reason, "an event was not counted");
         }
@@ -799,7 +809,7 @@ impl Core {
             if evaluated < MAX_CASCADE {
                 evaluated += 1;
                 self.log(tx, &LogEntry::Event { seq, at: now })?;
-                let step = self.engine.on_event(now, event.clone(), &TxLookup(tx));
+                let step = self.engine.on_event(now, event.clone());
                 self.record(tx, step, now)?;
             } else {
                 tracing::warn!(

@@ -112,6 +112,9 @@ static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
     env.add_filter("truncate", truncate_filter);
     env.add_filter("tojson", tojson_filter);
     env.add_filter("string", string_filter);
+    // A template bug on demand, for the tests of what a panic while rendering does.
+    #[cfg(test)]
+    env.add_filter("test_panic", |message: String| -> Result<Value, Error> { panic!("{message}") });
     env
 });
 
@@ -1028,6 +1031,12 @@ impl Parameters {
             });
         }
         Ok(rendered)
+    }
+
+    /// True when a template reads the context name `name` (`event`, `events`, `firing`, ...):
+    /// only those are built for a rendering, and only the events they read are fetched.
+    pub fn reads(&self, name: &str) -> bool {
+        self.used.contains(name)
     }
 
     /// The parameters as written.
