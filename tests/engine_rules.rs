@@ -516,3 +516,20 @@ fn bad_filters_and_templates_are_rejected_at_definition_time_with_paths() {
     assert_eq!(paths, ["$[0].trigger.filter", "$[1].parameters.x.y[0]"]);
     let _ = JsonPath::root();
 }
+
+// ---- enabling and disabling ----------------------------------------------------------------
+
+#[test]
+fn disabling_and_enabling_reuses_the_compiled_definition_and_keeps_its_state() {
+    let defs = TriggerDefinition::list_from_json(&json!([{"id": "t", "trigger": {"expect": ["e"], "for_each": ["prefect.resource.id"], "threshold": 2, "within": 600}, "parameters": {"id": "{{ event.resource.id }}"}}])).unwrap();
+    let mut r = Replay::new(compile_all(&defs).unwrap(), EngineConfig::default());
+    assert!(r.push(ev(1, 0, "e", "x", &[])).is_empty());
+    assert!(r.engine.set_enabled("t", false));
+    assert!(!r.engine.definitions().next().unwrap().definition.enabled);
+    assert!(r.push(ev(2, 1, "e", "x", &[])).is_empty(), "a disabled trigger sees nothing");
+    assert!(r.engine.set_enabled("t", true));
+    let fired = r.push(ev(3, 2, "e", "x", &[]));
+    assert_eq!(triggering(&fired), [3], "the count of 1 from before was kept");
+    assert_eq!(fired[0].parameters, Some(json!({"id": "x"})), "the compiled parameters still render");
+    assert!(!r.engine.set_enabled("nope", true), "not installed");
+}

@@ -308,6 +308,17 @@ impl Engine {
         self.register(slot);
     }
 
+    /// Enables or disables an installed definition, reusing its compiled form (nothing is
+    /// compiled again; its state is kept as for any upsert of the same trigger tree). False
+    /// when it is not installed.
+    pub fn set_enabled(&mut self, id: &str, enabled: bool) -> bool {
+        let Some(s) = self.by_id.get(id).and_then(|&slot| self.slots[slot as usize].as_ref()) else { return false };
+        let mut compiled = (*s.compiled).clone();
+        compiled.definition.enabled = enabled;
+        self.upsert(compiled);
+        true
+    }
+
     /// Removes a definition and its state; false when there was none.
     pub fn remove(&mut self, id: &str) -> bool {
         let Some(slot) = self.by_id.remove(id) else { return false };

@@ -508,7 +508,9 @@ impl Core {
                     record.updated = now;
                     self.advance_for_change(tx, now)?;
                     self.log(tx, &LogEntry::PutTrigger { definition: record.definition.clone(), at: now })?;
-                    install(&mut self.engine, &record.definition);
+                    if !self.engine.set_enabled(&id, enabled) {
+                        install(&mut self.engine, &record.definition);
+                    }
                     tx.put_trigger(&record)?;
                 }
                 answer!(reply, Ok(record));
@@ -526,14 +528,17 @@ impl Core {
                     answer!(reply, Err(ServiceError::Conflict { what: "deployment", id: deployment.name }));
                     return Ok(());
                 }
-                if let Err(problems) = compile_key(&deployment) {
-                    answer!(reply, Err(ServiceError::Invalid(problems)));
-                    return Ok(());
-                }
+                let key = match compile_key(&deployment) {
+                    Ok(key) => key,
+                    Err(problems) => {
+                        answer!(reply, Err(ServiceError::Invalid(problems)));
+                        return Ok(());
+                    }
+                };
                 deployment.created = Some(existing.as_ref().and_then(|d| d.created).unwrap_or(now));
                 deployment.updated = Some(now);
                 tx.put_deployment(&deployment)?;
-                self.runs.set_deployment(deployment.clone());
+                self.runs.set_deployment(deployment.clone(), key);
                 answer!(reply, Ok((deployment, existing.is_none())));
             }
             Command::DeleteDeployment { name, reply } => {

@@ -776,8 +776,8 @@ enum Node {
     Text {
         path: String,
         source: String,
-        /// What is rendered: the source with checked operators (see `rewrite.rs`).
-        rewritten: String,
+        /// The source with checked operators (see `rewrite.rs`), parsed once.
+        template: TextTemplate,
     },
     /// A template with a syntax error (already reported at compile time).
     Broken {
@@ -855,13 +855,31 @@ fn is_template(s: &str) -> bool {
     s.contains("{{") || s.contains("{%")
 }
 
-/// Rewrites `source` (see `rewrite.rs`) and parses the result without keeping it (the shared
-/// environment only keeps `'static` sources; rendering parses again with `render_str`).
-/// Returns the rewritten source and the names it reads.
-fn check_syntax(source: &str) -> Result<(String, std::collections::HashSet<String>), Error> {
-    let rewritten = rewrite::template(source)?;
-    let names = Environment::empty().template_from_str(&rewritten).map(|t| t.undeclared_variables(false))?;
-    Ok((rewritten, names))
+/// A text template parsed once, at compile time: rendering runs its compiled instructions and
+/// never parses. (The shared environment can only hold `'static` sources, so each template
+/// lives in a copy of it: the copy shares its filters, tests and globals, and holds only this
+/// template.)
+#[derive(Clone)]
+struct TextTemplate(Arc<Environment<'static>>);
+
+impl TextTemplate {
+    /// The name of the one template in the copy (minijinja's name for a template from a string).
+    const NAME: &'static str = "<string>";
+
+    /// Rewrites `source` (see `rewrite.rs`) and parses the result. Returns the template and the
+    /// names it reads.
+    fn compile(source: &str) -> Result<(TextTemplate, std::collections::HashSet<String>), Error> {
+        let rewritten = rewrite::template(source)?;
+        let mut env = ENV.clone();
+        env.add_template_owned(Self::NAME, rewritten)?;
+        let names = env.get_template(Self::NAME)?.undeclared_variables(false);
+        Ok((TextTemplate(Arc::new(env)), names))
+    }
+
+    /// Renders with this context.
+    fn render<S: serde::Serialize>(&self, ctx: S) -> Result<String, Error> {
+        self.0.get_template(Self::NAME)?.render(ctx)
+    }
 }
 
 /// Compiles one value; the top-level names its templates read are added to `used`.
@@ -875,10 +893,10 @@ fn compile_node(value: &Json, path: &JsonPath, problems: &mut Problems, used: &m
                     return Node::Expression { path: path.to_string(), source: s.clone(), expr };
                 }
             }
-            match check_syntax(s) {
-                Ok((rewritten, names)) => {
+            match TextTemplate::compile(s) {
+                Ok((template, names)) => {
                     used.extend(names);
-                    Node::Text { path: path.to_string(), source: s.clone(), rewritten }
+                    Node::Text { path: path.to_string(), source: s.clone(), template }
                 }
                 Err(e) => {
                     let message = format!("invalid template: {}", describe(&e, s));
@@ -917,8 +935,8 @@ fn render_node(node: &Node, ctx: &Value) -> Result<Json, RenderError> {
                 expr.eval(ctx).map_err(|e| RenderError { path: path.clone(), message: describe(&e, source) })?;
             to_json(&value, 0).map_err(|message| RenderError { path: path.clone(), message })
         }
-        Node::Text { path, source, rewritten } => ENV
-            .render_str(rewritten, ctx)
+        Node::Text { path, source, template } => template
+            .render(ctx)
             .map(Json::String)
             .map_err(|e| RenderError { path: path.clone(), message: describe(&e, source) }),
         Node::Broken { path, message } => Err(RenderError { path: path.clone(), message: message.clone() }),
@@ -1060,18 +1078,17 @@ impl fmt::Debug for Parameters {
 #[derive(Clone)]
 pub struct KeyTemplate {
     source: Arc<str>,
-    /// What is rendered: the source with checked operators (see `rewrite.rs`).
-    rewritten: Arc<str>,
+    /// The source with checked operators (see `rewrite.rs`), parsed once.
+    template: TextTemplate,
     path: String,
 }
 
 impl KeyTemplate {
-    /// Checks the syntax; a syntax error is added to `problems` at `path` and None returned.
+    /// Parses the template once (rendering never parses again); a syntax error is added to
+    /// `problems` at `path` and None returned.
     pub fn compile(source: &str, path: &JsonPath, problems: &mut Problems) -> Option<KeyTemplate> {
-        match check_syntax(source) {
-            Ok((rewritten, _)) => {
-                Some(KeyTemplate { source: Arc::from(source), rewritten: Arc::from(rewritten), path: path.to_string() })
-            }
+        match TextTemplate::compile(source) {
+            Ok((template, _)) => Some(KeyTemplate { source: Arc::from(source), template, path: path.to_string() }),
             Err(e) => {
                 problems.add(path, format!("invalid key template: {}", describe(&e, source)));
                 None
@@ -1085,8 +1102,9 @@ impl KeyTemplate {
         let params = Value::from_serialize(parameters);
         let ctx = Value::from_iter([("params", params.clone()), ("parameters", params.clone()), ("input", params)]);
         budget::start();
-        let key = ENV
-            .render_str(&self.rewritten, ctx)
+        let key = self
+            .template
+            .render(ctx)
             .map_err(|e| RenderError { path: self.path.clone(), message: describe(&e, &self.source) })?;
         if key.trim().is_empty() {
             return Err(RenderError {
