@@ -133,6 +133,18 @@ fn single_key(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
+    let with_text = [TriggerDefinition::new("signup", EventTrigger::new().expect("user:signup"))
+        .parameters(json!({"message": "user {{ event.resource.id }} paid {{ event.payload.amount }}"}))];
+    g.bench_function("render_text", |b| {
+        b.iter_batched(
+            || engine_with(&with_text),
+            |mut e| {
+                assert_eq!(run_batch(&mut e, &batch), BATCH);
+                e // dropped outside the timing
+            },
+            BatchSize::LargeInput,
+        )
+    });
     g.finish();
 }
 
