@@ -91,7 +91,7 @@ fn empty_expect_matches_every_name_even_with_after() {
 fn log_write_events_are_never_evaluated() {
     let defs = TriggerDefinition::list_from_json(&json!([{"id": "t", "trigger": {}}])).unwrap();
     let mut r = Replay::new(compile_all(&defs).unwrap(), EngineConfig::default());
-    let step = r.engine.on_event(t(0), ev(1, 0, "prefect.log.write", "x", &[]), &());
+    let step = r.on_event(t(0), ev(1, 0, "prefect.log.write", "x", &[]));
     assert_eq!(step.outcome, Some(Outcome::Ignored));
     assert!(step.firings.is_empty());
 }
@@ -375,7 +375,7 @@ fn duplicate_ids_are_processed_once() {
     let defs = TriggerDefinition::list_from_json(&json!([{"id": "t", "trigger": {"expect": ["e"]}}])).unwrap();
     let mut r = Replay::new(compile_all(&defs).unwrap(), EngineConfig::default());
     assert_eq!(r.push(ev(1, 0, "e", "x", &[])).len(), 1);
-    let step = r.engine.on_event(t(4000), ev(1, 4000, "e", "x", &[]), &r.events);
+    let step = r.on_event(t(4000), ev(1, 4000, "e", "x", &[]));
     assert_eq!(step.outcome, Some(Outcome::Duplicate), "kept beyond Prefect's 30-minute cache");
     assert!(step.firings.is_empty());
 }
@@ -412,7 +412,7 @@ fn park_followers(count: u128, leader: Uuid) -> (Replay, Vec<u128>) {
         let mut e = ev(i, -(i as i64), "e", "x", &[]);
         e.follows = Some(leader);
         let now = Timestamp::from_micros(t(0).as_micros() + i as i64 * 1_000);
-        let step = r.engine.on_event(now, e, &());
+        let step = r.on_event(now, e);
         assert_eq!(step.outcome, Some(Outcome::Parked { leader }), "follower {i}");
         fired.extend(step.firings.iter().filter_map(|f| f.triggering_event.map(|u| u.as_u128())));
     }
@@ -434,16 +434,16 @@ fn parked_followers_are_capped_by_releasing_the_longest_waiting_as_lost() {
     // A lost follower is seen: delivering it again is a duplicate.
     let mut again = ev(1, -1, "e", "x", &[]);
     again.follows = Some(leader);
-    assert_eq!(r.engine.on_event(t(20), again, &()).outcome, Some(Outcome::Duplicate));
+    assert_eq!(r.on_event(t(20), again).outcome, Some(Outcome::Duplicate));
     // The leader releases the rest in `occurred` order (the reverse of their arrival).
-    let step = r.engine.on_event(t(21), ev(1 << 100, 21, "leader", "x", &[]), &());
+    let step = r.on_event(t(21), ev(1 << 100, 21, "leader", "x", &[]));
     assert_eq!(triggering(&step.firings), (51..=cap + 50).rev().collect::<Vec<_>>());
     assert!(r.engine.export().waiting.is_empty());
     // Ordinary events and followers work as before.
     let mut f = ev(cap + 52, 22, "e", "x", &[]);
     f.follows = Some(Uuid::from_u128(cap + 51));
-    assert_eq!(r.engine.on_event(t(22), f, &()).outcome, Some(Outcome::Parked { leader: Uuid::from_u128(cap + 51) }));
-    let step = r.engine.on_event(t(23), ev(cap + 51, 23, "e", "x", &[]), &());
+    assert_eq!(r.on_event(t(22), f).outcome, Some(Outcome::Parked { leader: Uuid::from_u128(cap + 51) }));
+    let step = r.on_event(t(23), ev(cap + 51, 23, "e", "x", &[]));
     assert_eq!(triggering(&step.firings), [cap + 51, cap + 52]);
 }
 
@@ -455,7 +455,7 @@ fn a_follower_displacing_its_own_leader_is_processed_after_it() {
     // Follower 1 (the longest waiting) is this event's leader: once released, nothing waits.
     let mut f = ev(cap + 1, 0, "e", "x", &[]);
     f.follows = Some(Uuid::from_u128(1));
-    let step = r.engine.on_event(t(1), f, &());
+    let step = r.on_event(t(1), f);
     assert_eq!(step.outcome, Some(Outcome::Processed));
     assert_eq!(triggering(&step.firings), [1, cap + 1]);
     assert_eq!(r.engine.export().waiting.len(), MAX_PARKED_FOLLOWERS - 1);
@@ -468,7 +468,7 @@ fn a_hundred_thousand_followers_of_one_leader_are_each_processed_once() {
     let (mut r, mut fired) = park_followers(count, leader);
     let lost = count - MAX_PARKED_FOLLOWERS as u128;
     assert_eq!(fired, (1..=lost).collect::<Vec<_>>());
-    let step = r.engine.on_event(t(200), ev(1 << 100, 200, "leader", "x", &[]), &());
+    let step = r.on_event(t(200), ev(1 << 100, 200, "leader", "x", &[]));
     assert_eq!(triggering(&step.firings), (lost + 1..=count).rev().collect::<Vec<_>>());
     fired.extend(triggering(&step.firings));
     fired.sort_unstable();
@@ -485,10 +485,10 @@ fn bucket_cap_reports_overflow_instead_of_growing() {
     let mut r = Replay::new(compile_all(&defs).unwrap(), config);
     r.push(ev(1, 0, "e", "a", &[]));
     r.push(ev(2, 0, "e", "b", &[]));
-    let step = r.engine.on_event(t(0), ev(3, 0, "e", "c", &[]), &());
+    let step = r.on_event(t(0), ev(3, 0, "e", "c", &[]));
     assert_eq!(step.overflows.iter().map(|o| o.trigger.as_str()).collect::<Vec<_>>(), ["t"]);
     assert_eq!(r.engine.bucket_count(), 2);
-    let step = r.engine.on_event(t(1), ev(4, 1, "e", "a", &[]), &());
+    let step = r.on_event(t(1), ev(4, 1, "e", "a", &[]));
     assert_eq!(step.firings.len(), 1, "existing buckets still work");
 }
 
@@ -515,4 +515,21 @@ fn bad_filters_and_templates_are_rejected_at_definition_time_with_paths() {
     let paths: Vec<&str> = err.0.iter().map(|p| p.path.as_str()).collect();
     assert_eq!(paths, ["$[0].trigger.filter", "$[1].parameters.x.y[0]"]);
     let _ = JsonPath::root();
+}
+
+// ---- enabling and disabling ----------------------------------------------------------------
+
+#[test]
+fn disabling_and_enabling_reuses_the_compiled_definition_and_keeps_its_state() {
+    let defs = TriggerDefinition::list_from_json(&json!([{"id": "t", "trigger": {"expect": ["e"], "for_each": ["prefect.resource.id"], "threshold": 2, "within": 600}, "parameters": {"id": "{{ event.resource.id }}"}}])).unwrap();
+    let mut r = Replay::new(compile_all(&defs).unwrap(), EngineConfig::default());
+    assert!(r.push(ev(1, 0, "e", "x", &[])).is_empty());
+    assert!(r.engine.set_enabled("t", false));
+    assert!(!r.engine.definitions().next().unwrap().definition.enabled);
+    assert!(r.push(ev(2, 1, "e", "x", &[])).is_empty(), "a disabled trigger sees nothing");
+    assert!(r.engine.set_enabled("t", true));
+    let fired = r.push(ev(3, 2, "e", "x", &[]));
+    assert_eq!(triggering(&fired), [3], "the count of 1 from before was kept");
+    assert_eq!(fired[0].parameters, Some(json!({"id": "x"})), "the compiled parameters still render");
+    assert!(!r.engine.set_enabled("nope", true), "not installed");
 }

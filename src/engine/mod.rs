@@ -1,8 +1,10 @@
 //! Pure matching and per-bucket state machines: no I/O, no wall clock.
 //!
-//! The [`Engine`] takes events and clock ticks and returns [`Step`]s holding firings. The
-//! processing time is always passed in, so the same inputs give the same firings; this is
-//! what `tripwire replay` and the conformance cases rely on.
+//! The [`Engine`] takes events and clock ticks and returns [`Step`]s holding the firings it
+//! decided. The processing time is always passed in, so the same inputs give the same firings;
+//! this is what `tripwire replay` and the conformance cases rely on. Deciding reads no past
+//! event: each [`PendingFiring`] names the events its parameters read, the caller fetches them
+//! (from its store, with its own error handling) and [`Engine::render`] renders (see `render.rs`).
 //!
 //! ```
 //! use std::collections::HashMap;
@@ -18,10 +20,13 @@
 //! engine.upsert(compile(&def, &JsonPath::root()).unwrap());
 //!
 //! let t0 = Timestamp::parse("2026-01-01T00:00:00Z").unwrap();
-//! let events = HashMap::new(); // past events by id, for proactive firings (none here)
 //! let e = |n: u128, name: &str| Event::new(uuid::Uuid::from_u128(n), t0, name, Resource::new("123"));
-//! assert!(engine.on_event(t0, e(1, "order.created"), &events).firings.is_empty());
-//! let step = engine.on_event(t0, e(2, "order.complete"), &events);
+//! assert!(engine.on_event(t0, e(1, "order.created")).firings.is_empty());
+//! let step = engine.on_event(t0, e(2, "order.complete"));
+//! // The event being processed travels with its firing: nothing else is needed here.
+//! assert!(step.needs().is_empty());
+//! let events = HashMap::new(); // the needed past events, by id, as the caller fetched them
+//! let step = engine.render(step, &events);
 //! assert_eq!(step.firings[0].parameters, Some(serde_json::json!({"user_id": "123"})));
 //! ```
 
@@ -31,6 +36,7 @@ pub mod composite;
 pub mod index;
 pub mod matcher;
 pub mod ordering;
+mod render;
 pub mod replay;
 pub mod state;
 pub mod template;
@@ -50,9 +56,9 @@ use self::compile::{CompiledDefinition, CompiledScopeFilter, NodeId, NodeKind};
 use self::composite::{ChildFiring, ChildFirings};
 use self::index::{NameIndex, NodeRef};
 use self::ordering::{Ordering, MAX_FOLLOWER_DEPTH};
-use self::template::TemplateContext;
 
 pub use self::compile::{compile, compile_all, compile_document};
+pub use self::render::PendingFiring;
 pub use self::state::EngineState;
 
 /// Events with this name are never evaluated (Prefect's consumer drops them).
@@ -86,25 +92,6 @@ impl Default for EngineConfig {
     }
 }
 
-/// Where the engine finds past events by id: a proactive firing carries the last event its
-/// window saw, and parameters are rendered from it.
-pub trait EventLookup {
-    /// The event with this id, if it is still known.
-    fn event(&self, id: &Uuid) -> Option<Arc<Event>>;
-}
-
-impl EventLookup for HashMap<Uuid, Arc<Event>> {
-    fn event(&self, id: &Uuid) -> Option<Arc<Event>> {
-        self.get(id).cloned()
-    }
-}
-
-impl EventLookup for () {
-    fn event(&self, _: &Uuid) -> Option<Arc<Event>> {
-        None
-    }
-}
-
 /// What happened to an event handed to [`Engine::on_event`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
@@ -122,13 +109,15 @@ pub enum Outcome {
     Ignored,
 }
 
-/// The engine's only output.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Step {
+/// The engine's only output: what [`Engine::on_event`] and [`Engine::on_tick`] decided
+/// (`Step<PendingFiring>`), then, from [`Engine::render`], the same with rendered firings
+/// (`Step<Firing>`, the default).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Step<F = Firing> {
     /// What happened to the event given (None for a tick).
     pub outcome: Option<Outcome>,
     /// Firings, in the order they happened.
-    pub firings: Vec<Firing>,
+    pub firings: Vec<F>,
     /// Events a trigger did not count: its buckets were full (by count or bytes), or the
     /// event's key was too long.
     pub overflows: Vec<Overflow>,
@@ -136,7 +125,13 @@ pub struct Step {
     pub faults: Vec<Fault>,
 }
 
-impl Step {
+impl<F> Default for Step<F> {
+    fn default() -> Self {
+        Step { outcome: None, firings: Vec::new(), overflows: Vec::new(), faults: Vec::new() }
+    }
+}
+
+impl<F> Step<F> {
     /// True when the step fired or disabled something (a tick that did must be logged).
     pub fn has_effects(&self) -> bool {
         !self.firings.is_empty() || !self.faults.is_empty()
@@ -227,7 +222,7 @@ enum Seen {
     NotYet,
 }
 
-/// What a firing is rendered with besides the engine's state.
+/// What a firing carries to its rendering besides the engine's state.
 #[derive(Clone, Copy, Default)]
 struct FiringContext<'a> {
     /// The event being processed (found without a lookup).
@@ -313,6 +308,17 @@ impl Engine {
         self.register(slot);
     }
 
+    /// Enables or disables an installed definition, reusing its compiled form (nothing is
+    /// compiled again; its state is kept as for any upsert of the same trigger tree). False
+    /// when it is not installed.
+    pub fn set_enabled(&mut self, id: &str, enabled: bool) -> bool {
+        let Some(s) = self.by_id.get(id).and_then(|&slot| self.slots[slot as usize].as_ref()) else { return false };
+        let mut compiled = (*s.compiled).clone();
+        compiled.definition.enabled = enabled;
+        self.upsert(compiled);
+        true
+    }
+
     /// Removes a definition and its state; false when there was none.
     pub fn remove(&mut self, id: &str) -> bool {
         let Some(slot) = self.by_id.remove(id) else { return false };
@@ -373,18 +379,18 @@ impl Engine {
 
     /// Advances the clock to `now`, doing every piece of periodic work that falls due on the
     /// way at the instant it is due. The clock never goes backwards.
-    pub fn on_tick(&mut self, now: Timestamp, events: &dyn EventLookup) -> Step {
+    pub fn on_tick(&mut self, now: Timestamp) -> Step<PendingFiring> {
         let mut step = Step::default();
-        self.advance(now, events, &mut step);
+        self.advance(now, &mut step);
         step
     }
 
     /// Processes one event at processing time `now` (periodic work due up to `now` happens
     /// first).
-    pub fn on_event(&mut self, now: Timestamp, event: impl Into<Arc<Event>>, events: &dyn EventLookup) -> Step {
+    pub fn on_event(&mut self, now: Timestamp, event: impl Into<Arc<Event>>) -> Step<PendingFiring> {
         let event = event.into();
         let mut step = Step::default();
-        self.advance(now, events, &mut step);
+        self.advance(now, &mut step);
         let clock = self.clock.unwrap_or(now);
         let outcome = if event.event == LOG_WRITE_EVENT {
             Outcome::Ignored
@@ -392,7 +398,7 @@ impl Engine {
             // An event that follows nothing is processed now, so it can be marked seen first:
             // one lookup both detects a duplicate and records the id.
             if self.ordering.record_seen(event.id, clock) {
-                let _ = self.process(event, clock, 0, Seen::Recorded, events, &mut step);
+                let _ = self.process(event, clock, 0, Seen::Recorded, &mut step);
                 Outcome::Processed
             } else {
                 Outcome::Duplicate
@@ -401,7 +407,7 @@ impl Engine {
             Outcome::Duplicate
         } else {
             let leader = event.follows;
-            match self.process(event, clock, 0, Seen::NotYet, events, &mut step) {
+            match self.process(event, clock, 0, Seen::NotYet, &mut step) {
                 Ok(true) => Outcome::Processed,
                 Ok(false) | Err(MaxDepthExceeded) => Outcome::Parked { leader: leader.unwrap_or_default() },
             }
@@ -410,7 +416,7 @@ impl Engine {
         step
     }
 
-    fn advance(&mut self, now: Timestamp, events: &dyn EventLookup, step: &mut Step) {
+    fn advance(&mut self, now: Timestamp, step: &mut Step<PendingFiring>) {
         let target = self.clock.map_or(now, |c| c.max(now));
         if self.clock.is_none() {
             self.clock = Some(target);
@@ -425,21 +431,21 @@ impl Engine {
             // Lost followers first, then proactive passes (Prefect runs both every few
             // seconds; the cases assume instantaneous polling).
             for w in self.ordering.take_lost(at) {
-                let _ = self.process(w.event, w.received, 0, Seen::NotYet, events, step);
+                let _ = self.process(w.event, w.received, 0, Seen::NotYet, step);
             }
             while let Some(&(t, slot, node)) = self.passes.first() {
                 if t > at {
                     break;
                 }
                 self.passes.pop_first();
-                self.proactive_pass(slot, node, at, events, step);
+                self.proactive_pass(slot, node, at, step);
             }
         }
         self.clock = Some(target);
         self.ordering.expire_seen(target);
     }
 
-    fn proactive_pass(&mut self, slot: u32, node: u32, as_of: Timestamp, events: &dyn EventLookup, step: &mut Step) {
+    fn proactive_pass(&mut self, slot: u32, node: u32, as_of: Timestamp, step: &mut Step<PendingFiring>) {
         let Some(compiled) = self.slots[slot as usize].as_ref().map(|s| s.compiled.clone()) else { return };
         let NodeKind::Event(e) = &compiled.nodes[node as usize].kind else { return };
         let mut fired = Vec::new();
@@ -456,11 +462,11 @@ impl Engine {
         }
         let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             for f in fired {
-                self.fire(slot, node as NodeId, f, FiringContext::default(), events, step);
+                self.fire(slot, node as NodeId, f, FiringContext::default(), step);
             }
         }));
         if let Err(panic) = rendered {
-            self.fault(slot, panic.as_ref(), step);
+            self.fault(slot, panic.as_ref(), &mut step.faults);
         }
     }
 
@@ -472,8 +478,7 @@ impl Engine {
         received: Timestamp,
         depth: usize,
         seen: Seen,
-        events: &dyn EventLookup,
-        step: &mut Step,
+        step: &mut Step<PendingFiring>,
     ) -> Result<bool, MaxDepthExceeded> {
         if depth > MAX_FOLLOWER_DEPTH {
             return Err(MaxDepthExceeded);
@@ -484,14 +489,14 @@ impl Engine {
             // than after its 15 minutes (and it may have been this event's leader).
             while self.ordering.is_full_for(&event.id) {
                 let Some(lost) = self.ordering.take_longest_waiting() else { break };
-                self.release(lost.event, clock, 0, Seen::NotYet, events, step);
+                self.release(lost.event, clock, 0, Seen::NotYet, step);
             }
             if self.ordering.must_wait(&event, received, clock) {
                 self.ordering.park(event, received);
                 return Ok(false);
             }
         }
-        self.release(event, clock, depth, seen, events, step);
+        self.release(event, clock, depth, seen, step);
         Ok(true)
     }
 
@@ -502,15 +507,14 @@ impl Engine {
         clock: Timestamp,
         depth: usize,
         seen: Seen,
-        events: &dyn EventLookup,
-        step: &mut Step,
+        step: &mut Step<PendingFiring>,
     ) {
-        self.evaluate_triggers(&event, events, step);
+        self.evaluate_triggers(&event, step);
         if seen == Seen::NotYet {
             self.ordering.record_seen(event.id, clock);
         }
         for follower in self.ordering.followers_of(&event.id) {
-            if self.process(follower.event, follower.received, depth + 1, Seen::NotYet, events, step).is_err() {
+            if self.process(follower.event, follower.received, depth + 1, Seen::NotYet, step).is_err() {
                 break;
             }
         }
@@ -519,18 +523,18 @@ impl Engine {
         }
     }
 
-    fn evaluate_triggers(&mut self, event: &Arc<Event>, events: &dyn EventLookup, step: &mut Step) {
+    fn evaluate_triggers(&mut self, event: &Arc<Event>, step: &mut Step<PendingFiring>) {
         let clock = self.clock.unwrap_or(event.occurred);
         let mut candidates = std::mem::take(&mut self.scratch);
         self.index.candidates(&event.event, &mut candidates);
         let mut fired = std::mem::take(&mut self.fired_scratch);
         for &(slot, node) in &candidates {
             let evaluated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.evaluate_node(slot, node, event, clock, events, step, &mut fired)
+                self.evaluate_node(slot, node, event, clock, step, &mut fired)
             }));
             if let Err(panic) = evaluated {
                 fired.clear();
-                self.fault(slot, panic.as_ref(), step);
+                self.fault(slot, panic.as_ref(), &mut step.faults);
             }
         }
         self.scratch = candidates;
@@ -545,8 +549,7 @@ impl Engine {
         node: u32,
         event: &Arc<Event>,
         clock: Timestamp,
-        events: &dyn EventLookup,
-        step: &mut Step,
+        step: &mut Step<PendingFiring>,
         fired: &mut Vec<BucketFiring>,
     ) {
         let Some(compiled) = self.slots[slot as usize].as_ref().map(|s| s.compiled.clone()) else { return };
@@ -573,14 +576,8 @@ impl Engine {
                         at: event.occurred,
                         event: Some(event.id),
                     };
-                    self.fire(
-                        slot,
-                        0,
-                        firing,
-                        FiringContext { current: Some(event), filter: Some((id, &payload)) },
-                        events,
-                        step,
-                    );
+                    let context = FiringContext { current: Some(event), filter: Some((id, &payload)) };
+                    self.fire(slot, 0, firing, context, step);
                 }
             }
             return;
@@ -620,14 +617,14 @@ impl Engine {
         }
         bucket::on_event(e, buckets, clock, event, key, fired);
         for f in fired.drain(..) {
-            self.fire(slot, node as NodeId, f, FiringContext { current: Some(event), filter: None }, events, step);
+            self.fire(slot, node as NodeId, f, FiringContext { current: Some(event), filter: None }, step);
         }
     }
 
     /// A definition panicked while it was evaluated (a bug, or a template that got past its
     /// budget): it is disabled with the error, its state dropped, and every other definition
     /// goes on. Deterministic, like the rest: replaying the same inputs disables it again.
-    fn fault(&mut self, slot: u32, panic: &(dyn std::any::Any + Send), step: &mut Step) {
+    fn fault(&mut self, slot: u32, panic: &(dyn std::any::Any + Send), faults: &mut Vec<Fault>) {
         let message = panic_message(panic);
         let Some(s) = self.slots[slot as usize].take() else { return };
         self.unregister(slot);
@@ -635,7 +632,7 @@ impl Engine {
         compiled.definition.enabled = false;
         let trigger = compiled.definition.id.clone();
         self.slots[slot as usize] = Some(Slot::new(Arc::new(compiled)));
-        step.faults.push(Fault { trigger, error: format!("disabled: evaluating it panicked: {message}") });
+        faults.push(Fault { trigger, error: format!("disabled: evaluating it panicked: {message}") });
     }
 
     /// Passes a bucket firing up the trigger tree and reports the definition's firing when it
@@ -646,8 +643,7 @@ impl Engine {
         node: NodeId,
         firing: BucketFiring,
         context: FiringContext<'_>,
-        events: &dyn EventLookup,
-        step: &mut Step,
+        step: &mut Step<PendingFiring>,
     ) {
         let clock = self.clock.unwrap_or(firing.at);
         let Some(s) = self.slots[slot as usize].as_mut() else { return };
@@ -672,56 +668,9 @@ impl Engine {
             }
             at_node = parent;
         }
-        let firing = self.render(&compiled, bucket, child, context, events);
-        step.firings.push(firing);
-    }
-
-    fn render(
-        &mut self,
-        compiled: &CompiledDefinition,
-        bucket: BTreeMap<String, String>,
-        child: ChildFiring,
-        context: FiringContext<'_>,
-        events: &dyn EventLookup,
-    ) -> Firing {
-        let FiringContext { current, filter } = context;
         self.firing_seq += 1;
-        let def = &compiled.definition;
-        let mut firing = Firing {
-            id: firing_id(&def.id, self.firing_seq),
-            trigger: def.id.clone(),
-            bucket,
-            at: child.at,
-            triggered: child.triggered,
-            triggering_event: child.event,
-            triggering_events: child.events,
-            deployment: def.deployment.clone(),
-            parameters: None,
-            filter: filter.map(|(id, _)| id),
-            error: None,
-        };
-        if let Some(parameters) = &compiled.parameters {
-            let resolve = |id: &Uuid| match current {
-                Some(e) if e.id == *id => Some(e.clone()),
-                _ => events.event(id),
-            };
-            let ctx = TemplateContext {
-                automation: def,
-                event: firing.triggering_event.as_ref().and_then(resolve),
-                labels: &firing.bucket,
-                firing: &firing,
-                events: firing.triggering_events.iter().filter_map(resolve).collect(),
-                filter: filter.map(|(_, payload)| payload),
-            };
-            match parameters.render(&ctx) {
-                Ok(value) => firing.parameters = Some(value),
-                Err(e) => {
-                    firing.parameters = Some(serde_json::Value::Null);
-                    firing.error = Some(e.to_string());
-                }
-            }
-        }
-        firing
+        let id = firing_id(&compiled.definition.id, self.firing_seq);
+        step.firings.push(PendingFiring::new(compiled, id, bucket, child, context));
     }
 
     /// One page of a definition's live buckets, for "why did / didn't it fire?": ordered by

@@ -11,7 +11,7 @@ use crate::model::time::Timestamp;
 use crate::model::{Event, Firing};
 
 use super::compile::CompiledDefinition;
-use super::{Engine, EngineConfig};
+use super::{Engine, EngineConfig, Step};
 
 /// Runs `events` (in the order given) through a fresh engine holding `definitions`, and
 /// returns every firing in the order it happened.
@@ -51,13 +51,21 @@ impl Replay {
     pub fn push(&mut self, mut event: Event) -> Vec<Firing> {
         let now = self.engine.clock().map_or(event.occurred, |c| c.max(event.occurred));
         event.received.get_or_insert(now);
-        let event = Arc::new(event);
+        self.on_event(now, event).firings
+    }
+
+    /// Delivers one event at processing time `now`, as it is (the first delivery of an id is
+    /// remembered), and renders the step with the events seen so far.
+    pub fn on_event(&mut self, now: Timestamp, event: impl Into<Arc<Event>>) -> Step {
+        let event = event.into();
         self.events.entry(event.id).or_insert_with(|| event.clone());
-        self.engine.on_event(now, event, &self.events).firings
+        let step = self.engine.on_event(now, event);
+        self.engine.render(step, &self.events)
     }
 
     /// Advances the clock to `until`, doing the periodic work due on the way.
     pub fn finish(&mut self, until: Timestamp) -> Vec<Firing> {
-        self.engine.on_tick(until, &self.events).firings
+        let step = self.engine.on_tick(until);
+        self.engine.render(step, &self.events).firings
     }
 }

@@ -66,20 +66,22 @@ impl RunQueue {
     pub fn new(deployments: Vec<Deployment>, active: Vec<Run>) -> RunQueue {
         let mut queue = RunQueue::default();
         for d in deployments {
-            queue.set_deployment(d);
+            let key = match compile_key(&d) {
+                Ok(key) => key,
+                Err(problems) => {
+                    tracing::error!(deployment = %d.name, %problems, "stored concurrency key does not compile");
+                    None
+                }
+            };
+            queue.set_deployment(d, key);
         }
         queue.active = active.into_iter().filter(|r| !r.is_final()).map(|r| (r.id, r)).collect();
         queue
     }
 
-    pub fn set_deployment(&mut self, deployment: Deployment) {
-        let key = match compile_key(&deployment) {
-            Ok(key) => key,
-            Err(problems) => {
-                tracing::error!(deployment = %deployment.name, %problems, "stored concurrency key does not compile");
-                None
-            }
-        };
+    /// Installs or replaces a deployment's settings, with its concurrency key as compiled by
+    /// [`compile_key`] (once: each run's key is rendered from it, never parsed again).
+    pub fn set_deployment(&mut self, deployment: Deployment, key: Option<KeyTemplate>) {
         self.settings.insert(deployment.name.clone(), Settings { deployment, key });
     }
 
@@ -511,7 +513,7 @@ mod tests {
 
         let mut d = Deployment::new("e");
         d.concurrency = Some(Concurrency::new("{{ params.k }}", 1).strategy(ConcurrencyStrategy::CancelNewest));
-        q.set_deployment(d.clone());
+        q.set_deployment(d.clone(), compile_key(&d).unwrap());
         q.admit(run(11, &d, json!({"k": "A"}), 0), at(0));
         let changes = q.admit(run(12, &d, json!({"k": "A"}), 1), at(1));
         assert_eq!((changes[0].run.state, changes.len()), (RunState::Cancelled, 1));

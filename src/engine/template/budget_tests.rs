@@ -1,6 +1,7 @@
 //! Memory limits of templates: each attack fails with a RenderError naming the limit, within
 //! the budget, and an ordinary template renders right after.
 
+use minijinja::{Environment, UndefinedBehavior};
 use serde_json::{json, Value as Json};
 
 use super::tests::{compile, event, one, render_compiled, render_with};

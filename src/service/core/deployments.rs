@@ -22,13 +22,14 @@ impl Core {
         if create_only && existing.is_some() {
             return Ok(Err(ServiceError::Conflict { what: "deployment", id: deployment.name }));
         }
-        if let Err(problems) = compile_key(&deployment) {
-            return Ok(Err(ServiceError::Invalid(problems)));
-        }
+        let key = match compile_key(&deployment) {
+            Ok(key) => key,
+            Err(problems) => return Ok(Err(ServiceError::Invalid(problems))),
+        };
         deployment.created = Some(existing.as_ref().and_then(|d| d.created).unwrap_or(now));
         deployment.updated = Some(now);
         tx.put_deployment(&deployment)?;
-        self.runs.set_deployment(deployment.clone());
+        self.runs.set_deployment(deployment.clone(), key);
         Ok(Ok((deployment, existing.is_none())))
     }
 

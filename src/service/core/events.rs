@@ -8,8 +8,8 @@ use crate::model::Event;
 use crate::store::{LogEntry, StoreError, Tx};
 
 use super::runs::run_for;
-use super::{Core, TxLookup, MAX_CASCADE, PRUNE_EVERY};
-use crate::engine::Step;
+use super::{render_step, Core, MAX_CASCADE, PRUNE_EVERY};
+use crate::engine::{PendingFiring, Step};
 use crate::service::IngestReport;
 
 impl Core {
@@ -33,7 +33,7 @@ impl Core {
             let seq = tx.put_event(&event)?;
             self.log(tx, &LogEntry::Event { seq, at: now })?;
             let event = Arc::new(event);
-            let step = self.engine.on_event(now, event.clone(), &TxLookup(tx));
+            let step = self.engine.on_event(now, event.clone());
             self.record(tx, step, now)?;
             accepted.push(event);
             self.drain_outbox(tx, accepted)?;
@@ -61,7 +61,7 @@ impl Core {
     /// Before a trigger changes, the periodic work due so far happens (and is logged if it
     /// fired), so that replaying the log applies the change at the same point.
     pub(super) fn advance_for_change(&mut self, tx: &Tx, now: Timestamp) -> Result<(), StoreError> {
-        let step = self.engine.on_tick(now, &TxLookup(tx));
+        let step = self.engine.on_tick(now);
         if step.has_effects() {
             self.log(tx, &LogEntry::Tick { at: now })?;
             self.record(tx, step, now)?;
@@ -69,8 +69,9 @@ impl Core {
         Ok(())
     }
 
-    /// Stores firings and creates the runs they ask for.
-    fn record(&mut self, tx: &Tx, step: Step, now: Timestamp) -> Result<(), StoreError> {
+    /// Renders a decided step, stores its firings and creates the runs they ask for.
+    fn record(&mut self, tx: &Tx, step: Step<PendingFiring>, now: Timestamp) -> Result<(), StoreError> {
+        let step = render_step(&mut self.engine, step, |id| tx.event(id))?;
         for overflow in &step.overflows {
             tracing::warn!(trigger = %overflow.trigger, reason = %overflow.reason, "an event was not counted");
         }
@@ -118,7 +119,7 @@ impl Core {
             if evaluated < MAX_CASCADE {
                 evaluated += 1;
                 self.log(tx, &LogEntry::Event { seq, at: now })?;
-                let step = self.engine.on_event(now, event.clone(), &TxLookup(tx));
+                let step = self.engine.on_event(now, event.clone());
                 self.record(tx, step, now)?;
             } else {
                 tracing::warn!(

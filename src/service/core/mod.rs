@@ -9,13 +9,13 @@ mod filters;
 mod runs;
 mod triggers;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use uuid::Uuid;
 
-use crate::engine::{panic_message, Engine, EngineConfig, EventLookup};
+use crate::engine::{panic_message, Engine, EngineConfig, PendingFiring, Step};
 use crate::model::time::{Span, Timestamp};
 use crate::model::Event;
 use crate::store::{LogEntry, Snapshot, Store, StoreError, Tx};
@@ -89,21 +89,22 @@ pub(super) struct Core {
     runs_touched: bool,
 }
 
-/// Past events for the engine, read through the open write transaction.
-struct TxLookup<'a>(&'a Tx);
-
-impl EventLookup for TxLookup<'_> {
-    fn event(&self, id: &Uuid) -> Option<Arc<Event>> {
-        self.0.event(id).ok().flatten().map(Arc::new)
+/// Renders a decided step: the past events its firings need are read with `fetch` (the write
+/// transaction, which also holds the events accepted earlier in the batch, or the store when
+/// recovering). A store error is the command's error; an event that is gone (pruned by
+/// retention) renders as none, as the engine documents.
+fn render_step(
+    engine: &mut Engine,
+    step: Step<PendingFiring>,
+    mut fetch: impl FnMut(&Uuid) -> Result<Option<Event>, StoreError>,
+) -> Result<Step, StoreError> {
+    let mut events = HashMap::new();
+    for id in step.needs() {
+        if let Some(event) = fetch(&id)? {
+            events.insert(id, Arc::new(event));
+        }
     }
-}
-
-struct StoreLookup<'a>(&'a Store);
-
-impl EventLookup for StoreLookup<'_> {
-    fn event(&self, id: &Uuid) -> Option<Arc<Event>> {
-        self.0.event(id).ok().flatten().map(Arc::new)
-    }
+    Ok(engine.render(step, &events))
 }
 
 fn engine_config() -> EngineConfig {
@@ -133,32 +134,40 @@ impl Core {
         }
         let entries = store.log_after(from)?;
         let replayed = entries.len();
-        let lookup = StoreLookup(&store);
+        // Firings were stored when they were first made; rendering again only disables the
+        // definitions whose rendering panicked then.
+        let render = |engine: &mut Engine, step| render_step(engine, step, |id| store.event(id)).map(drop);
         for (_, entry) in entries {
             match entry {
                 LogEntry::Event { seq, at } => match store.event_by_seq(seq)? {
                     Some(event) => {
-                        engine.on_event(at, event, &lookup);
+                        let step = engine.on_event(at, event);
+                        render(&mut engine, step)?;
                     }
                     None => tracing::warn!(seq, "logged event was pruned before it was snapshotted"),
                 },
                 LogEntry::Tick { at } => {
-                    engine.on_tick(at, &lookup);
+                    let step = engine.on_tick(at);
+                    render(&mut engine, step)?;
                 }
                 LogEntry::PutTrigger { definition, at } => {
-                    engine.on_tick(at, &lookup);
+                    let step = engine.on_tick(at);
+                    render(&mut engine, step)?;
                     install(&mut engine, &definition);
                 }
                 LogEntry::DeleteTrigger { id, at } => {
-                    engine.on_tick(at, &lookup);
+                    let step = engine.on_tick(at);
+                    render(&mut engine, step)?;
                     engine.remove(&id);
                 }
                 LogEntry::PutFilter { filter, at } => {
-                    engine.on_tick(at, &lookup);
+                    let step = engine.on_tick(at);
+                    render(&mut engine, step)?;
                     install_filter(&mut engine, filter);
                 }
                 LogEntry::DeleteFilter { id, at } => {
-                    engine.on_tick(at, &lookup);
+                    let step = engine.on_tick(at);
+                    render(&mut engine, step)?;
                     engine.remove_scope_filter(&id);
                 }
             }

@@ -78,7 +78,9 @@ impl Core {
             record.updated = now;
             self.advance_for_change(tx, now)?;
             self.log(tx, &LogEntry::PutTrigger { definition: record.definition.clone(), at: now })?;
-            install(&mut self.engine, &record.definition);
+            if !self.engine.set_enabled(&id, enabled) {
+                install(&mut self.engine, &record.definition);
+            }
             tx.put_trigger(&record)?;
         }
         Ok(Ok(record))
