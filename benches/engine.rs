@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use serde_json::json;
-use tripwire::engine::bucket::{Bucket, BucketKey};
 use tripwire::engine::state::{NodeExport, TriggerState, STATE_VERSION};
 use tripwire::engine::{compile, Engine, EngineConfig, EngineState};
+use tripwire::engine::{Bucket, BucketKey};
 use tripwire::model::{Event, EventTrigger, JsonPath, Resource, Timestamp, TriggerDefinition};
 use uuid::Uuid;
 

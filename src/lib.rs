@@ -78,7 +78,9 @@
 // Some model items (Prefect's event filter) serve only the HTTP API: without it they are unused.
 #![cfg_attr(not(feature = "server"), allow(dead_code))]
 
+/// The `tripwire` binary's commands (`src/main.rs` calls [`cli::main`]); not a library API.
 #[cfg(feature = "server")]
+#[doc(hidden)]
 pub mod cli;
 #[cfg(any(feature = "client", feature = "embedded"))]
 pub mod client;
@@ -94,7 +96,7 @@ pub mod model;
 #[cfg(feature = "embedded")]
 pub mod service;
 #[cfg(feature = "embedded")]
-pub mod store;
+pub(crate) mod store;
 
 #[cfg(feature = "client")]
 pub use client::Client;

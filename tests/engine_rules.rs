@@ -2,8 +2,8 @@
 //! engine API on a virtual clock. Each test states the rule it pins.
 
 use serde_json::{json, Value};
-use tripwire::engine::ordering::MAX_PARKED_FOLLOWERS;
 use tripwire::engine::replay::Replay;
+use tripwire::engine::MAX_PARKED_FOLLOWERS;
 use tripwire::engine::{compile_all, EngineConfig, Outcome};
 use tripwire::model::{Event, Firing, JsonPath, Resource, Timestamp, TriggerDefinition};
 use uuid::Uuid;

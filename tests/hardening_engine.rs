@@ -31,7 +31,7 @@ fn a_key_past_its_limit_is_reported_not_stored() {
         json!([{"id": "t", "trigger": {"expect": ["e"], "for_each": ["prefect.resource.id"], "threshold": 2, "within": 60}}]),
         EngineConfig::default(),
     );
-    let limit = tripwire::engine::bucket::MAX_BUCKET_KEY_BYTES;
+    let limit = tripwire::engine::MAX_BUCKET_KEY_BYTES;
     let step = engine.on_event(t(0), ev(1, t(0), "e", &"k".repeat(limit + 1)));
     assert_eq!(step.overflows.len(), 1);
     assert!(step.overflows[0].reason.contains(&format!("at most {limit}")), "{}", step.overflows[0].reason);

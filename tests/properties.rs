@@ -4,8 +4,8 @@
 
 use proptest::prelude::*;
 use serde_json::json;
-use tripwire::engine::compile::CompiledDefinition;
 use tripwire::engine::replay::Replay;
+use tripwire::engine::CompiledDefinition;
 use tripwire::engine::{compile_all, EngineConfig, EngineState};
 use tripwire::model::{Event, Firing, Resource, Timestamp, TriggerDefinition};
 use uuid::Uuid;

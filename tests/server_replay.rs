@@ -75,8 +75,7 @@ async fn run_case(path: &std::path::Path) -> Result<(), String> {
         clock.set(until.max(now));
         service.tick().await.map_err(|e| e.to_string())?;
     }
-    let store = service.store();
-    let mut got: Vec<String> = store.firings(100_000, |_| true).unwrap().iter().map(key).collect();
+    let mut got: Vec<String> = service.recent_firings(100_000).await.unwrap().iter().map(key).collect();
     service.shutdown().await;
     let _ = std::fs::remove_dir_all(&data);
     expected.sort();

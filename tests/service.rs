@@ -16,9 +16,9 @@ async fn start(data: &std::path::Path, clock: &ManualClock) -> Service {
     Service::start(config).await.unwrap()
 }
 
-fn firings(service: &Service) -> Vec<(String, Timestamp)> {
+async fn firings(service: &Service) -> Vec<(String, Timestamp)> {
     let mut all: Vec<(String, Timestamp)> =
-        service.store().firings(1000, |_| true).unwrap().into_iter().map(|f| (f.trigger, f.at)).collect();
+        service.recent_firings(1000).await.unwrap().into_iter().map(|f| (f.trigger, f.at)).collect();
     all.sort();
     all
 }
@@ -37,7 +37,7 @@ async fn windows_that_closed_while_down_fire_once_on_start() {
     service.put_trigger(def, true).await.unwrap();
     clock.advance(Span::seconds(10));
     service.tick().await.unwrap();
-    assert!(firings(&service).is_empty());
+    assert!(firings(&service).await.is_empty());
     service.shutdown().await;
     drop(service);
 
@@ -45,7 +45,7 @@ async fn windows_that_closed_while_down_fire_once_on_start() {
     clock.advance(Span::seconds(100));
     let service = start(&data, &clock).await;
     service.tick().await.unwrap();
-    let fired = firings(&service);
+    let fired = firings(&service).await;
     let ends: Vec<i64> = fired.iter().map(|(_, at)| (at.as_micros() - t0.as_micros()) / 1_000_000).collect();
     assert_eq!(ends, [30, 60, 90]);
     service.shutdown().await;
@@ -53,10 +53,10 @@ async fn windows_that_closed_while_down_fire_once_on_start() {
 
     let service = start(&data, &clock).await;
     service.tick().await.unwrap();
-    assert_eq!(firings(&service).len(), 3, "nothing fires twice after another restart");
+    assert_eq!(firings(&service).await.len(), 3, "nothing fires twice after another restart");
     clock.advance(Span::seconds(30));
     service.tick().await.unwrap();
-    assert_eq!(firings(&service).len(), 4, "and the schedule goes on");
+    assert_eq!(firings(&service).await.len(), 4, "and the schedule goes on");
     service.shutdown().await;
     drop(service);
     let _ = std::fs::remove_dir_all(&data);
@@ -78,9 +78,8 @@ async fn events_older_than_the_retention_are_pruned() {
     service.ingest(vec![event(2)]).await.unwrap();
     clock.advance(Span::seconds(1900));
     service.tick().await.unwrap();
-    let store = service.store();
-    assert!(store.event(&uuid::Uuid::from_u128(1)).unwrap().is_none(), "received 3700 s ago: pruned");
-    assert!(store.event(&uuid::Uuid::from_u128(2)).unwrap().is_some(), "received 1900 s ago: kept");
+    assert!(service.event(uuid::Uuid::from_u128(1)).await.unwrap().is_none(), "received 3700 s ago: pruned");
+    assert!(service.event(uuid::Uuid::from_u128(2)).await.unwrap().is_some(), "received 1900 s ago: kept");
     service.shutdown().await;
     drop(service);
     let _ = std::fs::remove_dir_all(&data);
@@ -123,7 +122,7 @@ async fn a_full_queue_pushes_back_instead_of_dropping() {
         }
     }
     assert!(pushed_back > 0, "32 concurrent requests on a queue of one: some must be pushed back");
-    assert_eq!(service.store().event_count().unwrap(), accepted, "everything acknowledged is stored, nothing else");
+    assert_eq!(service.event_count().await.unwrap(), accepted, "everything acknowledged is stored, nothing else");
     service.shutdown().await;
     drop(service);
     let _ = std::fs::remove_dir_all(&data);

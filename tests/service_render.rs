@@ -53,12 +53,12 @@ async fn parameters_read_past_events_through_the_write_transaction_and_survive_a
     // Across commands: `c` is read back from the store.
     service.ingest(vec![ev(3, t0, "a")]).await.unwrap();
     service.ingest(vec![ev(4, t0, "b")]).await.unwrap();
-    let firings = |service: &Service| {
-        let mut f = service.store().firings(100, |_| true).unwrap();
+    async fn firings(service: &Service) -> Vec<(uuid::Uuid, Option<serde_json::Value>, Option<String>)> {
+        let mut f = service.recent_firings(100).await.unwrap();
         f.sort_by_key(|f| f.triggering_event);
-        f.into_iter().map(|f| (f.id, f.parameters, f.error)).collect::<Vec<_>>()
-    };
-    let before = firings(&service);
+        f.into_iter().map(|f| (f.id, f.parameters, f.error)).collect()
+    }
+    let before = firings(&service).await;
     let parameters: Vec<_> = before.iter().map(|(_, p, e)| (p.clone(), e.clone())).collect();
     assert_eq!(
         parameters,
@@ -68,12 +68,12 @@ async fn parameters_read_past_events_through_the_write_transaction_and_survive_a
     // twice, nothing is disabled, and a new pair renders as before.
     drop(service);
     let service = start_again(&config).await;
-    assert_eq!(firings(&service), before);
+    assert_eq!(firings(&service).await, before);
     service.ingest(vec![ev(5, t0, "a"), ev(6, t0, "b")]).await.unwrap();
-    let after = firings(&service);
+    let after = firings(&service).await;
     assert_eq!(after.len(), 3);
     assert_eq!(after[2].1, Some(json!({"names": "a,b", "last": "b"})));
-    assert!(service.store().triggers().unwrap().iter().all(|t| t.definition.enabled && t.error.is_none()));
+    assert!(service.triggers().await.unwrap().iter().all(|t| t.definition.enabled && t.error.is_none()));
     service.shutdown().await;
     let _ = std::fs::remove_dir_all(&data);
 }

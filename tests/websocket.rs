@@ -63,13 +63,11 @@ impl App {
     }
 
     async fn stored(&self, id: Uuid) -> Option<Event> {
-        let store = self.service.store();
-        tokio::task::spawn_blocking(move || store.event(&id).unwrap()).await.unwrap()
+        self.service.event(id).await.unwrap()
     }
 
     async fn count(&self) -> u64 {
-        let store = self.service.store();
-        tokio::task::spawn_blocking(move || store.event_count().unwrap()).await.unwrap()
+        self.service.event_count().await.unwrap()
     }
 
     async fn stop(self) {

@@ -216,11 +216,6 @@ impl Buckets {
         self.map.len()
     }
 
-    /// True when no bucket is stored.
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
     /// Drops every bucket the sweep would have deleted by `clock`.
     pub fn sweep(&mut self, clock: Timestamp) {
         self.retain(|b| !b.swept_at(clock));

@@ -30,16 +30,18 @@
 //! assert_eq!(step.firings[0].parameters, Some(serde_json::json!({"user_id": "123"})));
 //! ```
 
-pub mod bucket;
-pub mod compile;
-pub mod composite;
-pub mod index;
-pub mod matcher;
-pub mod ordering;
+// The state machines and their parts are the engine's own; what users (and the service)
+// need is re-exported below.
+pub(crate) mod bucket;
+pub(crate) mod compile;
+mod composite;
+mod index;
+mod matcher;
+mod ordering;
 mod render;
 pub mod replay;
 pub mod state;
-pub mod template;
+pub(crate) mod template;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -51,15 +53,22 @@ use crate::model::time::{Span, Timestamp};
 use crate::model::trigger::Posture;
 use crate::model::{Event, Firing};
 
-use self::bucket::{Bucket, BucketFiring, BucketKey, Buckets};
-use self::compile::{CompiledDefinition, CompiledScopeFilter, NodeId, NodeKind};
+use self::bucket::{BucketFiring, Buckets};
+use self::compile::{NodeId, NodeKind};
 use self::composite::{ChildFiring, ChildFirings};
 use self::index::{NameIndex, NodeRef};
-use self::ordering::{Ordering, MAX_FOLLOWER_DEPTH};
+use self::ordering::Ordering;
 
-pub use self::compile::{compile, compile_all, compile_document};
+pub use self::bucket::{Bucket, BucketKey, MAX_BUCKET_KEY_BYTES};
+pub use self::compile::{compile, compile_all, compile_document, CompiledDefinition, CompiledScopeFilter};
+pub use self::ordering::{FOLLOWER_WAIT, MAX_FOLLOWER_DEPTH, MAX_PARKED_FOLLOWERS};
 pub use self::render::PendingFiring;
 pub use self::state::EngineState;
+pub use self::template::{
+    MAX_RENDERED_PARAMETERS_BYTES, TEMPLATE_FUEL, TEMPLATE_MAX_ALLOC_BYTES, TEMPLATE_MAX_ITEMS,
+    TEMPLATE_MAX_NAMESPACE_WALK, TEMPLATE_MAX_RANGE, TEMPLATE_MAX_SOURCE_BYTES, TEMPLATE_MAX_VALUE_BYTES,
+    TEMPLATE_MAX_WORK,
+};
 
 /// Events with this name are never evaluated (Prefect's consumer drops them).
 pub const LOG_WRITE_EVENT: &str = "prefect.log.write";

@@ -219,6 +219,7 @@ impl Ordering {
     }
 
     /// Number of parked followers.
+    #[cfg(test)]
     pub fn waiting_len(&self) -> usize {
         self.waiting.len()
     }

@@ -22,7 +22,8 @@ use crate::model::{
     ClaimRequest, ClaimedRun, Completion, Deployment, Event, EventDefaults, FailureReport, Heartbeat, HeartbeatReply,
     JsonPath, LogBatch, Problems, Run, ScopeFilter, Timestamp, TriggerDefinition, TriggerSync,
 };
-use crate::store::{Store, StoreError, TriggerRecord};
+pub use crate::store::StoreError;
+use crate::store::{Store, TriggerRecord};
 
 use self::clock::Clock;
 use self::core::{Command, Core};
@@ -426,11 +427,6 @@ impl Service {
     /// Removes a scope filter.
     pub async fn delete_filter(&self, id: Uuid) -> Result<(), ServiceError> {
         self.call(|reply| Command::DeleteFilter { id, reply }).await
-    }
-
-    /// The store, for reads (call from blocking tasks).
-    pub fn store(&self) -> Arc<Store> {
-        self.inner.store.clone()
     }
 
     /// Accepted events, as they are committed.

@@ -8,9 +8,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::engine::bucket::BucketKey;
 use crate::engine::compile::NodeKind;
-use crate::engine::{BucketQuery, BucketView};
+use crate::engine::{BucketKey, BucketQuery, BucketView};
 use crate::model::{Deployment, Event, Firing, JsonPath, LogLine, Problems, Run, ScopeFilter, TriggerRecord};
 use crate::store::{Store, StoreError};
 
@@ -93,6 +92,21 @@ impl Service {
             })
             .await?;
         Ok(EventPage { events: stored.into_iter().map(|s| s.event).collect(), next })
+    }
+
+    /// One stored event by id (`None`: never stored, or pruned past the retention period).
+    pub async fn event(&self, id: Uuid) -> Result<Option<Event>, ServiceError> {
+        self.read(move |store| store.event(&id)).await
+    }
+
+    /// How many events are stored, in all.
+    pub async fn event_count(&self) -> Result<u64, ServiceError> {
+        self.read(|store| store.event_count()).await
+    }
+
+    /// The latest firings of every definition, newest first.
+    pub async fn recent_firings(&self, limit: usize) -> Result<Vec<Firing>, ServiceError> {
+        self.read(move |store| store.firings(limit, |_| true)).await
     }
 
     /// How many stored events pass `keep`, within one page's scan bounds.

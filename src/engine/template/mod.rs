@@ -39,13 +39,12 @@ mod tests;
 
 pub use budget::{
     TEMPLATE_MAX_ALLOC_BYTES, TEMPLATE_MAX_ITEMS, TEMPLATE_MAX_SOURCE_BYTES, TEMPLATE_MAX_VALUE_BYTES,
-    TEMPLATE_MAX_WORK, VALUE_COST, WORK_BYTES_PER_UNIT, WORK_PER_NODE,
+    TEMPLATE_MAX_WORK,
 };
-pub use checked::TEMPLATE_MAX_RANGE;
+pub use checked::{TEMPLATE_MAX_NAMESPACE_WALK, TEMPLATE_MAX_RANGE};
 pub use environment::TEMPLATE_FUEL;
 pub use filter::Filter;
 pub use key::KeyTemplate;
-pub use objects::event_value;
 pub use parameters::{Parameters, MAX_RENDERED_PARAMETERS_BYTES};
 
 use std::collections::BTreeMap;
