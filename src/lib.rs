@@ -72,7 +72,7 @@
 //!
 //! # Layout
 //!
-//! [`model`] is pure data; [`engine`] decides; [`store`] keeps; [`service`] owns the engine and
+//! [`model`] is pure data; [`engine`] decides; the store (redb) keeps; [`service`] owns the engine and
 //! the store; `http` and `cli` are the server's edges; [`client`] and [`flow`] are the SDK.
 #![warn(missing_docs)]
 // Some model items (Prefect's event filter) serve only the HTTP API: without it they are unused.

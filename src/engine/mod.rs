@@ -87,7 +87,7 @@ pub struct EngineConfig {
     /// counted for that trigger and is reported in [`Step::overflows`].
     pub max_buckets_per_trigger: usize,
     /// The same, by bytes: what one event trigger's buckets may cost in all (each
-    /// [`bucket::BUCKET_OVERHEAD_BYTES`] plus its key's length).
+    /// `bucket::BUCKET_OVERHEAD_BYTES` plus its key's length).
     pub max_bucket_bytes_per_trigger: usize,
 }
 

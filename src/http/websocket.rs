@@ -60,10 +60,10 @@ pub const SUBSCRIBER_MAX_QUEUED_EVENTS: usize = 4096;
 /// is closed with 1008 `subscriber too slow: ...`.
 pub const SUBSCRIBERS_MAX_TOTAL_QUEUED_BYTES: usize = 128 * 1024 * 1024;
 /// A subscriber's backfill holds at most this many bytes of encoded events (the newest by
-/// arrival, like the count limit [`BACKFILL_LIMIT`]); older matching events are not sent.
+/// arrival, like the count limit `BACKFILL_LIMIT`); older matching events are not sent.
 pub const BACKFILL_MAX_BYTES: usize = 8 * 1024 * 1024;
 /// Event frames of `/api/events/in` buffered for one commit stop at this many bytes (or at
-/// [`INGEST_BATCH`] frames), so one connection buffers at most this plus one frame; the
+/// `INGEST_BATCH` frames), so one connection buffers at most this plus one frame; the
 /// client simply waits for the commit before more frames are read.
 pub const INGEST_BATCH_BYTES: usize = 4 * 1024 * 1024;
 

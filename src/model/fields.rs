@@ -4,7 +4,7 @@
 //!
 //! Conventions shared by the readers: `opt_*` readers take absent and `null` alike as "not
 //! given" (Prefect's clients send unset fields as `null`); a value of the wrong type is
-//! reported as "expected <what>, got <kind>" at the member's path; a required member that is
+//! reported as "expected `what`, got `kind`" at the member's path; a required member that is
 //! absent is reported at the object's own path, in the caller's words.
 
 use serde_json::{Map, Value};

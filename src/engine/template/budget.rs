@@ -38,7 +38,7 @@ use minijinja::value::{ObjectRepr, Value};
 use minijinja::{Error, ErrorKind};
 
 /// The most bytes one value built by a template may hold (a string's bytes; a list or map
-/// counts [`VALUE_COST`] bytes per item). Default 1 MiB. An operation that would build more
+/// counts `VALUE_COST` bytes per item). Default 1 MiB. An operation that would build more
 /// fails the rendering with "invalid operation: ... would be at least N bytes; templates may
 /// build at most 1048576 bytes per value (TEMPLATE_MAX_VALUE_BYTES)", before allocating.
 pub const TEMPLATE_MAX_VALUE_BYTES: usize = 1 << 20;
@@ -67,9 +67,9 @@ pub const TEMPLATE_MAX_ITEMS: u128 = TEMPLATE_MAX_VALUE_BYTES as u128 / VALUE_CO
 pub(super) const MAX_PRINT_DEPTH: usize = 128;
 
 /// The most work one rendering (all templates of one `parameters` value, one concurrency key,
-/// one trigger filter) may do in Rust beyond its fuel, in units: [`WORK_PER_NODE`] per value
+/// one trigger filter) may do in Rust beyond its fuel, in units: `WORK_PER_NODE` per value
 /// visited (a comparison, `in`, a test, a sort ... visits its operands) and one per
-/// [`WORK_BYTES_PER_UNIT`] bytes of string scanned. Default 50 million (at most ~3 million
+/// `WORK_BYTES_PER_UNIT` bytes of string scanned. Default 50 million (at most ~3 million
 /// values or ~400 MB of string scans: well under a second of one core). Past it the rendering
 /// fails with "invalid operation: ...: this rendering would do more than 50000000 units of
 /// work (TEMPLATE_MAX_WORK)", before the operation runs.

@@ -494,7 +494,7 @@ fn namespace(state: &State, args: Rest<Value>) -> Result<Value, Error> {
     call_builtin(state, "namespace", &args)
 }
 
-/// Items [`no_namespace`] looks through in one value.
+/// Items `no_namespace` looks through in one value.
 pub const TEMPLATE_MAX_NAMESPACE_WALK: usize = 100_000;
 
 /// What `{% set ns.attr = value %}` may store: anything but a namespace, at any depth. A

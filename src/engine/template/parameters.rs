@@ -18,8 +18,8 @@ use super::objects::{datetime_value, event_value, LabelTree};
 use super::{budget, describe, RenderError, TemplateContext};
 
 /// The most bytes the rendered parameters of one firing may take as JSON: the model's limit
-/// on any run's parameters, 256 KiB. Past it [`Parameters::render`] fails with a
-/// [`RenderError`] at the parameters' path ("rendered parameters are N bytes of JSON; at most
+/// on any run's parameters, 256 KiB. Past it `Parameters::render` fails with a
+/// `RenderError` at the parameters' path ("rendered parameters are N bytes of JSON; at most
 /// 262144 bytes (MAX_RENDERED_PARAMETERS_BYTES)"), so the firing records the error and
 /// creates no run.
 pub const MAX_RENDERED_PARAMETERS_BYTES: usize = crate::model::limits::MAX_PARAMETERS_BYTES;
