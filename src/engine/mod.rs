@@ -132,11 +132,15 @@ pub struct Step<F = Firing> {
     pub overflows: Vec<Overflow>,
     /// Definitions disabled because evaluating them panicked.
     pub faults: Vec<Fault>,
+    /// What the firings with parameters are rendered from, in firing order (always empty once
+    /// rendered). Kept beside the firings so that a [`PendingFiring`] is laid out exactly as
+    /// a [`Firing`] and rendering turns one into the other in place.
+    renders: Vec<render::RenderInput>,
 }
 
 impl<F> Default for Step<F> {
     fn default() -> Self {
-        Step { outcome: None, firings: Vec::new(), overflows: Vec::new(), faults: Vec::new() }
+        Step { outcome: None, firings: Vec::new(), overflows: Vec::new(), faults: Vec::new(), renders: Vec::new() }
     }
 }
 
@@ -679,7 +683,9 @@ impl Engine {
         }
         self.firing_seq += 1;
         let id = firing_id(&compiled.definition.id, self.firing_seq);
-        step.firings.push(PendingFiring::new(compiled, id, bucket, child, context));
+        let (firing, input) = PendingFiring::new(compiled, id, bucket, child, context, step.firings.len());
+        step.firings.push(firing);
+        step.renders.extend(input);
     }
 
     /// One page of a definition's live buckets, for "why did / didn't it fire?": ordered by

@@ -19,30 +19,51 @@ use super::composite::ChildFiring;
 use super::template::TemplateContext;
 use super::{Engine, FiringContext, Step};
 
-/// A firing the engine decided and has not rendered yet.
-#[derive(Clone, Debug)]
+/// A firing the engine decided and has not rendered yet: the firing as decided (id,
+/// trigger, bucket, times, triggering events, scope filter), `parameters` None until
+/// [`Engine::render`] renders it. Laid out exactly as a [`Firing`], so that rendering a step
+/// turns its firings into rendered ones in place; what rendering needs sits in the step.
+#[derive(Clone, Debug, PartialEq)]
+#[repr(transparent)]
 pub struct PendingFiring {
-    /// The firing as decided: id, trigger, bucket, times, triggering events, scope filter.
-    /// `parameters` is None until [`Engine::render`] renders it.
+    /// The firing as decided.
     pub firing: Firing,
+}
+
+/// What the parameters of one firing of a step are rendered from, besides the firing itself.
+#[derive(Clone, Debug)]
+pub(super) struct RenderInput {
+    /// The firing's position in the step.
+    index: usize,
     /// The definition as compiled when it fired: its compiled parameters are rendered.
     definition: Arc<CompiledDefinition>,
-    /// The event being processed when it fired (kept only when there are parameters): found
-    /// without a lookup.
+    /// The event being processed when it fired: found without a lookup.
     current: Option<Arc<Event>>,
-    /// The payload of the scope filter that let a scoped event through (kept only when there
-    /// are parameters), exposed to templates as `filter`.
+    /// The payload of the scope filter that let a scoped event through, exposed to templates
+    /// as `filter`.
     filter: Option<Map<String, Value>>,
 }
 
+impl PartialEq for RenderInput {
+    fn eq(&self, other: &RenderInput) -> bool {
+        self.index == other.index
+            && Arc::ptr_eq(&self.definition, &other.definition)
+            && self.current.as_ref().map(|e| e.id) == other.current.as_ref().map(|e| e.id)
+            && self.filter == other.filter
+    }
+}
+
 impl PendingFiring {
+    /// The firing decided at position `index` of its step, and what rendering it needs when
+    /// its definition has parameters (nothing otherwise: it passes through as it is).
     pub(super) fn new(
         definition: Arc<CompiledDefinition>,
         id: Uuid,
         bucket: BTreeMap<String, String>,
         child: ChildFiring,
         context: FiringContext<'_>,
-    ) -> PendingFiring {
+        index: usize,
+    ) -> (PendingFiring, Option<RenderInput>) {
         let def = &definition.definition;
         let firing = Firing {
             id,
@@ -57,62 +78,68 @@ impl PendingFiring {
             filter: context.filter.map(|(id, _)| id),
             error: None,
         };
-        let (current, filter) = match definition.parameters {
-            Some(_) => (context.current.cloned(), context.filter.map(|(_, payload)| payload.clone())),
-            None => (None, None),
-        };
-        PendingFiring { firing, definition, current, filter }
+        let input = definition.parameters.is_some().then(|| RenderInput {
+            index,
+            current: context.current.cloned(),
+            filter: context.filter.map(|(_, payload)| payload.clone()),
+            definition,
+        });
+        (PendingFiring { firing }, input)
     }
+}
 
-    /// The ids of the past events its rendering reads and does not carry: the triggering event
-    /// (when the parameters read `event`, `firing` or `firings`) and the events behind the
-    /// firing (when they read `events`), except the event being processed. Empty without
-    /// parameters.
-    pub fn needs(&self) -> impl Iterator<Item = Uuid> + '_ {
-        let (event, events) = match &self.definition.parameters {
-            Some(p) => (p.reads("event") || p.reads("firing") || p.reads("firings"), p.reads("events")),
-            None => (false, false),
-        };
+impl RenderInput {
+    /// The ids of the past events rendering reads and the firing does not carry: the
+    /// triggering event (when the parameters read `event`, `firing` or `firings`) and the
+    /// events behind the firing (when they read `events`), except the event being processed.
+    fn needs<'a>(&'a self, firing: &'a Firing) -> impl Iterator<Item = Uuid> + 'a {
+        let reads = |name| self.definition.parameters.as_ref().is_some_and(|p| p.reads(name));
+        let (event, events) = (reads("event") || reads("firing") || reads("firings"), reads("events"));
         let current = self.current.as_ref().map(|e| e.id);
-        let first = self.firing.triggering_event.filter(|_| event);
-        let behind = self.firing.triggering_events.iter().copied().filter(move |_| events);
+        let first = firing.triggering_event.filter(|_| event);
+        let behind = firing.triggering_events.iter().copied().filter(move |_| events);
         first.into_iter().chain(behind).filter(move |id| Some(*id) != current)
     }
 
-    /// Renders the parameters with `events`; an event not there renders as none (as in a
-    /// proactive firing no event opened). A template error is the firing's error.
-    fn render(self, events: &HashMap<Uuid, Arc<Event>>) -> Firing {
-        let PendingFiring { mut firing, definition, current, filter } = self;
-        let Some(parameters) = &definition.parameters else { return firing };
-        let resolve = |id: &Uuid| match &current {
+    /// Renders `firing`'s parameters with `events`; an event not there renders as none (as in
+    /// a proactive firing no event opened). A template error is the firing's error.
+    fn render(&self, firing: &mut Firing, events: &HashMap<Uuid, Arc<Event>>) {
+        let Some(parameters) = &self.definition.parameters else { return };
+        let resolve = |id: &Uuid| match &self.current {
             Some(e) if e.id == *id => Some(e.clone()),
             _ => events.get(id).cloned(),
         };
         let ctx = TemplateContext {
-            automation: &definition.definition,
+            automation: &self.definition.definition,
             event: firing.triggering_event.as_ref().and_then(resolve),
             labels: &firing.bucket,
-            firing: &firing,
+            firing,
             events: firing.triggering_events.iter().filter_map(resolve).collect(),
-            filter: filter.as_ref(),
+            filter: self.filter.as_ref(),
         };
-        match parameters.render(&ctx) {
+        let rendered = parameters.render(&ctx);
+        match rendered {
             Ok(value) => firing.parameters = Some(value),
             Err(e) => {
                 firing.parameters = Some(Value::Null);
                 firing.error = Some(e.to_string());
             }
         }
-        firing
     }
 }
 
 impl Step<PendingFiring> {
-    /// Every past event the step's firings need to render ([`PendingFiring::needs`]), each
-    /// id once, in the order they are first needed.
+    /// Every past event the step's firings need to render, each id once, in the order they
+    /// are first needed: the triggering event of a firing whose parameters read `event`,
+    /// `firing` or `firings`, and the events behind it when they read `events`, except the
+    /// event being processed (it travels with the step). Empty without parameters.
     pub fn needs(&self) -> Vec<Uuid> {
         let mut seen = HashSet::new();
-        self.firings.iter().flat_map(PendingFiring::needs).filter(|id| seen.insert(*id)).collect()
+        self.renders
+            .iter()
+            .flat_map(|input| input.needs(&self.firings[input.index].firing))
+            .filter(|id| seen.insert(*id))
+            .collect()
     }
 }
 
@@ -124,29 +151,36 @@ impl Engine {
     /// step); its later firings in the step are dropped (disabled at the first, it would not
     /// have fired again) and every other firing is rendered.
     pub fn render(&mut self, step: Step<PendingFiring>, events: &HashMap<Uuid, Arc<Event>>) -> Step {
-        let Step { outcome, firings, overflows, mut faults } = step;
-        let mut rendered = Vec::with_capacity(firings.len());
-        let mut disabled: Vec<Arc<CompiledDefinition>> = Vec::new();
-        for pending in firings {
-            let definition = pending.definition.clone();
-            if disabled.iter().any(|d| d.definition.id == definition.definition.id) {
+        let Step { outcome, firings, overflows, mut faults, renders } = step;
+        // The same layout: collected in place, without allocating.
+        let mut firings: Vec<Firing> = firings.into_iter().map(|p| p.firing).collect();
+        let mut dropped: Vec<usize> = Vec::new();
+        let mut disabled: Vec<String> = Vec::new();
+        for input in renders {
+            let firing = &mut firings[input.index];
+            if disabled.contains(&firing.trigger) {
+                dropped.push(input.index);
                 continue;
             }
-            match catch_unwind(AssertUnwindSafe(|| pending.render(events))) {
-                Ok(firing) => rendered.push(firing),
-                Err(panic) => {
-                    let id = &definition.definition.id;
-                    // Disabled once: a definition that panicked while deciding already is.
-                    if !faults.iter().any(|f| f.trigger == *id) {
-                        if let Some(&slot) = self.by_id.get(id) {
-                            self.fault(slot, panic.as_ref(), &mut faults);
-                        }
+            if let Err(panic) = catch_unwind(AssertUnwindSafe(|| input.render(firing, events))) {
+                // Disabled once: a definition that panicked while deciding already is.
+                if !faults.iter().any(|f| f.trigger == firing.trigger) {
+                    if let Some(&slot) = self.by_id.get(&firing.trigger) {
+                        self.fault(slot, panic.as_ref(), &mut faults);
                     }
-                    disabled.push(definition);
                 }
+                disabled.push(firing.trigger.clone());
+                dropped.push(input.index);
             }
         }
-        Step { outcome, firings: rendered, overflows, faults }
+        if !dropped.is_empty() {
+            let mut index = 0;
+            firings.retain(|_| {
+                index += 1;
+                !dropped.contains(&(index - 1))
+            });
+        }
+        Step { outcome, firings, overflows, faults, renders: Vec::new() }
     }
 }
 
@@ -235,8 +269,9 @@ mod tests {
         assert_eq!(decided.firings.len(), 3);
         // The event being processed travels with the firing; only the earlier one is needed.
         assert_eq!(decided.needs(), [Uuid::from_u128(1)]);
-        assert_eq!(decided.firings[1].needs().count(), 0);
-        assert_eq!(decided.firings[2].needs().count(), 0);
+        // Only the firings with parameters carry what rendering needs; `fixed` reads no event.
+        assert_eq!(decided.renders.len(), 2);
+        assert_eq!(decided.renders[1].needs(&decided.firings[1].firing).count(), 0);
         // Found: both events render. Gone (pruned): it is left out, nothing fails.
         let found = HashMap::from([(Uuid::from_u128(1), ev(1, t(0), "a", "x"))]);
         let rendered = engine.clone().render(decided.clone(), &found);
