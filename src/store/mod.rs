@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -181,7 +181,14 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Database(format!("cannot create {}: {e}", dir.display())))?;
-        let db = Database::builder().set_cache_size(CACHE_BYTES).create(dir.join("tripwire.redb"))?;
+        let path = dir.join("tripwire.redb");
+        let db = match Database::builder().set_cache_size(CACHE_BYTES).create(&path) {
+            Err(redb::DatabaseError::UpgradeRequired(2)) => {
+                upgrade_file_format(&path)?;
+                Database::builder().set_cache_size(CACHE_BYTES).create(&path)?
+            }
+            opened => opened?,
+        };
         let store = Store { db };
         let tx = store.begin()?;
         {
@@ -397,6 +404,22 @@ impl Store {
         let rx = self.read()?;
         newest_first(&rx.open_table(FIRINGS)?, "firing", limit, keep)
     }
+}
+
+/// Rewrites a data file of redb's file format 2 (tripwire before redb 4) in format 3, in place,
+/// with the redb 2 that wrote it, so that a data directory survives the upgrade of tripwire.
+fn upgrade_file_format(path: &Path) -> Result<(), StoreError> {
+    let failed = |e: &dyn std::fmt::Display| {
+        StoreError::Database(format!(
+            "{} is in an older file format and could not be upgraded: {e}; back it up and remove it, or run the \
+             previous tripwire on it",
+            path.display()
+        ))
+    };
+    let mut db = redb2::Database::open(path).map_err(|e| failed(&e))?;
+    let upgraded = db.upgrade().map_err(|e| failed(&e))?;
+    tracing::info!(path = %path.display(), upgraded, "data file upgraded to redb's file format 3");
+    Ok(())
 }
 
 /// Reads events from `range` until `limit` pass `keep` or `scan_limit` were read; returns them
