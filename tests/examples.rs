@@ -104,7 +104,8 @@ fn wait_registered(api: &str, deployment: &str) {
 
 #[test]
 fn post_order_complete_prints_the_line_once_for_123_and_never_for_456() {
-    let server = Server::start(&temp_dir("example-order"));
+    let data = temp_dir("example-order");
+    let server = Server::start(&data);
     let worker = Example::start("post_order_complete", &server.api);
     wait_registered(&server.api, "post-order-complete");
     let simulate = Example::start("simulate_events", &server.api).finish();
@@ -117,7 +118,8 @@ fn post_order_complete_prints_the_line_once_for_123_and_never_for_456() {
 
 #[test]
 fn json_triggers_are_applied_with_the_cli_and_run_the_same_flow() {
-    let server = Server::start(&temp_dir("example-json"));
+    let data = temp_dir("example-json");
+    let server = Server::start(&data);
     let file = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/json_triggers.json");
     let applied = Command::new(env!("CARGO_BIN_EXE_tripwire"))
         .args(["triggers", "apply", file, "--api", &server.api])
@@ -134,7 +136,8 @@ fn json_triggers_are_applied_with_the_cli_and_run_the_same_flow() {
 
 #[test]
 fn signup_fanout_runs_three_flows_and_the_referral_only_when_the_filter_matches() {
-    let server = Server::start(&temp_dir("example-signup"));
+    let data = temp_dir("example-signup");
+    let server = Server::start(&data);
     let mut worker = Example::start("signup_fanout", &server.api);
     worker.expect("reward_referral");
     for user in ["alice", "carol"] {
@@ -152,7 +155,8 @@ fn signup_fanout_runs_three_flows_and_the_referral_only_when_the_filter_matches(
 
 #[test]
 fn task_events_start_a_flow_from_an_event_sent_inside_another() {
-    let server = Server::start(&temp_dir("example-tasks"));
+    let data = temp_dir("example-tasks");
+    let server = Server::start(&data);
     let mut worker = Example::start("task_events", &server.api);
     worker.expect("extract: task 2 done");
     let lines = worker.expect("transform: started on `key`").to_vec();
@@ -166,7 +170,8 @@ fn task_events_start_a_flow_from_an_event_sent_inside_another() {
 
 #[test]
 fn shop_runs_against_the_server_reminding_cart_1_and_alerting_payment_7() {
-    let server = Server::start(&temp_dir("example-shop"));
+    let data = temp_dir("example-shop");
+    let server = Server::start(&data);
     // It emits right after starting its worker and exits once both runs are done.
     let lines = Example::start_with("shop", &server.api, &["--server", &server.api]).finish();
     assert_eq!(lines, ["alert-finance: payment.7 failed (250)", "remind-cart: cart.1 was left behind"]);

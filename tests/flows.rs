@@ -89,7 +89,8 @@ fn order_flow(seen: Arc<Mutex<Vec<String>>>) -> Flow {
 
 #[tokio::test]
 async fn the_order_example_runs_once_for_123_and_never_for_456() {
-    let server = Server::start(&temp_dir("flow-order"));
+    let data = temp_dir("flow-order");
+    let server = Server::start(&data);
     let client = Client::new(&server.api).unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let worker = start(Worker::new(client.clone()).flow(order_flow(seen.clone()), [order_trigger()])).await;
@@ -147,7 +148,8 @@ async fn the_order_example_runs_once_for_123_and_never_for_456() {
 
 #[tokio::test]
 async fn a_flow_that_fails_twice_completes_on_attempt_3() {
-    let server = Server::start(&temp_dir("flow-retries"));
+    let data = temp_dir("flow-retries");
+    let server = Server::start(&data);
     let client = Client::new(&server.api).unwrap();
     let flow = Flow::new("flaky", |ctx: FlowContext, _: Value| async move {
         if ctx.attempt() < 3 {
@@ -178,7 +180,8 @@ async fn a_flow_that_fails_twice_completes_on_attempt_3() {
 
 #[tokio::test]
 async fn timeouts_and_bad_parameters_fail_the_run_with_a_reason() {
-    let server = Server::start(&temp_dir("flow-timeout"));
+    let data = temp_dir("flow-timeout");
+    let server = Server::start(&data);
     let client = Client::new(&server.api).unwrap();
     let finished = Arc::new(Mutex::new(false));
     let slow = {
@@ -232,7 +235,8 @@ async fn killed_worker_process() {
 
 #[tokio::test]
 async fn a_killed_workers_run_is_completed_once_by_another() {
-    let server = Server::start(&temp_dir("flow-killed"));
+    let data = temp_dir("flow-killed");
+    let server = Server::start(&data);
     let client = Client::new(&server.api).unwrap();
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--ignored", "--exact", "killed_worker_process", "--nocapture"])
@@ -296,7 +300,8 @@ fn params(user: &str) -> Option<serde_json::Map<String, Value>> {
 
 #[tokio::test]
 async fn concurrency_strategies_do_what_hatchet_documents() {
-    let server = Server::start(&temp_dir("flow-concurrency"));
+    let data = temp_dir("flow-concurrency");
+    let server = Server::start(&data);
     let client = Client::new(&server.api).unwrap();
     let spans = Arc::new(Mutex::new(Vec::new()));
     let key = "{{ params.user }}";
@@ -359,7 +364,8 @@ async fn concurrency_strategies_do_what_hatchet_documents() {
 
 #[tokio::test]
 async fn a_trigger_chains_on_tripwire_run_completed() {
-    let server = Server::start(&temp_dir("flow-chain"));
+    let data = temp_dir("flow-chain");
+    let server = Server::start(&data);
     let client = Client::new(&server.api).unwrap();
     let first =
         Flow::new(
@@ -403,7 +409,8 @@ async fn a_trigger_chains_on_tripwire_run_completed() {
 
 #[tokio::test]
 async fn the_worker_protocol_rejects_bad_input_with_what_to_fix() {
-    let server = Server::start(&temp_dir("flow-protocol"));
+    let data = temp_dir("flow-protocol");
+    let server = Server::start(&data);
     let http = common::Http::new(&server.api);
     let (status, body) = http.post("/runs/claim", json!({"worker": "w", "deployments": [], "limit": 0})).await;
     assert_eq!(status, 400, "{body}");
@@ -466,7 +473,8 @@ async fn the_worker_protocol_rejects_bad_input_with_what_to_fix() {
 
 #[tokio::test]
 async fn a_stopping_worker_finishes_its_runs_in_flight_first() {
-    let server = Server::start(&temp_dir("flow-graceful"));
+    let data = temp_dir("flow-graceful");
+    let server = Server::start(&data);
     let client = Client::new(&server.api).unwrap();
     let flow = Flow::new("steady", |_: FlowContext, _: Value| async move {
         tokio::time::sleep(Duration::from_millis(800)).await;

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 struct Target {
     server: Option<Server>,
     http: Http,
-    data: std::path::PathBuf,
+    data: common::TempDir,
     pings: u32,
 }
 
