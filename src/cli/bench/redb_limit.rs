@@ -9,6 +9,12 @@ use std::time::Instant;
 
 use redb::{Database, TableDefinition};
 
+/// The storage engine measured (the store's).
+pub const ENGINE: &str = "redb";
+
+/// The limit's name in the table.
+pub const LABEL: &str = "redb, batched sequential inserts";
+
 /// Bytes per record: about what one stored event is (issue 10: ~0.9 KB of data per event).
 pub const RECORD_BYTES: usize = 900;
 
