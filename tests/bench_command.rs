@@ -77,7 +77,14 @@ fn bad_flags_are_refused_with_a_message() {
     let output = Command::new(env!("CARGO_BIN_EXE_tripwire")).args(["bench", "--quick", "--bogus"]).output().unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--bogus"));
-    // An unreachable --api is an error naming it, after the limits were measured.
+    // An unwritable --json is refused before anything is measured.
+    let output = Command::new(env!("CARGO_BIN_EXE_tripwire"))
+        .args(["bench", "--quick", "--json", "/nonexistent-tripwire-dir/x.json"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--json: cannot write"), "{output:?}");
+    // An unreachable --api is an error naming it, before anything is measured.
     let output = Command::new(env!("CARGO_BIN_EXE_tripwire"))
         .args(["bench", "--quick", "--api", "http://127.0.0.1:1/api"])
         .output()

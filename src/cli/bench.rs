@@ -97,6 +97,12 @@ pub fn run(args: BenchArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Refuse an unwritable --json before minutes of measuring, not after.
+    if let Some(path) = &args.json {
+        if let Err(e) = std::fs::File::create(path) {
+            return remote::report(Failure::usage(format!("--json: cannot write {}: {e}", path.display())));
+        }
+    }
     let work =
         args.data.clone().unwrap_or_else(std::env::temp_dir).join(format!("tripwire-bench-{}", std::process::id()));
     if let Err(e) = std::fs::create_dir_all(&work) {
