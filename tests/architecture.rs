@@ -181,5 +181,13 @@ fn service_knows_nothing_of_the_edges() {
 #[test]
 fn cli_goes_through_the_service_or_the_client() {
     // The CLI may replay files with the pure engine, but never opens the store itself.
-    check("cli", &["redb", "crate::store", ".store()"]);
+    // One exception: `tripwire bench` measures redb's own speed on a temporary file of its
+    // own (the machine's limit beside the server's figure), in that one file, which still
+    // may not name the store.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join("cli");
+    let redb_limit = root.join("bench").join("redb_limit.rs");
+    let mut found = violations(&root, &["redb", "crate::store", ".store()"]);
+    found.retain(|v| !(v.starts_with(&redb_limit.display().to_string()) && v.ends_with("`redb`")));
+    found.extend(violations(&redb_limit, &["tripwire.redb"]));
+    assert!(found.is_empty(), "in cli:\n{}", found.join("\n"));
 }

@@ -1,5 +1,6 @@
 //! The `tripwire` command line: data to stdout, diagnostics to stderr.
 
+mod bench;
 mod emit;
 mod events;
 mod remote;
@@ -23,6 +24,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Measure the durable path over real HTTP (ingest, firings, paced latency, memory,
+    /// restart) beside the machine's limits, and print a table (`--json FILE` for every figure).
+    Bench(bench::BenchArgs),
     /// Send one event to a server and print the accepted id as JSON.
     Emit(emit::EmitArgs),
     /// Read a server's events: `events tail [--follow]` prints them as JSON lines.
@@ -47,6 +51,7 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Bench(args) => bench::run(args),
         Command::Emit(args) => emit::run(args),
         Command::Events(args) => events::run(args),
         Command::Replay(args) => replay::run(args),
