@@ -458,6 +458,14 @@ impl Service {
         }
     }
 
+    /// How many runs or firings, since the service started, were to be created under an id
+    /// already stored: each is an internal error (say, a trigger firing again after recovery),
+    /// logged at ERROR with the id when it happens; the first run or firing was kept and the
+    /// repeat dropped. 0 in a healthy service.
+    pub fn duplicate_ids(&self) -> u64 {
+        self.inner.store.duplicate_ids()
+    }
+
     /// The settings it runs with.
     pub fn config(&self) -> &ServiceConfig {
         &self.inner.config

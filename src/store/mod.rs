@@ -9,6 +9,8 @@
 //! fired twice or lost.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -34,6 +36,10 @@ const RUN_LOGS: TableDefinition<(u128, u64), &[u8]> = TableDefinition::new("run_
 /// scanning every run ever made.
 const ACTIVE_RUNS: TableDefinition<u128, u64> = TableDefinition::new("active_runs");
 const ACTIVE_INDEXED_KEY: &str = "active_runs_indexed";
+/// Firing id → sequence number in `firings`, so that storing a firing is insert-only (a
+/// firing's id is derived from the engine's state: a repeat after recovery has the same id).
+const FIRING_IDS: TableDefinition<u128, u64> = TableDefinition::new("firing_ids");
+const FIRINGS_INDEXED_KEY: &str = "firing_ids_indexed";
 
 /// The schema version this code writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -162,6 +168,8 @@ pub struct StoredEvent {
 /// The database.
 pub struct Store {
     db: Database,
+    /// Inserts refused because the id was stored before (see [`Store::duplicate_ids`]).
+    duplicates: Arc<AtomicU64>,
 }
 
 /// An open write transaction; commit with [`Tx::commit`].
@@ -170,6 +178,8 @@ pub struct Tx {
     /// Whether anything was written: a transaction that only read is dropped, not committed
     /// (no fsync for an idle timer tick or an empty claim).
     written: std::cell::Cell<bool>,
+    /// The store's count of refused duplicate inserts.
+    duplicates: Arc<AtomicU64>,
 }
 
 /// Memory redb may keep as its page cache (its default is 1 GiB: reading a few hundred MB of
@@ -189,7 +199,7 @@ impl Store {
             }
             opened => opened?,
         };
-        let store = Store { db };
+        let store = Store { db, duplicates: Arc::default() };
         let tx = store.begin()?;
         {
             // Create every table so that readers never see a missing one.
@@ -200,6 +210,7 @@ impl Store {
             tx.tx.open_table(LOG)?;
             tx.tx.open_table(TRIGGERS)?;
             tx.tx.open_table(FIRINGS)?;
+            let mut firing_ids = tx.tx.open_table(FIRING_IDS)?;
             tx.tx.open_table(DEPLOYMENTS)?;
             tx.tx.open_table(RUNS)?;
             tx.tx.open_table(RUN_IDS)?;
@@ -226,6 +237,16 @@ impl Store {
                 }
                 meta.insert(ACTIVE_INDEXED_KEY, encode(&true).as_slice())?;
             }
+            // Firings stored before their id index existed: index them once.
+            if meta.get(FIRINGS_INDEXED_KEY)?.is_none() {
+                let firings = tx.tx.open_table(FIRINGS)?;
+                for item in firings.iter()? {
+                    let (k, v) = item?;
+                    let firing: Firing = decode("firing", v.value())?;
+                    firing_ids.insert(firing.id.as_u128(), k.value())?;
+                }
+                meta.insert(FIRINGS_INDEXED_KEY, encode(&true).as_slice())?;
+            }
         }
         tx.commit()?;
         Ok(store)
@@ -233,7 +254,16 @@ impl Store {
 
     /// Starts the (single) write transaction.
     pub fn begin(&self) -> Result<Tx, StoreError> {
-        Ok(Tx { tx: self.db.begin_write()?, written: std::cell::Cell::new(false) })
+        Ok(Tx { tx: self.db.begin_write()?, written: std::cell::Cell::new(false), duplicates: self.duplicates.clone() })
+    }
+
+    /// How many times, since this store was opened, a run or a firing was to be created
+    /// under an id already stored ([`Tx::insert_run`], [`Tx::insert_firing`]). Each is an
+    /// internal error (a firing repeated, e.g. after recovery), logged when it happens; the
+    /// first record was kept. 0 in a healthy service. Counted when refused, so an insert in
+    /// a transaction that later fails still counts.
+    pub fn duplicate_ids(&self) -> u64 {
+        self.duplicates.load(Ordering::Relaxed)
     }
 
     fn read(&self) -> Result<redb::ReadTransaction, StoreError> {
@@ -576,12 +606,30 @@ impl Tx {
         last_key(&self.tx.open_table(LOG)?)
     }
 
-    /// Stores a firing.
-    pub fn put_firing(&self, firing: &Firing) -> Result<(), StoreError> {
+    /// Stores a new firing, insert-only: when a firing with this id was stored before,
+    /// nothing is written, the refusal is logged (an internal error) and counted in
+    /// [`Store::duplicate_ids`], and the answer is false.
+    pub fn insert_firing(&self, firing: &Firing) -> Result<bool, StoreError> {
+        let mut ids = self.writable(FIRING_IDS)?;
+        if ids.get(firing.id.as_u128())?.is_some() {
+            self.refuse_duplicate("firing", &firing.id);
+            return Ok(false);
+        }
         let mut t = self.writable(FIRINGS)?;
         let seq = last_key(&t)? + 1;
         t.insert(seq, encode(firing).as_slice())?;
-        Ok(())
+        ids.insert(firing.id.as_u128(), seq)?;
+        Ok(true)
+    }
+
+    /// Logs and counts an insert refused because its id exists.
+    fn refuse_duplicate(&self, what: &'static str, id: &Uuid) {
+        self.duplicates.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(
+            %id,
+            what,
+            "internal error: a {what} with this id was stored before; the first one is kept and this one dropped"
+        );
     }
 
     /// Stores a trigger definition record.
@@ -616,7 +664,24 @@ impl Tx {
         Ok(self.writable(DEPLOYMENTS)?.remove(name)?.is_some())
     }
 
-    /// Stores a run, new or changed.
+    /// Stores a new run, insert-only: when a run with this id was stored before (even a
+    /// final one), nothing is written, the refusal is logged (an internal error) and counted
+    /// in [`Store::duplicate_ids`], and the answer is false.
+    pub fn insert_run(&self, run: &Run) -> Result<bool, StoreError> {
+        if self.has_run(&run.id)? {
+            self.refuse_duplicate("run", &run.id);
+            return Ok(false);
+        }
+        self.put_run(run)?;
+        Ok(true)
+    }
+
+    /// True when a run with this id is stored.
+    pub fn has_run(&self, id: &Uuid) -> Result<bool, StoreError> {
+        Ok(self.tx.open_table(RUN_IDS)?.get(id.as_u128())?.is_some())
+    }
+
+    /// Stores a changed run (a new one goes through [`Tx::insert_run`]).
     pub fn put_run(&self, run: &Run) -> Result<(), StoreError> {
         let mut runs = self.writable(RUNS)?;
         let mut ids = self.writable(RUN_IDS)?;
@@ -759,6 +824,49 @@ mod tests {
         assert_eq!(store.active_runs().unwrap(), std::slice::from_ref(&waiting));
         drop(store);
         assert_eq!(Store::open(&dir).unwrap().active_runs().unwrap(), [waiting]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn runs_and_firings_are_insert_only_and_old_firings_get_indexed() {
+        let dir = temp("insert-only");
+        let t = Timestamp::from_micros(0);
+        let firing = |n: u128, trigger: &str| Firing {
+            id: Uuid::from_u128(n),
+            trigger: trigger.into(),
+            bucket: Default::default(),
+            at: t,
+            triggered: t,
+            triggering_event: None,
+            triggering_events: vec![],
+            deployment: None,
+            parameters: None,
+            filter: None,
+            error: None,
+        };
+        {
+            let store = Store::open(&dir).unwrap();
+            let tx = store.begin().unwrap();
+            // A firing stored as before its id index existed.
+            tx.writable(FIRINGS).unwrap().insert(1, encode(&firing(9, "old")).as_slice()).unwrap();
+            tx.writable(META).unwrap().remove(FIRINGS_INDEXED_KEY).unwrap();
+            tx.commit().unwrap();
+        }
+        let store = Store::open(&dir).unwrap();
+        let tx = store.begin().unwrap();
+        assert!(!tx.insert_firing(&firing(9, "repeat")).unwrap(), "indexed when the store opened");
+        assert!(tx.insert_firing(&firing(10, "new")).unwrap());
+        assert!(!tx.insert_firing(&firing(10, "repeat")).unwrap());
+        let d = Deployment::new("d");
+        let mut run = Run::scheduled(Uuid::from_u128(10), &d, Default::default(), None, t);
+        assert!(tx.insert_run(&run).unwrap());
+        run.priority = 7;
+        assert!(!tx.insert_run(&run).unwrap());
+        tx.commit().unwrap();
+        assert_eq!(store.duplicate_ids(), 3);
+        let triggers: Vec<String> = store.firings(10, |_| true).unwrap().into_iter().map(|f| f.trigger).collect();
+        assert_eq!(triggers, ["new", "old"]);
+        assert_eq!(store.run(&Uuid::from_u128(10)).unwrap().unwrap().priority, 0, "the first run stays");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

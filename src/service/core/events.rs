@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::model::time::Timestamp;
-use crate::model::Event;
+use crate::model::{Event, Firing};
 use crate::store::{LogEntry, StoreError, Tx};
 
 use super::runs::run_for;
@@ -84,26 +84,36 @@ impl Core {
                 tx.put_trigger(&record)?;
             }
         }
-        for mut firing in step.firings {
-            if let Some(name) = firing.deployment.clone() {
-                if firing.error.is_none() {
-                    match tx.deployment(&name)? {
-                        Some(d) => match run_for(&firing, &d, now) {
-                            Ok(run) => {
-                                self.admit(tx, run, now)?;
-                            }
-                            Err(problems) => {
-                                firing.error = Some(format!("no run was created: {problems}"));
-                            }
-                        },
-                        None => firing.error = Some(format!("deployment `{name}` does not exist; no run was created")),
-                    }
+        for firing in step.firings {
+            self.file_firing(tx, firing, now)?;
+        }
+        Ok(())
+    }
+
+    /// Stores one firing and creates the run it asks for, with the deployment's settings as
+    /// the run queue holds them (kept in step with the store on every put and delete).
+    /// Insert-only: a firing whose id was stored before (a repeat, e.g. after recovery) is
+    /// refused by the store, logged and counted (`Store::duplicate_ids`), and creates no run;
+    /// the first firing and its run stay as they are.
+    fn file_firing(&mut self, tx: &Tx, mut firing: Firing, now: Timestamp) -> Result<(), StoreError> {
+        let mut run = None;
+        if let Some(name) = &firing.deployment {
+            if firing.error.is_none() {
+                match self.runs.deployment(name).map(|d| run_for(&firing, d, now)) {
+                    Some(Ok(r)) => run = Some(r),
+                    Some(Err(problems)) => firing.error = Some(format!("no run was created: {problems}")),
+                    None => firing.error = Some(format!("deployment `{name}` does not exist; no run was created")),
                 }
             }
-            if let Some(error) = &firing.error {
-                tracing::warn!(trigger = %firing.trigger, %error, "firing without a run");
-            }
-            tx.put_firing(&firing)?;
+        }
+        if !tx.insert_firing(&firing)? {
+            return Ok(());
+        }
+        if let Some(error) = &firing.error {
+            tracing::warn!(trigger = %firing.trigger, %error, "firing without a run");
+        }
+        if let Some(run) = run {
+            self.admit(tx, run, now)?;
         }
         Ok(())
     }
@@ -132,5 +142,84 @@ impl Core {
             accepted.push(event);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::json;
+    use tokio::sync::{broadcast, watch};
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::model::{ClaimRequest, Completion, Deployment, RunState};
+    use crate::service::ServiceConfig;
+    use crate::store::Store;
+
+    /// A firing repeated under the same id (as a recovery that fired twice would make it):
+    /// the first firing and its run, completed by then, stay as they were; the repeat is
+    /// refused, creates no run and is counted once.
+    #[test]
+    fn a_repeated_firing_keeps_the_first_run_and_is_counted() {
+        let dir = std::env::temp_dir().join(format!("tripwire-core-repeat-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Arc::new(Store::open(&dir).unwrap());
+        let (events, _) = broadcast::channel(16);
+        let changed = Arc::new(watch::channel(0u64).0);
+        let mut core = Core::recover(store.clone(), ServiceConfig::new(&dir), events, changed).unwrap();
+        let now = Timestamp::from_micros(1_000_000);
+        let id = Uuid::from_u128(42);
+        let firing = Firing {
+            id,
+            trigger: "t".into(),
+            bucket: BTreeMap::new(),
+            at: now,
+            triggered: now,
+            triggering_event: None,
+            triggering_events: vec![],
+            deployment: Some("d".into()),
+            parameters: Some(json!({"n": 1})),
+            filter: None,
+            error: None,
+        };
+
+        let tx = store.begin().unwrap();
+        core.put_deployment(&tx, Deployment::new("d"), false, now).unwrap().unwrap();
+        core.file_firing(&tx, firing.clone(), now).unwrap();
+        let claimed = core.claim(&tx, &ClaimRequest::new("w", vec!["d".into()]), now).unwrap();
+        assert_eq!(claimed.len(), 1);
+        let done = Completion { worker: "w".into(), output: json!("first") };
+        core.complete(&tx, id, done, now).unwrap().unwrap();
+        tx.commit().unwrap();
+        let first = store.run(&id).unwrap().unwrap();
+        assert_eq!(first.state, RunState::Completed);
+        assert_eq!(store.duplicate_ids(), 0);
+
+        let queued = core.outbox.len();
+        let tx = store.begin().unwrap();
+        let mut again = firing.clone();
+        again.parameters = Some(json!({"n": 2}));
+        core.file_firing(&tx, again, now.plus(crate::model::time::Span::seconds(5))).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(store.duplicate_ids(), 1, "the repeat is counted once (not again for its run)");
+        assert_eq!(store.run(&id).unwrap(), Some(first), "the first run is untouched");
+        assert_eq!(store.firings(10, |_| true).unwrap(), [firing], "the first firing is the only one");
+        assert_eq!(core.runs.active_count(), 0, "the repeat made no run");
+        assert_eq!(core.outbox.len(), queued, "and no run-state event");
+
+        // A run created under a stored id (not through a firing) is refused the same way.
+        let tx = store.begin().unwrap();
+        let d = Deployment::new("d");
+        let repeat = crate::model::Run::scheduled(id, &d, Default::default(), None, now);
+        let answered = core.admit(&tx, repeat, now).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(answered.state, RunState::Completed, "the answer is the first run");
+        assert_eq!(store.duplicate_ids(), 2);
+        assert_eq!(core.runs.active_count(), 0);
+        drop(core);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

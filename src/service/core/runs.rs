@@ -138,18 +138,34 @@ impl Core {
     }
 
     /// A new run enters the queue (its concurrency strategy may cancel it or others).
-    /// Returns the run as stored.
+    /// Returns the run as stored. Creating a run is insert-only: when its id was stored
+    /// before, the store refuses it (logged and counted, see `Store::duplicate_ids`), the
+    /// queue does not see it, and the first run is answered unchanged.
     pub(super) fn admit(&mut self, tx: &Tx, run: Run, now: Timestamp) -> Result<Run, StoreError> {
+        if let Some(first) = tx.run(&run.id)? {
+            let inserted = tx.insert_run(&run)?;
+            debug_assert!(!inserted, "the run exists, so the insert is refused");
+            return Ok(first);
+        }
         let changes = self.runs.admit(run, now);
         let run = changes[0].run.clone();
         self.changed(tx, changes, now)?;
         Ok(run)
     }
 
-    /// Stores changed runs and queues the events of their state changes.
+    /// Stores changed runs (a new one insert-only) and queues the events of their state
+    /// changes.
     pub(super) fn changed(&mut self, tx: &Tx, changes: Vec<Change>, now: Timestamp) -> Result<(), StoreError> {
         for change in changes {
-            tx.put_run(&change.run)?;
+            if change.previous.is_none() {
+                // Only `admit` makes new runs, and it refused a stored id already: a refusal
+                // here is logged and counted by the store, and the first run stays.
+                if !tx.insert_run(&change.run)? {
+                    continue;
+                }
+            } else {
+                tx.put_run(&change.run)?;
+            }
             self.runs_touched = true;
             if change.previous != Some(change.run.state) {
                 self.outbox.push_back(change.run.state_event(change.previous, new_id(), now));
