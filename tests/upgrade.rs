@@ -1,9 +1,10 @@
 //! A data directory written by tripwire on redb 2 (file format 2) opens after the move to
 //! redb 4: the file is upgraded in place, and its events, triggers, runs and open windows are
 //! all there. The fixture was written by the release before the move: a deployment `ship`, a
-//! trigger `paid` (`order.paid` after `order.created` per order, within an hour), and three
+//! trigger `paid` (`order.paid` after `order.created` per order, within ten years), and three
 //! events: order 1 created and paid (one run, and its run-state event), order 2 created (its
-//! window open).
+//! window open). The window is that long, and the server keeps events for a century, so that
+//! the test passes on whatever day it runs: the fixture's clock stopped when it was written.
 
 #![allow(clippy::disallowed_methods)] // the live server runs on the wall clock
 
@@ -14,6 +15,9 @@ use std::io::Read;
 use common::{temp_dir, Http, Server};
 use serde_json::json;
 
+/// Retention long enough that the fixture's events are never pruned.
+const KEEP_EVERYTHING: &[&str] = &["--retention", "36500d"];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_data_directory_of_the_redb_2_format_is_upgraded_and_everything_reads_back() {
     let data = temp_dir("upgrade-redb2");
@@ -23,7 +27,7 @@ async fn a_data_directory_of_the_redb_2_format_is_upgraded_and_everything_reads_
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join("tripwire.redb"), file).unwrap();
 
-    let server = Server::start(&data);
+    let server = Server::start_with(&data, KEEP_EVERYTHING);
     let http = Http::new(&server.api);
     let (status, body) = http.get("/events?limit=10").await;
     assert_eq!(status, 200, "{body}");
@@ -52,7 +56,7 @@ async fn a_data_directory_of_the_redb_2_format_is_upgraded_and_everything_reads_
 
     // And the upgraded file opens again as it is.
     drop(server);
-    let server = Server::start(&data);
+    let server = Server::start_with(&data, KEEP_EVERYTHING);
     let (_, runs) = Http::new(&server.api).get("/runs").await;
     assert_eq!(runs.as_array().unwrap().len(), 2);
     drop(server);
