@@ -1,28 +1,23 @@
 //! Crash test: a server is killed with SIGKILL (by a `kill` child process) again and again, at
 //! seeded random points, in the middle of a stream of events from several concurrent clients,
-//! right after a trigger change, and while it snapshots (every few log entries), then started
-//! again on the same data dir. After each restart the test sends the `b`s that complete the
+//! right after a trigger change, and while it persists the state each batch changed, then
+//! started again on the same data dir. After each restart the test sends the `b`s that complete the
 //! `a → b` windows left open before the kill, so that lost bucket state shows as a missing
 //! firing. At the end: every acknowledged event is stored, and the stored firings equal those of
 //! `replay` over the stored events (each at the time the server received it, with the trigger
 //! changes where they happened), and each firing made exactly one run.
 //!
-//! `tripwire serve` snapshots only every 100,000 log entries and has no setting for it, so the
-//! server killed here is this test binary itself, re-run as the ignored test
-//! [`crash_child_serves`]: the service and router of `tripwire serve`, with a low
-//! `snapshot_every`. Reproduce a run with `TRIPWIRE_CRASH_SEED=<seed printed>`.
+//! The server killed is the `tripwire serve` binary: every batch writes the state it changed,
+//! so there is no interval to lower. Reproduce a run with `TRIPWIRE_CRASH_SEED=<seed printed>`.
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{temp_dir, Http};
+use common::{temp_dir, Http, Server};
 use serde_json::{json, Value};
 use tripwire::engine::compile_document;
 use tripwire::engine::replay::Replay;
@@ -33,71 +28,6 @@ use tripwire::service::{Order, Service, ServiceConfig};
 
 /// Kills under load (one more comes after the last round's completions).
 const ROUNDS: u64 = 22;
-/// The child server snapshots every this many log entries: several times per round.
-const SNAPSHOT_EVERY: u64 = 40;
-/// Where the child server keeps its data (set only for the child).
-const CHILD_DATA: &str = "TRIPWIRE_CRASH_CHILD_DATA";
-
-/// The server process of [`sigkill_at_random_points_loses_nothing_and_fires_as_replay_does`]:
-/// serves the data dir in `TRIPWIRE_CRASH_CHILD_DATA` until it is killed.
-#[test]
-#[ignore = "the server process the crash test starts and kills; not a test of its own"]
-fn crash_child_serves() {
-    let data = std::env::var(CHILD_DATA).expect("run by the crash test, with TRIPWIRE_CRASH_CHILD_DATA set");
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    runtime.block_on(async {
-        let mut config = ServiceConfig::new(data);
-        config.snapshot_every = SNAPSHOT_EVERY;
-        let service = Service::start(config).await.expect("the data opens");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        eprintln!("listening on http://{}/api", listener.local_addr().unwrap());
-        axum::serve(listener, tripwire::http::router(service)).await.unwrap();
-    });
-}
-
-/// The child server; killed when dropped.
-struct Child {
-    child: std::process::Child,
-    api: String,
-}
-
-impl Child {
-    fn start(data: &Path) -> Child {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--ignored", "--exact", "crash_child_serves", "--nocapture", "--test-threads=1"])
-            .env(CHILD_DATA, data)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let _ = tx.send(rest.trim().to_owned());
-                }
-            }
-        });
-        let api = rx.recv_timeout(Duration::from_secs(30)).expect("the child server reports where it listens");
-        Child { child, api }
-    }
-
-    /// SIGKILL from another process: no chance to flush or snapshot.
-    fn kill(mut self) {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// splitmix64: a seeded sequence of random numbers.
 struct Rng(u64);
 
@@ -238,7 +168,7 @@ async fn sigkill_at_random_points_loses_nothing_and_fires_as_replay_does() {
     let mut changes: Vec<(Timestamp, Change)> = Vec::new();
     let acked = Arc::new(Mutex::new(Acked::default()));
     {
-        let server = Child::start(&data);
+        let server = Server::start(&data);
         let http = Http::new(&server.api);
         assert_eq!(http.post("/deployments", json!({"name": "on-tick"})).await.0, 201);
         assert_eq!(http.post("/deployments", json!({"name": "pairs"})).await.0, 201);
@@ -249,7 +179,7 @@ async fn sigkill_at_random_points_loses_nothing_and_fires_as_replay_does() {
     let mut within = 3600;
     let mut kinds = BTreeMap::<&str, usize>::new();
     for round in 0..=ROUNDS {
-        let server = Child::start(&data);
+        let server = Server::start(&data);
         let http = Http::new(&server.api);
         // Complete the windows the kill left open: lost bucket state shows as a missing firing.
         let open: Vec<String> = acked.lock().unwrap().open.iter().cloned().collect();

@@ -40,7 +40,7 @@ impl Target {
         common::canary_fires(&self.http, self.pid(), &format!("ping-{}", self.pings)).await;
     }
 
-    /// SIGTERM (a clean stop writes a snapshot), then start again on the same data.
+    /// SIGTERM (a clean stop), then start again on the same data.
     async fn clean_restart(&mut self) {
         assert!(self.server.take().expect("running").terminate(), "a clean stop");
         let server = Server::start(&self.data);
@@ -118,7 +118,7 @@ async fn times_outside_the_representable_range_are_refused_and_far_future_window
     let (_, page) = http.get("/triggers/late/buckets").await;
     assert_eq!(page["buckets"][0]["end"], "9801-01-01T00:30:00Z", "{page}");
     target.still_serves().await;
-    // A clean stop writes a snapshot with that window; a kill after replays from it.
+    // The stored state holds that window, through a clean stop and a kill.
     target.clean_restart().await;
     let (_, page) = target.http.get("/triggers/late/buckets").await;
     assert_eq!(page["buckets"][0]["end"], "9801-01-01T00:30:00Z", "{page}");
@@ -153,7 +153,7 @@ async fn json_too_deep_or_too_big_is_refused_where_it_is_accepted() {
             .await;
         assert_eq!(status, 400, "{body}");
     }
-    // A sequence of sequences nested 62 deep once left a snapshot the server could not read.
+    // A sequence of sequences nested 62 deep once left stored state the server could not read.
     for levels in [33, 62] {
         let mut trigger = json!({"expect": ["x"]});
         for _ in 0..levels {
@@ -192,7 +192,7 @@ async fn json_too_deep_or_too_big_is_refused_where_it_is_accepted() {
     let (status, _) = http.get("/runs?limit=100").await;
     assert_eq!(status, 200);
     target.still_serves().await;
-    // A clean stop writes a snapshot holding all of it; it must read back.
+    // The stored state holds all of it; it must read back after a clean stop.
     target.clean_restart().await;
     target.still_serves().await;
     target.restart().await;

@@ -1,5 +1,5 @@
 //! The edges of recovery, on the in-process service with a manual clock. A crash is a drop of
-//! the service without a shutdown (as after `kill -9`: no final snapshot). Each scenario runs
+//! the service without a shutdown (as after `kill -9`). Each scenario runs
 //! twice, uninterrupted and with crashes, and what a user sees (firings, runs, stored events)
 //! must be the same, besides what each test asserts outright.
 
@@ -86,7 +86,7 @@ impl Rig {
         panic!("the data does not open again");
     }
 
-    /// A clean stop (which writes a snapshot) and a start again, in both runs.
+    /// A clean stop and a start again, in both runs.
     async fn stop_and_start(&mut self) {
         let service = self.service.take().expect("running");
         service.shutdown().await;
@@ -151,15 +151,12 @@ macro_rules! both_ways {
 
 /// Events a live bucket (a sequence's first step, a proactive window's `after`) still refers
 /// to are pruned by retention while the service runs; it crashes and the buckets fire and
-/// render as without the crash. `snapshot`: a snapshot (a clean stop) holds the buckets before
-/// the pruning; without it, recovery has only the log, whose events are gone.
-async fn retention_scenario(crashes: bool, snapshot: bool) -> (Vec<Firing>, Vec<Run>) {
-    let tag = if snapshot { "retention-snapshot" } else { "retention-log" };
-    let mut rig = Rig::start(tag, crashes, |c| {
-        c.retention = Span::seconds(3600);
-        c.snapshot_every = u64::MAX; // no snapshot but a clean stop's
-    })
-    .await;
+/// render as without the crash. `clean_stop`: the service is also stopped and started cleanly
+/// before the pruning. (Recovery once replayed a log of events, whose pruned entries it skipped,
+/// losing the buckets they had opened; the state is now stored as it changes.)
+async fn retention_scenario(crashes: bool, clean_stop: bool) -> (Vec<Firing>, Vec<Run>) {
+    let tag = if clean_stop { "retention-stop" } else { "retention" };
+    let mut rig = Rig::start(tag, crashes, |c| c.retention = Span::seconds(3600)).await;
     let s = rig.service();
     s.put_trigger(
         definition(json!({"id": "seq", "trigger": {"type": "sequence", "within": 7200,
@@ -181,7 +178,7 @@ async fn retention_scenario(crashes: bool, snapshot: bool) -> (Vec<Firing>, Vec<
     .await
     .unwrap();
     s.ingest(vec![ev(1, "a", "order-1", t0()), ev(2, "start", "job-1", t0())]).await.unwrap();
-    if snapshot {
+    if clean_stop {
         rig.stop_and_start().await;
     }
     rig.clock.set(at(3700));
@@ -208,25 +205,23 @@ fn assert_retention_firings(firings: &[Firing]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retention_pruning_an_event_a_snapshotted_bucket_still_needs_changes_nothing_across_a_crash() {
-    let snapshotted = |crashes| retention_scenario(crashes, true);
-    let firings = both_ways!(snapshotted);
+async fn retention_pruning_an_event_a_bucket_still_needs_changes_nothing_across_a_clean_stop_and_a_crash() {
+    let stopped = |crashes| retention_scenario(crashes, true);
+    let firings = both_ways!(stopped);
     assert_retention_firings(&firings);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known defect (issue 10): recovery replays the log, whose pruned events are skipped \
-            (\"logged event was pruned before it was snapshotted\"), so the buckets they opened are lost"]
-async fn retention_pruning_an_event_a_logged_bucket_still_needs_changes_nothing_across_a_crash() {
-    let logged = |crashes| retention_scenario(crashes, false);
-    let firings = both_ways!(logged);
+async fn retention_pruning_an_event_a_bucket_still_needs_changes_nothing_across_a_crash() {
+    let crashed = |crashes| retention_scenario(crashes, false);
+    let firings = both_ways!(crashed);
     assert_retention_firings(&firings);
 }
 
 /// Triggers replaced (same tree: state kept; new tree: state reset), disabled, re-enabled and
-/// deleted after a snapshot and before a crash: recovery applies the changes in order.
+/// deleted after a clean stop and before a crash: recovery reads them as changed.
 async fn trigger_change_scenario(crashes: bool) -> (Vec<Firing>, Vec<Run>) {
-    let mut rig = Rig::start("changes", crashes, |c| c.snapshot_every = u64::MAX).await;
+    let mut rig = Rig::start("changes", crashes, |_| {}).await;
     let pair = |id: &str, within: u64, tag: &str| {
         definition(json!({"id": id, "trigger": {"after": [format!("{id}.a")], "expect": [format!("{id}.b")],
                                                 "for_each": ["prefect.resource.id"], "within": within},
@@ -239,7 +234,7 @@ async fn trigger_change_scenario(crashes: bool) -> (Vec<Firing>, Vec<Run>) {
     let a: Vec<Event> =
         ids.iter().enumerate().map(|(i, id)| ev(i as u128 + 1, &format!("{id}.a"), "k", t0())).collect();
     rig.service().ingest(a).await.unwrap();
-    rig.stop_and_start().await; // a snapshot holds the open windows
+    rig.stop_and_start().await;
     rig.clock.set(at(10));
     let s = rig.service();
     s.put_trigger(pair("same-tree", 3600, "v2"), false).await.unwrap();
@@ -261,7 +256,7 @@ async fn trigger_change_scenario(crashes: bool) -> (Vec<Firing>, Vec<Run>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn triggers_changed_between_a_snapshot_and_a_crash_recover_as_changed() {
+async fn triggers_changed_between_a_clean_stop_and_a_crash_recover_as_changed() {
     let firings = both_ways!(trigger_change_scenario);
     assert_no_repeats(&firings);
     let fired: Vec<(&str, Value)> =

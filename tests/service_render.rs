@@ -36,8 +36,6 @@ async fn parameters_read_past_events_through_the_write_transaction_and_survive_a
     let clock = ManualClock::new(t0);
     let mut config = ServiceConfig::new(&data);
     config.clock = Arc::new(clock.clone());
-    // No snapshot but the one a clean stop writes: after a drop, recovery replays the log.
-    config.snapshot_every = u64::MAX;
     let service = Service::start(config.clone()).await.unwrap();
     let definition = TriggerDefinition::from_json(
         &json!({"id": "seq", "trigger": {"type": "sequence", "within": 60,
@@ -64,7 +62,7 @@ async fn parameters_read_past_events_through_the_write_transaction_and_survive_a
         parameters,
         [(Some(json!({"names": "a,b", "last": "b"})), None), (Some(json!({"names": "a,b", "last": "b"})), None)]
     );
-    // As after kill -9: recovery replays the log, deciding and rendering again. Nothing fires
+    // As after kill -9: recovery reads the stored state back. Nothing fires
     // twice, nothing is disabled, and a new pair renders as before.
     drop(service);
     let service = start_again(&config).await;

@@ -139,7 +139,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let failed = service.core_failed();
     tokio::select! {
         served = served => {
-            tracing::info!("shutting down: finishing queued work and writing a snapshot");
+            tracing::info!("shutting down: finishing queued work");
             service.shutdown().await;
             served.map_err(|e| format!("server error: {e}"))
         }

@@ -142,6 +142,9 @@ pub struct Buckets {
     map: HashMap<BucketKey, Bucket>,
     /// The buckets' cost: [`BUCKET_OVERHEAD_BYTES`] plus the key's length, each.
     bytes: usize,
+    /// Keys written or removed since [`Buckets::take_changed`], when changes are tracked
+    /// (`EngineConfig::track_changes`); `None` otherwise.
+    changed: Option<hashbrown::HashSet<BucketKey>>,
 }
 
 /// What a bucket of `key` counts against a trigger's byte cap.
@@ -150,6 +153,35 @@ pub fn bucket_cost(key: &BucketKey) -> usize {
 }
 
 impl Buckets {
+    /// No buckets; with `track`, every change is remembered for [`Buckets::take_changed`].
+    pub fn new(track: bool) -> Buckets {
+        Buckets { changed: track.then(Default::default), ..Buckets::default() }
+    }
+
+    fn mark(&mut self, key: &BucketKey) {
+        if let Some(changed) = &mut self.changed {
+            if !changed.contains(key) {
+                changed.insert(key.clone());
+            }
+        }
+    }
+
+    /// The buckets changed since the last call, each with its bucket now (`None`: removed).
+    pub fn take_changed(&mut self, out: &mut Vec<(BucketKey, Option<Bucket>)>) {
+        let Some(changed) = &mut self.changed else { return };
+        out.extend(changed.drain().map(|k| {
+            let now = self.map.get(&k).copied();
+            (k, now)
+        }));
+    }
+
+    /// Marks every bucket changed (so that all of them are written again).
+    pub fn mark_all(&mut self) {
+        if let Some(changed) = &mut self.changed {
+            changed.extend(self.map.keys().cloned());
+        }
+    }
+
     /// The live bucket of `key`, dropping it if the sweep would have.
     pub fn live(&mut self, key: &BucketKey, clock: Timestamp) -> Option<Bucket> {
         let bucket = *self.map.get(key)?;
@@ -166,6 +198,7 @@ impl Buckets {
     }
 
     fn store(&mut self, key: &BucketKey, bucket: Bucket) {
+        self.mark(key);
         if self.map.insert(key.clone(), bucket).is_none() {
             self.bytes += bucket_cost(key);
         }
@@ -173,10 +206,14 @@ impl Buckets {
 
     fn retain(&mut self, mut keep: impl FnMut(&Bucket) -> bool) {
         let mut freed = 0;
+        let changed = &mut self.changed;
         self.map.retain(|k, b| {
             let kept = keep(b);
             if !kept {
                 freed += bucket_cost(k);
+                if let Some(changed) = changed.as_mut() {
+                    changed.insert(k.clone());
+                }
             }
             kept
         });
@@ -208,6 +245,7 @@ impl Buckets {
     fn remove(&mut self, key: &BucketKey) {
         if self.map.remove(key).is_some() {
             self.bytes -= bucket_cost(key);
+            self.mark(key);
         }
     }
 
@@ -239,9 +277,12 @@ impl Buckets {
         all
     }
 
-    /// Restores a bucket from exported state.
+    /// Restores a bucket from exported or persisted state (not a change: it is stored
+    /// already).
     pub fn insert(&mut self, key: BucketKey, bucket: Bucket) {
-        self.store(&key, bucket);
+        if self.map.insert(key.clone(), bucket).is_none() {
+            self.bytes += bucket_cost(&key);
+        }
     }
 }
 

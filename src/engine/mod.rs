@@ -61,9 +61,9 @@ use self::ordering::Ordering;
 
 pub use self::bucket::{Bucket, BucketKey, MAX_BUCKET_KEY_BYTES};
 pub use self::compile::{compile, compile_all, compile_document, CompiledDefinition, CompiledScopeFilter};
-pub use self::ordering::{FOLLOWER_WAIT, MAX_FOLLOWER_DEPTH, MAX_PARKED_FOLLOWERS};
+pub use self::ordering::{Waiting, FOLLOWER_WAIT, MAX_FOLLOWER_DEPTH, MAX_PARKED_FOLLOWERS};
 pub use self::render::PendingFiring;
-pub use self::state::EngineState;
+pub use self::state::{BucketChanges, EngineState, InstallOrder, StateChanges, TriggerState};
 pub use self::template::{
     MAX_RENDERED_PARAMETERS_BYTES, TEMPLATE_FUEL, TEMPLATE_MAX_ALLOC_BYTES, TEMPLATE_MAX_ITEMS,
     TEMPLATE_MAX_NAMESPACE_WALK, TEMPLATE_MAX_RANGE, TEMPLATE_MAX_SOURCE_BYTES, TEMPLATE_MAX_VALUE_BYTES,
@@ -89,6 +89,9 @@ pub struct EngineConfig {
     /// The same, by bytes: what one event trigger's buckets may cost in all (each
     /// `bucket::BUCKET_OVERHEAD_BYTES` plus its key's length).
     pub max_bucket_bytes_per_trigger: usize,
+    /// Remember what changes, for [`Engine::take_changes`] (a caller that persists the state
+    /// as it changes sets it; replay does not).
+    pub track_changes: bool,
 }
 
 impl Default for EngineConfig {
@@ -97,6 +100,7 @@ impl Default for EngineConfig {
             seen_window: None,
             max_buckets_per_trigger: DEFAULT_MAX_BUCKETS_PER_TRIGGER,
             max_bucket_bytes_per_trigger: DEFAULT_MAX_BUCKET_BYTES_PER_TRIGGER,
+            track_changes: false,
         }
     }
 }
@@ -192,12 +196,12 @@ struct Slot {
 }
 
 impl Slot {
-    fn new(compiled: Arc<CompiledDefinition>) -> Slot {
+    fn new(compiled: Arc<CompiledDefinition>, track: bool) -> Slot {
         let nodes = compiled
             .nodes
             .iter()
             .map(|n| match n.kind {
-                NodeKind::Event(_) => NodeState::Event { buckets: Buckets::default(), next_pass: None },
+                NodeKind::Event(_) => NodeState::Event { buckets: Buckets::new(track), next_pass: None },
                 NodeKind::Composite(_) => NodeState::Composite(ChildFirings::default()),
             })
             .collect();
@@ -224,6 +228,9 @@ pub struct Engine {
     fired_scratch: Vec<BucketFiring>,
     /// Hatchet-style scope filters, in installation order.
     scope_filters: Vec<CompiledScopeFilter>,
+    /// What changed since [`Engine::take_changes`] besides buckets and parked followers
+    /// (which their own structures track), when `config.track_changes` is set.
+    changes: state::Tracked,
 }
 
 struct MaxDepthExceeded;
@@ -248,7 +255,7 @@ impl Engine {
     /// An engine without triggers.
     pub fn new(config: EngineConfig) -> Engine {
         Engine {
-            ordering: Ordering::new(config.seen_window),
+            ordering: Ordering::tracked(config.seen_window, config.track_changes),
             config,
             clock: None,
             slots: Vec::new(),
@@ -260,6 +267,7 @@ impl Engine {
             scratch: Vec::new(),
             fired_scratch: Vec::new(),
             scope_filters: Vec::new(),
+            changes: state::Tracked::default(),
         }
     }
 
@@ -267,7 +275,10 @@ impl Engine {
     pub fn put_scope_filter(&mut self, filter: CompiledScopeFilter) {
         match self.scope_filters.iter_mut().find(|f| f.filter.id == filter.filter.id) {
             Some(existing) => *existing = filter,
-            None => self.scope_filters.push(filter),
+            None => {
+                self.scope_filters.push(filter);
+                self.changes.order = true;
+            }
         }
     }
 
@@ -275,7 +286,9 @@ impl Engine {
     pub fn remove_scope_filter(&mut self, id: &Uuid) -> bool {
         let before = self.scope_filters.len();
         self.scope_filters.retain(|f| f.filter.id != *id);
-        self.scope_filters.len() != before
+        let removed = self.scope_filters.len() != before;
+        self.changes.order |= removed;
+        removed
     }
 
     /// The installed scope filters, in installation order.
@@ -297,6 +310,9 @@ impl Engine {
                 let keep =
                     self.slots[slot as usize].as_ref().is_some_and(|s| s.compiled.fingerprint == compiled.fingerprint);
                 self.unregister(slot);
+                if !keep {
+                    self.changes.reset(&compiled.definition.id);
+                }
                 let state = if keep {
                     let mut old = self.slots[slot as usize].take().map(|s| s.nodes).unwrap_or_default();
                     for n in old.iter_mut() {
@@ -306,7 +322,7 @@ impl Engine {
                     }
                     old
                 } else {
-                    Slot::new(compiled.clone()).nodes
+                    Slot::new(compiled.clone(), self.config.track_changes).nodes
                 };
                 self.slots[slot as usize] = Some(Slot { compiled, nodes: state });
                 slot
@@ -314,10 +330,12 @@ impl Engine {
             None => {
                 let slot = self.slots.len() as u32;
                 self.by_id.insert(compiled.definition.id.clone(), slot);
-                self.slots.push(Some(Slot::new(compiled)));
+                self.slots.push(Some(Slot::new(compiled, self.config.track_changes)));
+                self.changes.order = true;
                 slot
             }
         };
+        self.changes.slot(slot);
         self.register(slot);
     }
 
@@ -337,6 +355,8 @@ impl Engine {
         let Some(slot) = self.by_id.remove(id) else { return false };
         self.unregister(slot);
         self.slots[slot as usize] = None;
+        self.changes.reset(id);
+        self.changes.order = true;
         true
     }
 
@@ -379,6 +399,7 @@ impl Engine {
                 self.passes.remove(&(old, slot, node));
             }
             self.passes.insert((at, slot, node));
+            self.changes.slot(slot);
         }
     }
 
@@ -401,10 +422,28 @@ impl Engine {
     /// Processes one event at processing time `now` (periodic work due up to `now` happens
     /// first).
     pub fn on_event(&mut self, now: Timestamp, event: impl Into<Arc<Event>>) -> Step<PendingFiring> {
+        self.on_event_with(now, event, false)
+    }
+
+    /// [`Engine::on_event`] for a caller that keeps its own record of processed events (the
+    /// service's store, for as long as events are retained): `leader_processed` says that the
+    /// event's `follows` leader was processed before, even if this engine no longer remembers
+    /// it (its seen ids expire, and are not persisted). A leader parked here still waits.
+    pub fn on_event_with(
+        &mut self,
+        now: Timestamp,
+        event: impl Into<Arc<Event>>,
+        leader_processed: bool,
+    ) -> Step<PendingFiring> {
         let event = event.into();
         let mut step = Step::default();
         self.advance(now, &mut step);
         let clock = self.clock.unwrap_or(now);
+        if let Some(leader) = event.follows.filter(|l| leader_processed && *l != event.id) {
+            if !self.ordering.is_parked(&leader) {
+                self.ordering.record_seen(leader, clock);
+            }
+        }
         let outcome = if event.event == LOG_WRITE_EVENT {
             Outcome::Ignored
         } else if event.follows.is_none_or(|leader| leader == event.id) {
@@ -472,6 +511,7 @@ impl Engine {
             let again = bucket::proactive_pass(e, buckets, as_of, &mut fired);
             *next_pass = Some(again);
             self.passes.insert((again, slot, node));
+            self.changes.slot(slot);
         }
         let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             for f in fired {
@@ -644,7 +684,9 @@ impl Engine {
         let mut compiled = (*s.compiled).clone();
         compiled.definition.enabled = false;
         let trigger = compiled.definition.id.clone();
-        self.slots[slot as usize] = Some(Slot::new(Arc::new(compiled)));
+        self.slots[slot as usize] = Some(Slot::new(Arc::new(compiled), self.config.track_changes));
+        self.changes.reset(&trigger);
+        self.changes.slot(slot);
         faults.push(Fault { trigger, error: format!("disabled: evaluating it panicked: {message}") });
     }
 
@@ -675,6 +717,7 @@ impl Engine {
         while let Some((parent, position)) = compiled.nodes[at_node].parent {
             let NodeKind::Composite(c) = &compiled.nodes[parent].kind else { return };
             let NodeState::Composite(stored) = &mut s.nodes[parent] else { return };
+            self.changes.slot(slot);
             match composite::receive(c, stored, position, child) {
                 Some(next) => child = next,
                 None => return,

@@ -60,12 +60,41 @@ pub struct Ordering {
     /// Parked followers by the time they are lost (which orders them by arrival).
     due: BTreeSet<(Timestamp, Uuid)>,
     next_rank: u64,
+    /// Followers parked or unparked since [`Ordering::take_changed`], when tracked.
+    changed: Option<HashSet<Uuid>>,
 }
 
 impl Ordering {
     /// An empty ordering whose seen ids expire after `seen_window` (never when `None`).
     pub fn new(seen_window: Option<Span>) -> Ordering {
         Ordering { seen_window, ..Ordering::default() }
+    }
+
+    /// The same, remembering which followers are parked or unparked when `track` is set.
+    pub fn tracked(seen_window: Option<Span>, track: bool) -> Ordering {
+        Ordering { changed: track.then(HashSet::new), ..Ordering::new(seen_window) }
+    }
+
+    /// The followers parked or unparked since the last call: each id with when it arrived if
+    /// it is parked now, `None` if it is not.
+    pub fn take_changed(&mut self) -> Vec<(Uuid, Option<Timestamp>)> {
+        let Some(changed) = &mut self.changed else { return Vec::new() };
+        let mut out: Vec<(Uuid, Option<Timestamp>)> =
+            changed.drain().map(|id| (id, self.waiting.get(&id).map(|p| p.waiting.received))).collect();
+        out.sort_unstable_by_key(|(id, _)| *id);
+        out
+    }
+
+    /// Marks every parked follower changed.
+    pub fn mark_all_changed(&mut self) {
+        if let Some(changed) = &mut self.changed {
+            changed.extend(self.waiting.keys().copied());
+        }
+    }
+
+    /// Is this id parked?
+    pub fn is_parked(&self, id: &Uuid) -> bool {
+        self.waiting.contains_key(id)
     }
 
     /// Has this id been processed?
@@ -127,11 +156,17 @@ impl Ordering {
         self.followers.entry(leader).or_default().insert((event.occurred, rank, id));
         self.due.insert((received.plus(FOLLOWER_WAIT), id));
         self.waiting.insert(id, Parked { waiting: Waiting { event, received }, rank });
+        if let Some(changed) = &mut self.changed {
+            changed.insert(id);
+        }
     }
 
     /// Unparks a follower by id.
     fn remove(&mut self, id: &Uuid) -> Option<Parked> {
         let parked = self.waiting.remove(id)?;
+        if let Some(changed) = &mut self.changed {
+            changed.insert(*id);
+        }
         let w = &parked.waiting;
         self.due.remove(&(w.received.plus(FOLLOWER_WAIT), *id));
         if let Some(leader) = w.event.follows {

@@ -40,8 +40,6 @@ pub struct ServiceConfig {
     pub retention: Span,
     /// Commands waiting for the core before ingestion pushes back.
     pub queue_capacity: usize,
-    /// A snapshot of the engine is written after this many log entries.
-    pub snapshot_every: u64,
 }
 
 impl ServiceConfig {
@@ -52,7 +50,6 @@ impl ServiceConfig {
             clock: Arc::new(clock::SystemClock),
             retention: Span::minutes(7 * 24 * 60),
             queue_capacity: 1024,
-            snapshot_every: 100_000,
         }
     }
 }
@@ -204,7 +201,7 @@ struct Inner {
 }
 
 impl Service {
-    /// Opens the data directory, rebuilds the engine from the snapshot and log, and starts the
+    /// Opens the data directory, reads the engine's stored state back, and starts the
     /// core thread (and, on the wall clock, the timer).
     pub async fn start(config: ServiceConfig) -> Result<Service, ServiceError> {
         let store = {
@@ -471,7 +468,8 @@ impl Service {
         &self.inner.config
     }
 
-    /// Stops the core after the work queued so far, writing a snapshot for a fast restart.
+    /// Stops the core after the work queued so far (each batch's state is stored with it:
+    /// nothing more is written on the way out).
     /// The database is closed when the last handle to the service is dropped.
     pub async fn shutdown(&self) {
         let (reply, answer) = oneshot::channel();

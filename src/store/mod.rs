@@ -1,30 +1,33 @@
-//! redb persistence: the event log, events, trigger definitions, engine snapshots,
-//! firings, deployments and runs. Synchronous and narrow: the service calls it from its one
-//! writer thread, and from blocking tasks for reads.
+//! redb persistence: events, trigger definitions, the engine's state, firings, deployments
+//! and runs. Synchronous and narrow: the service calls it from its one writer thread, and
+//! from blocking tasks for reads.
 //!
-//! Durability model: every accepted event is appended to `events` and to the `log` in the
-//! same transaction as the firings and runs it caused. The engine's state is rebuilt on
-//! start from the latest snapshot plus the log entries after it; the engine is deterministic,
-//! so the rebuilt state is the state that produced the committed firings, and nothing is
-//! fired twice or lost.
+//! Durability model: every accepted event is stored in the same transaction as the firings
+//! and runs it caused and the engine state it changed (`state.rs`). A restart reads that
+//! state back: it is the state that produced the committed firings, so nothing is fired
+//! twice or lost. Data directories of schema version 1 kept an input log and snapshots
+//! instead; they are read once (`legacy.rs`) and rewritten in the current layout.
+
+mod legacy;
+mod state;
+
+pub use self::legacy::{LegacyState, LogEntry};
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::{de::DeserializeOwned, Serialize};
 use uuid::Uuid;
 
-use crate::engine::EngineState;
 use crate::model::time::Timestamp;
 pub use crate::model::TriggerRecord;
-use crate::model::{Deployment, Event, Firing, LogLine, Run, ScopeFilter, TriggerDefinition};
+use crate::model::{Deployment, Event, Firing, LogLine, Run, ScopeFilter};
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const EVENT_IDS: TableDefinition<u128, u64> = TableDefinition::new("event_ids");
-const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const TRIGGERS: TableDefinition<&str, &[u8]> = TableDefinition::new("triggers");
 const FIRINGS: TableDefinition<u64, &[u8]> = TableDefinition::new("firings");
 const DEPLOYMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("deployments");
@@ -41,10 +44,10 @@ const ACTIVE_INDEXED_KEY: &str = "active_runs_indexed";
 const FIRING_IDS: TableDefinition<u128, u64> = TableDefinition::new("firing_ids");
 const FIRINGS_INDEXED_KEY: &str = "firing_ids_indexed";
 
-/// The schema version this code writes and reads.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The schema version this code writes and reads (it also reads version 1, once, to
+/// rewrite it: see [`Store::legacy_recovery`]).
+pub const SCHEMA_VERSION: u32 = 2;
 const SCHEMA_KEY: &str = "schema_version";
-const SNAPSHOT_KEY: &str = "snapshot";
 
 /// Storage failures.
 #[derive(Debug, thiserror::Error)]
@@ -93,67 +96,6 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 
 fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { what, message: e.to_string() })
-}
-
-/// One entry of the engine's input log, in processing order.
-#[allow(clippy::large_enum_variant)] // entries are encoded one at a time
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum LogEntry {
-    /// An accepted event (stored in `events` under `seq`), processed at `at`.
-    Event {
-        /// The event's sequence number.
-        seq: u64,
-        /// Processing time.
-        at: Timestamp,
-    },
-    /// The clock advanced to `at` (periodic work).
-    Tick {
-        /// The new clock.
-        at: Timestamp,
-    },
-    /// A definition was installed or replaced at `at`.
-    PutTrigger {
-        /// The definition.
-        definition: TriggerDefinition,
-        /// Processing time.
-        at: Timestamp,
-    },
-    /// A definition was removed at `at`.
-    DeleteTrigger {
-        /// Its id.
-        id: String,
-        /// Processing time.
-        at: Timestamp,
-    },
-    /// A scope filter was installed at `at`.
-    PutFilter {
-        /// The filter.
-        filter: ScopeFilter,
-        /// Processing time.
-        at: Timestamp,
-    },
-    /// A scope filter was removed at `at`.
-    DeleteFilter {
-        /// Its id.
-        id: Uuid,
-        /// Processing time.
-        at: Timestamp,
-    },
-}
-
-/// The engine state at a log position, with the definitions it belongs to.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Snapshot {
-    /// The last log position applied.
-    pub log_pos: u64,
-    /// The installed definitions, in installation order.
-    pub definitions: Vec<TriggerDefinition>,
-    /// The engine's state.
-    pub state: EngineState,
-    /// The installed scope filters, in installation order.
-    #[serde(default)]
-    pub filters: Vec<ScopeFilter>,
 }
 
 /// A stored event with its sequence number.
@@ -207,7 +149,9 @@ impl Store {
             let mut meta = tx.tx.open_table(META)?;
             tx.tx.open_table(EVENTS)?;
             tx.tx.open_table(EVENT_IDS)?;
-            tx.tx.open_table(LOG)?;
+            tx.tx.open_table(state::BUCKETS)?;
+            tx.tx.open_table(state::TRIGGER_STATE)?;
+            tx.tx.open_table(state::PARKED)?;
             tx.tx.open_table(TRIGGERS)?;
             tx.tx.open_table(FIRINGS)?;
             let mut firing_ids = tx.tx.open_table(FIRING_IDS)?;
@@ -223,6 +167,7 @@ impl Store {
                     meta.insert(SCHEMA_KEY, encode(&SCHEMA_VERSION).as_slice())?;
                 }
                 Some(v) if v == SCHEMA_VERSION => {}
+                Some(1) => {} // rewritten by the service on start: see `legacy.rs`
                 Some(found) => return Err(StoreError::Version { found }),
             }
             // Data written before the index existed: build it once.
@@ -268,26 +213,6 @@ impl Store {
 
     fn read(&self) -> Result<redb::ReadTransaction, StoreError> {
         Ok(self.db.begin_read()?)
-    }
-
-    /// The latest snapshot, if any.
-    pub fn snapshot(&self) -> Result<Option<Snapshot>, StoreError> {
-        let rx = self.read()?;
-        let meta = rx.open_table(META)?;
-        let found = meta.get(SNAPSHOT_KEY)?;
-        found.map(|v| decode("snapshot", v.value())).transpose()
-    }
-
-    /// Log entries after `pos`, in order.
-    pub fn log_after(&self, pos: u64) -> Result<Vec<(u64, LogEntry)>, StoreError> {
-        let rx = self.read()?;
-        let log = rx.open_table(LOG)?;
-        let mut out = Vec::new();
-        for item in log.range(pos.saturating_add(1)..)? {
-            let (k, v) = item?;
-            out.push((k.value(), decode("log entry", v.value())?));
-        }
-        Ok(out)
     }
 
     /// The event stored under `seq`.
@@ -593,19 +518,6 @@ impl Tx {
         Ok(seq)
     }
 
-    /// Appends a log entry; returns its position.
-    pub fn append_log(&self, entry: &LogEntry) -> Result<u64, StoreError> {
-        let mut log = self.writable(LOG)?;
-        let pos = last_key(&log)? + 1;
-        log.insert(pos, encode(entry).as_slice())?;
-        Ok(pos)
-    }
-
-    /// The last log position.
-    pub fn log_pos(&self) -> Result<u64, StoreError> {
-        last_key(&self.tx.open_table(LOG)?)
-    }
-
     /// Stores a new firing, insert-only: when a firing with this id was stored before,
     /// nothing is written, the refusal is logged (an internal error) and counted in
     /// [`Store::duplicate_ids`], and the answer is false.
@@ -735,17 +647,6 @@ impl Tx {
         Ok(self.writable(FILTERS)?.remove(id.as_u128())?.is_some())
     }
 
-    /// Writes the engine snapshot and drops the log entries it covers.
-    pub fn put_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
-        self.writable(META)?.insert(SNAPSHOT_KEY, encode(snapshot).as_slice())?;
-        let mut log = self.writable(LOG)?;
-        // Keep the last entry so that positions keep increasing after a restart.
-        if snapshot.log_pos > 1 {
-            log.retain_in(..snapshot.log_pos, |_, _| false)?;
-        }
-        Ok(())
-    }
-
     /// Deletes events received before `cutoff` (retention); returns how many.
     pub fn prune_events(&self, cutoff: Timestamp, max: usize) -> Result<usize, StoreError> {
         let mut events = self.writable(EVENTS)?;
@@ -779,7 +680,7 @@ mod tests {
     }
 
     #[test]
-    fn events_log_and_snapshot_survive_reopening() {
+    fn events_survive_reopening() {
         let dir = temp("reopen");
         let t = Timestamp::from_micros(1_000_000);
         {
@@ -787,23 +688,17 @@ mod tests {
             let tx = store.begin().unwrap();
             let mut e = Event::new(Uuid::from_u128(7), t, "a", Resource::new("x"));
             e.received = Some(t);
-            let seq = tx.put_event(&e).unwrap();
-            assert_eq!(seq, 1);
-            assert_eq!(tx.append_log(&LogEntry::Event { seq, at: t }).unwrap(), 1);
-            assert_eq!(tx.append_log(&LogEntry::Tick { at: t }).unwrap(), 2);
+            assert_eq!(tx.put_event(&e).unwrap(), 1);
             tx.commit().unwrap();
         }
         let store = Store::open(&dir).unwrap();
         assert!(store.event(&Uuid::from_u128(7)).unwrap().is_some());
-        assert_eq!(store.log_after(0).unwrap().len(), 2);
         let tx = store.begin().unwrap();
         assert!(tx.has_event(&Uuid::from_u128(7)).unwrap());
-        tx.put_snapshot(&Snapshot { log_pos: 2, definitions: vec![], state: EngineState::default(), filters: vec![] })
-            .unwrap();
-        assert_eq!(tx.append_log(&LogEntry::Tick { at: t }).unwrap(), 3, "positions keep increasing");
+        let mut e = Event::new(Uuid::from_u128(8), t, "b", Resource::new("x"));
+        e.received = Some(t);
+        assert_eq!(tx.put_event(&e).unwrap(), 2, "sequence numbers keep increasing");
         tx.commit().unwrap();
-        assert_eq!(store.log_after(2).unwrap().len(), 1);
-        assert_eq!(store.snapshot().unwrap().unwrap().log_pos, 2);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -96,7 +96,7 @@ impl Server {
                 }
             }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(30)).expect("the server reports where it listens");
+        let addr = rx.recv_timeout(Duration::from_secs(120)).expect("the server reports where it listens");
         Server { child, api: format!("http://{addr}/api"), data: data.to_path_buf() }
     }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::model::time::Timestamp;
 use crate::model::{Event, Firing};
-use crate::store::{LogEntry, StoreError, Tx};
+use crate::store::{StoreError, Tx};
 
 use super::runs::run_for;
 use super::{render_step, Core, MAX_CASCADE, PRUNE_EVERY};
@@ -13,7 +13,7 @@ use crate::engine::{PendingFiring, Step};
 use crate::service::IngestReport;
 
 impl Core {
-    /// Stores each new event, logs it and evaluates it, in order; an id stored before is
+    /// Stores each new event and evaluates it, in order; an id stored before is
     /// reported as a duplicate and not evaluated again.
     pub(super) fn ingest(
         &mut self,
@@ -30,10 +30,14 @@ impl Core {
                 continue;
             }
             event.received = Some(now);
-            let seq = tx.put_event(&event)?;
-            self.log(tx, &LogEntry::Event { seq, at: now })?;
+            // The store knows whether a follower's leader was processed (the engine forgets).
+            let leader_processed = match event.follows {
+                Some(leader) if leader != event.id => tx.has_event(&leader)?,
+                _ => false,
+            };
+            tx.put_event(&event)?;
             let event = Arc::new(event);
-            let step = self.engine.on_event(now, event.clone());
+            let step = self.engine.on_event_with(now, event.clone(), leader_processed);
             self.record(tx, step, now)?;
             accepted.push(event);
             self.drain_outbox(tx, accepted)?;
@@ -58,14 +62,11 @@ impl Core {
         Ok(())
     }
 
-    /// Before a trigger changes, the periodic work due so far happens (and is logged if it
-    /// fired), so that replaying the log applies the change at the same point.
+    /// Before a trigger changes, the periodic work due so far happens, so that the change
+    /// applies at the same point as in a replay of the same inputs.
     pub(super) fn advance_for_change(&mut self, tx: &Tx, now: Timestamp) -> Result<(), StoreError> {
         let step = self.engine.on_tick(now);
-        if step.has_effects() {
-            self.log(tx, &LogEntry::Tick { at: now })?;
-            self.record(tx, step, now)?;
-        }
+        self.record(tx, step, now)?;
         Ok(())
     }
 
@@ -124,11 +125,10 @@ impl Core {
         while let Some(mut event) = self.outbox.pop_front() {
             let now = self.now();
             event.received = Some(now);
-            let seq = tx.put_event(&event)?;
+            tx.put_event(&event)?;
             let event = Arc::new(event);
             if evaluated < MAX_CASCADE {
                 evaluated += 1;
-                self.log(tx, &LogEntry::Event { seq, at: now })?;
                 let step = self.engine.on_event(now, event.clone());
                 self.record(tx, step, now)?;
             } else {

@@ -8,7 +8,7 @@ use crate::engine::Engine;
 use crate::model::time::Timestamp;
 use crate::model::{JsonPath, ScopeFilter};
 use crate::service::ServiceError;
-use crate::store::{LogEntry, Tx};
+use crate::store::Tx;
 
 use super::{Core, Outcome};
 
@@ -33,7 +33,6 @@ impl Core {
             Err(problems) => return Ok(Err(ServiceError::Invalid(problems))),
         };
         self.advance_for_change(tx, now)?;
-        self.log(tx, &LogEntry::PutFilter { filter: filter.clone(), at: now })?;
         self.engine.put_scope_filter(compiled);
         tx.put_filter(&filter)?;
         Ok(Ok(filter))
@@ -45,7 +44,6 @@ impl Core {
             return Ok(Err(ServiceError::NotFound { what: "filter", id: id.to_string() }));
         }
         self.advance_for_change(tx, now)?;
-        self.log(tx, &LogEntry::DeleteFilter { id, at: now })?;
         self.engine.remove_scope_filter(&id);
         Ok(Ok(()))
     }

@@ -18,7 +18,8 @@ use uuid::Uuid;
 use crate::engine::{panic_message, Engine, EngineConfig, PendingFiring, Step};
 use crate::model::time::{Span, Timestamp};
 use crate::model::Event;
-use crate::store::{LogEntry, Snapshot, Store, StoreError, Tx};
+use crate::model::{ScopeFilter, TriggerDefinition};
+use crate::store::{LegacyState, LogEntry, Store, StoreError, Tx};
 
 pub(super) use self::command::Command;
 use self::filters::install_filter;
@@ -26,9 +27,11 @@ use self::triggers::install;
 use super::runs::RunQueue;
 use super::{ServiceConfig, ServiceError};
 
-/// Processed event ids the engine remembers itself; the store deduplicates for the whole
-/// retention period.
-const ENGINE_SEEN_WINDOW: Span = Span::minutes(60);
+/// Processed event ids the engine remembers itself: none past the step that processed them.
+/// The store deduplicates for the whole retention period, and tells the engine whether a
+/// follower's leader was processed (`Engine::on_event_with`), so the engine's own record need
+/// not be kept, nor persisted.
+const ENGINE_SEEN_WINDOW: Span = Span::ZERO;
 /// Commands folded into one transaction.
 const MAX_BATCH: usize = 256;
 /// How often old events are pruned.
@@ -79,7 +82,6 @@ pub(super) struct Core {
     engine: Engine,
     config: ServiceConfig,
     events: broadcast::Sender<Arc<Event>>,
-    entries_since_snapshot: u64,
     last_prune: Option<Timestamp>,
     runs: RunQueue,
     /// Run-state events waiting to be stored and evaluated, in order.
@@ -108,12 +110,99 @@ fn render_step(
 }
 
 fn engine_config() -> EngineConfig {
-    EngineConfig { seen_window: Some(ENGINE_SEEN_WINDOW), ..EngineConfig::default() }
+    EngineConfig { seen_window: Some(ENGINE_SEEN_WINDOW), track_changes: true, ..EngineConfig::default() }
+}
+
+/// Installs the stored definitions and filters in the order they were installed in (which
+/// orders firings within a step, and so their ids), then loads the stored state.
+fn restore(store: &Store, engine: &mut Engine) -> Result<(), StoreError> {
+    let (order, state) = store.engine_state()?.unwrap_or_default();
+    let mut definitions: HashMap<String, TriggerDefinition> =
+        store.triggers()?.into_iter().map(|r| (r.definition.id.clone(), r.definition)).collect();
+    for id in &order.triggers {
+        if let Some(d) = definitions.remove(id) {
+            install(engine, &d);
+        }
+    }
+    // Any not in the stored order (none, unless it was lost) come after, oldest first.
+    let mut rest: Vec<TriggerDefinition> = definitions.into_values().collect();
+    rest.sort_by(|a, b| a.id.cmp(&b.id));
+    for d in &rest {
+        install(engine, d);
+    }
+    let mut filters: HashMap<Uuid, ScopeFilter> = store.filters()?.into_iter().map(|f| (f.id, f)).collect();
+    for id in &order.filters {
+        if let Some(f) = filters.remove(id) {
+            install_filter(engine, f);
+        }
+    }
+    let mut rest: Vec<ScopeFilter> = filters.into_values().collect();
+    rest.sort_by_key(|f| f.id);
+    for f in rest {
+        install_filter(engine, f);
+    }
+    engine.restore(state);
+    Ok(())
+}
+
+/// Rebuilds the engine from a schema version 1 directory: the latest snapshot, then every
+/// log entry after it. Firings that replaying produces were committed with their entries
+/// already, so they are dropped.
+fn replay_legacy(store: &Store, engine: &mut Engine, legacy: LegacyState) -> Result<(), StoreError> {
+    if let Some(snapshot) = legacy.snapshot {
+        for d in &snapshot.definitions {
+            install(engine, d);
+        }
+        for f in snapshot.filters {
+            install_filter(engine, f);
+        }
+        engine.restore(snapshot.state);
+    }
+    // Firings were stored when they were first made; rendering again only disables the
+    // definitions whose rendering panicked then.
+    let render = |engine: &mut Engine, step| render_step(engine, step, |id| store.event(id)).map(drop);
+    for entry in legacy.entries {
+        match entry {
+            LogEntry::Event { seq, at } => match store.event_by_seq(seq)? {
+                Some(event) => {
+                    let step = engine.on_event(at, event);
+                    render(engine, step)?;
+                }
+                None => tracing::warn!(seq, "logged event was pruned before it was snapshotted"),
+            },
+            LogEntry::Tick { at } => {
+                let step = engine.on_tick(at);
+                render(engine, step)?;
+            }
+            LogEntry::PutTrigger { definition, at } => {
+                let step = engine.on_tick(at);
+                render(engine, step)?;
+                install(engine, &definition);
+            }
+            LogEntry::DeleteTrigger { id, at } => {
+                let step = engine.on_tick(at);
+                render(engine, step)?;
+                engine.remove(&id);
+            }
+            LogEntry::PutFilter { filter, at } => {
+                let step = engine.on_tick(at);
+                render(engine, step)?;
+                install_filter(engine, filter);
+            }
+            LogEntry::DeleteFilter { id, at } => {
+                let step = engine.on_tick(at);
+                render(engine, step)?;
+                engine.remove_scope_filter(&id);
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Core {
-    /// Rebuilds the engine: the latest snapshot, then every log entry after it. Firings that
-    /// replaying produces were committed with their entries already, so they are dropped.
+    /// Rebuilds the engine from what is stored: the definitions and filters, installed in
+    /// their order, and the state the last committed batch left. A data directory of schema
+    /// version 1 is rebuilt from its snapshot and log instead, and rewritten.
     pub(super) fn recover(
         store: Arc<Store>,
         config: ServiceConfig,
@@ -121,71 +210,29 @@ impl Core {
         runs_changed: Arc<watch::Sender<u64>>,
     ) -> Result<Core, ServiceError> {
         let mut engine = Engine::new(engine_config());
-        let mut from = 0;
-        if let Some(snapshot) = store.snapshot()? {
-            for d in &snapshot.definitions {
-                install(&mut engine, d);
+        match store.legacy_recovery()? {
+            Some(legacy) => {
+                let replayed = legacy.entries.len();
+                replay_legacy(&store, &mut engine, legacy)?;
+                engine.mark_all_changed();
+                let tx = store.begin()?;
+                tx.write_state(&engine.take_changes())?;
+                tx.finish_migration()?;
+                tx.commit()?;
+                tracing::info!(
+                    replayed,
+                    "data of schema version 1 rewritten: the engine state is stored as it changes"
+                );
             }
-            for f in snapshot.filters {
-                install_filter(&mut engine, f);
-            }
-            engine.restore(snapshot.state);
-            from = snapshot.log_pos;
-        }
-        let entries = store.log_after(from)?;
-        let replayed = entries.len();
-        // Firings were stored when they were first made; rendering again only disables the
-        // definitions whose rendering panicked then.
-        let render = |engine: &mut Engine, step| render_step(engine, step, |id| store.event(id)).map(drop);
-        for (_, entry) in entries {
-            match entry {
-                LogEntry::Event { seq, at } => match store.event_by_seq(seq)? {
-                    Some(event) => {
-                        let step = engine.on_event(at, event);
-                        render(&mut engine, step)?;
-                    }
-                    None => tracing::warn!(seq, "logged event was pruned before it was snapshotted"),
-                },
-                LogEntry::Tick { at } => {
-                    let step = engine.on_tick(at);
-                    render(&mut engine, step)?;
-                }
-                LogEntry::PutTrigger { definition, at } => {
-                    let step = engine.on_tick(at);
-                    render(&mut engine, step)?;
-                    install(&mut engine, &definition);
-                }
-                LogEntry::DeleteTrigger { id, at } => {
-                    let step = engine.on_tick(at);
-                    render(&mut engine, step)?;
-                    engine.remove(&id);
-                }
-                LogEntry::PutFilter { filter, at } => {
-                    let step = engine.on_tick(at);
-                    render(&mut engine, step)?;
-                    install_filter(&mut engine, filter);
-                }
-                LogEntry::DeleteFilter { id, at } => {
-                    let step = engine.on_tick(at);
-                    render(&mut engine, step)?;
-                    engine.remove_scope_filter(&id);
-                }
-            }
+            None => restore(&store, &mut engine)?,
         }
         let runs = RunQueue::new(store.deployments()?, store.active_runs()?);
-        tracing::info!(
-            snapshot_at = from,
-            replayed,
-            buckets = engine.bucket_count(),
-            active_runs = runs.active_count(),
-            "engine state restored"
-        );
+        tracing::info!(buckets = engine.bucket_count(), active_runs = runs.active_count(), "engine state restored");
         Ok(Core {
             store,
             engine,
             config,
             events,
-            entries_since_snapshot: replayed as u64,
             last_prune: None,
             runs,
             outbox: VecDeque::new(),
@@ -257,9 +304,7 @@ impl Core {
                 self.handle(&tx, command, &mut replies, &mut accepted)?;
                 self.drain_outbox(&tx, &mut accepted)?;
             }
-            if stop.is_some() || self.entries_since_snapshot >= self.config.snapshot_every {
-                self.snapshot(&tx)?;
-            }
+            tx.write_state(&self.engine.take_changes())?;
             tx.commit()
         })();
         match result {
@@ -288,24 +333,6 @@ impl Core {
             }
             None => Applied::Committed,
         }
-    }
-
-    fn snapshot(&mut self, tx: &Tx) -> Result<(), StoreError> {
-        let snapshot = Snapshot {
-            log_pos: tx.log_pos()?,
-            definitions: self.engine.definitions().map(|c| c.definition.clone()).collect(),
-            state: self.engine.export(),
-            filters: self.engine.scope_filters().map(|f| f.filter.clone()).collect(),
-        };
-        tx.put_snapshot(&snapshot)?;
-        self.entries_since_snapshot = 0;
-        Ok(())
-    }
-
-    fn log(&mut self, tx: &Tx, entry: &LogEntry) -> Result<(), StoreError> {
-        tx.append_log(entry)?;
-        self.entries_since_snapshot += 1;
-        Ok(())
     }
 
     /// Hands one command to the file of its concern; its answer is held until the commit.

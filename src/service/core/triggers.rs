@@ -7,7 +7,7 @@ use crate::engine::{compile, BucketPage, BucketQuery, Engine};
 use crate::model::time::Timestamp;
 use crate::model::{JsonPath, Problems, TriggerDefinition, TriggerOrigin, TriggerSync};
 use crate::service::ServiceError;
-use crate::store::{LogEntry, StoreError, TriggerRecord, Tx};
+use crate::store::{StoreError, TriggerRecord, Tx};
 
 use super::{Core, Outcome};
 
@@ -41,7 +41,6 @@ impl Core {
             Err(problems) => return Ok(Err(ServiceError::Invalid(problems))),
         };
         self.advance_for_change(tx, now)?;
-        self.log(tx, &LogEntry::PutTrigger { definition: definition.clone(), at: now })?;
         self.engine.upsert(compiled);
         let mut record = TriggerRecord {
             created: existing.as_ref().map_or(now, |r| r.created),
@@ -63,7 +62,7 @@ impl Core {
             return Ok(Err(ServiceError::NotFound { what: "trigger", id }));
         }
         self.advance_for_change(tx, now)?;
-        self.remove_trigger(tx, &id, now)?;
+        self.remove_trigger(tx, &id)?;
         Ok(Ok(()))
     }
 
@@ -77,7 +76,6 @@ impl Core {
             record.error = None;
             record.updated = now;
             self.advance_for_change(tx, now)?;
-            self.log(tx, &LogEntry::PutTrigger { definition: record.definition.clone(), at: now })?;
             if !self.engine.set_enabled(&id, enabled) {
                 install(&mut self.engine, &record.definition);
             }
@@ -157,7 +155,7 @@ impl Core {
         for record in existing.iter().filter(|r| r.definition.deployment.as_deref() == Some(deployment)) {
             let id = &record.definition.id;
             if !definitions.iter().any(|d| d.id == *id) {
-                self.remove_trigger(tx, id, now)?;
+                self.remove_trigger(tx, id)?;
                 report.deleted.push(id.clone());
                 if record.origin == Some(TriggerOrigin::Api) {
                     let warning = format!(
@@ -176,7 +174,6 @@ impl Core {
                 report.unchanged.push(definition.id);
                 continue;
             }
-            self.log(tx, &LogEntry::PutTrigger { definition: definition.clone(), at: now })?;
             self.engine.upsert(c);
             let record = TriggerRecord {
                 created: old.map_or(now, |r| r.created),
@@ -192,10 +189,9 @@ impl Core {
         Ok(Ok(report))
     }
 
-    /// Removes a definition, logged; the caller has done the periodic work due first
-    /// ([`Core::advance_for_change`]).
-    fn remove_trigger(&mut self, tx: &Tx, id: &str, now: Timestamp) -> Result<(), StoreError> {
-        self.log(tx, &LogEntry::DeleteTrigger { id: id.to_owned(), at: now })?;
+    /// Removes a definition (its stored state goes with the batch's state changes); the
+    /// caller has done the periodic work due first ([`Core::advance_for_change`]).
+    fn remove_trigger(&mut self, tx: &Tx, id: &str) -> Result<(), StoreError> {
         self.engine.remove(id);
         tx.delete_trigger(id)?;
         Ok(())
