@@ -23,7 +23,7 @@ use crate::model::{
     JsonPath, LogBatch, Problems, Run, ScopeFilter, Timestamp, TriggerDefinition, TriggerSync,
 };
 pub use crate::store::StoreError;
-use crate::store::{Store, TriggerRecord};
+use crate::store::{PreparedEvent, Store, TriggerRecord};
 
 use self::clock::Clock;
 use self::core::{Command, Core};
@@ -200,6 +200,12 @@ struct Inner {
     core_failure: watch::Receiver<Option<String>>,
 }
 
+/// Encodes events for storage here, on the request's thread, so that the single writer only
+/// stamps and inserts them.
+fn prepare(events: Vec<Event>) -> Vec<PreparedEvent> {
+    events.into_iter().map(PreparedEvent::new).collect()
+}
+
 impl Service {
     /// Opens the data directory, reads the engine's stored state back, and starts the
     /// core thread (and, on the wall clock, the timer).
@@ -258,6 +264,7 @@ impl Service {
     /// Makes the events durable and evaluates them, in order. Returns once they are
     /// committed. Pushes back with [`ServiceError::Overloaded`] when the queue is full.
     pub async fn ingest(&self, events: Vec<Event>) -> Result<IngestReport, ServiceError> {
+        let events = prepare(events);
         let (reply, answer) = oneshot::channel();
         match self.inner.commands.try_send(Command::Ingest { events, reply }) {
             Ok(()) => {}
@@ -270,6 +277,7 @@ impl Service {
     /// Like [`Service::ingest`], but waits for room in the queue instead of pushing back (for
     /// streams, whose reader simply reads more slowly).
     pub async fn ingest_waiting(&self, events: Vec<Event>) -> Result<IngestReport, ServiceError> {
+        let events = prepare(events);
         self.call(|reply| Command::Ingest { events, reply }).await
     }
 

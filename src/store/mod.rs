@@ -8,9 +8,12 @@
 //! twice or lost. Data directories of schema version 1 kept an input log and snapshots
 //! instead; they are read once (`legacy.rs`) and rewritten in the current layout.
 
+mod event_codec;
 mod legacy;
 mod state;
 
+pub use self::event_codec::PreparedEvent;
+use self::event_codec::{decode_event, encode_event, received_and_id};
 pub use self::legacy::{LegacyState, LogEntry};
 
 use std::path::Path;
@@ -122,6 +125,21 @@ pub struct Tx {
     written: std::cell::Cell<bool>,
     /// The store's count of refused duplicate inserts.
     duplicates: Arc<AtomicU64>,
+    /// The next event sequence number, once known in this transaction.
+    next_seq: std::cell::Cell<Option<u64>>,
+}
+
+/// What [`Tx::ingest_event`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ingested {
+    /// The id was stored before: nothing was written.
+    Duplicate,
+    /// Stored. `leader_processed`: the event follows another that is stored (processed, as
+    /// far as the store knows).
+    Stored {
+        /// Whether the `follows` leader is stored.
+        leader_processed: bool,
+    },
 }
 
 /// Memory redb may keep as its page cache (its default is 1 GiB: reading a few hundred MB of
@@ -199,7 +217,12 @@ impl Store {
 
     /// Starts the (single) write transaction.
     pub fn begin(&self) -> Result<Tx, StoreError> {
-        Ok(Tx { tx: self.db.begin_write()?, written: std::cell::Cell::new(false), duplicates: self.duplicates.clone() })
+        Ok(Tx {
+            tx: self.db.begin_write()?,
+            written: std::cell::Cell::new(false),
+            duplicates: self.duplicates.clone(),
+            next_seq: std::cell::Cell::new(None),
+        })
     }
 
     /// How many times, since this store was opened, a run or a firing was to be created
@@ -220,13 +243,13 @@ impl Store {
         let rx = self.read()?;
         let events = rx.open_table(EVENTS)?;
         let found = events.get(seq)?;
-        found.map(|v| decode("event", v.value())).transpose()
+        found.map(|v| decode_event(v.value())).transpose()
     }
 
     /// The event with this id.
     pub fn event(&self, id: &Uuid) -> Result<Option<Event>, StoreError> {
         let rx = self.read()?;
-        through_index(&rx.open_table(EVENT_IDS)?, &rx.open_table(EVENTS)?, id, "event")
+        event_by_id(&rx.open_table(EVENT_IDS)?, &rx.open_table(EVENTS)?, id)
     }
 
     /// Events newest first, starting below `before` (a sequence number), that pass `keep`,
@@ -398,7 +421,7 @@ fn collect_events<'a>(
             return Ok((out, Some(seq)));
         }
         scanned_bytes += size;
-        let event: Event = decode("event", v.value())?;
+        let event = decode_event(v.value())?;
         if keep(&event) {
             page_bytes += size;
             out.push(StoredEvent { seq, event });
@@ -415,6 +438,17 @@ pub const MAX_EVENT_PAGE_BYTES: usize = 16 * 1024 * 1024;
 pub const MAX_EVENT_SCAN_BYTES: usize = 256 * 1024 * 1024;
 
 /// The value an id index points at: `ids` maps the id to a sequence number in `values`.
+/// The event with this id, through the id index.
+fn event_by_id(
+    ids: &impl ReadableTable<u128, u64>,
+    events: &impl ReadableTable<u64, &'static [u8]>,
+    id: &Uuid,
+) -> Result<Option<Event>, StoreError> {
+    let Some(seq) = ids.get(id.as_u128())?.map(|v| v.value()) else { return Ok(None) };
+    let found = events.get(seq)?;
+    found.map(|v| decode_event(v.value())).transpose()
+}
+
 fn through_index<T: DeserializeOwned>(
     ids: &impl ReadableTable<u128, u64>,
     values: &impl ReadableTable<u64, &'static [u8]>,
@@ -499,22 +533,47 @@ impl Tx {
         Ok(self.tx.open_table(table)?)
     }
 
-    /// True when an event with this id was stored before.
-    pub fn has_event(&self, id: &Uuid) -> Result<bool, StoreError> {
-        Ok(self.tx.open_table(EVENT_IDS)?.get(id.as_u128())?.is_some())
-    }
-
     /// The event with this id, as the write transaction sees it.
     pub fn event(&self, id: &Uuid) -> Result<Option<Event>, StoreError> {
-        through_index(&self.tx.open_table(EVENT_IDS)?, &self.tx.open_table(EVENTS)?, id, "event")
+        event_by_id(&self.tx.open_table(EVENT_IDS)?, &self.tx.open_table(EVENTS)?, id)
     }
 
-    /// Stores an accepted event; returns its sequence number.
+    /// Stores an accepted event (with its `received` set); returns its sequence number.
     pub fn put_event(&self, event: &Event) -> Result<u64, StoreError> {
         let mut events = self.writable(EVENTS)?;
-        let seq = last_key(&events)? + 1;
-        events.insert(seq, encode(event).as_slice())?;
-        self.writable(EVENT_IDS)?.insert(event.id.as_u128(), seq)?;
+        let mut ids = self.writable(EVENT_IDS)?;
+        let seq = self.next_event_seq(&events)?;
+        events.insert(seq, encode_event(event).as_slice())?;
+        ids.insert(event.id.as_u128(), seq)?;
+        Ok(seq)
+    }
+
+    /// Stores an event received `now`, unless its id was stored before, with one opening of
+    /// the event tables: what the writer does for each event sent in.
+    pub fn ingest_event(&self, prepared: &mut PreparedEvent, now: Timestamp) -> Result<Ingested, StoreError> {
+        let mut ids = self.writable(EVENT_IDS)?;
+        let id = prepared.event.id;
+        if ids.get(id.as_u128())?.is_some() {
+            return Ok(Ingested::Duplicate);
+        }
+        let leader_processed = match prepared.event.follows {
+            Some(leader) if leader != id => ids.get(leader.as_u128())?.is_some(),
+            _ => false,
+        };
+        let mut events = self.writable(EVENTS)?;
+        let seq = self.next_event_seq(&events)?;
+        events.insert(seq, prepared.receive(now))?;
+        ids.insert(id.as_u128(), seq)?;
+        Ok(Ingested::Stored { leader_processed })
+    }
+
+    /// The next event sequence number (the table's last key is read once per transaction).
+    fn next_event_seq(&self, events: &redb::Table<'_, u64, &'static [u8]>) -> Result<u64, StoreError> {
+        let seq = match self.next_seq.get() {
+            Some(seq) => seq,
+            None => last_key(events)? + 1,
+        };
+        self.next_seq.set(Some(seq + 1));
         Ok(seq)
     }
 
@@ -654,11 +713,11 @@ impl Tx {
         let mut doomed = Vec::new();
         for item in events.iter()? {
             let (k, v) = item?;
-            let event: Event = decode("event", v.value())?;
-            if event.received.unwrap_or(event.occurred) >= cutoff || doomed.len() == max {
+            let (received, id) = received_and_id(v.value())?;
+            if received >= cutoff || doomed.len() == max {
                 break;
             }
-            doomed.push((k.value(), event.id));
+            doomed.push((k.value(), id));
         }
         for (seq, id) in &doomed {
             events.remove(*seq)?;
@@ -694,11 +753,15 @@ mod tests {
         let store = Store::open(&dir).unwrap();
         assert!(store.event(&Uuid::from_u128(7)).unwrap().is_some());
         let tx = store.begin().unwrap();
-        assert!(tx.has_event(&Uuid::from_u128(7)).unwrap());
+        let mut again = PreparedEvent::new(Event::new(Uuid::from_u128(7), t, "a", Resource::new("x")));
+        assert_eq!(tx.ingest_event(&mut again, t).unwrap(), Ingested::Duplicate);
         let mut e = Event::new(Uuid::from_u128(8), t, "b", Resource::new("x"));
-        e.received = Some(t);
-        assert_eq!(tx.put_event(&e).unwrap(), 2, "sequence numbers keep increasing");
+        e.follows = Some(Uuid::from_u128(7));
+        let mut follower = PreparedEvent::new(e);
+        assert_eq!(tx.ingest_event(&mut follower, t).unwrap(), Ingested::Stored { leader_processed: true });
+        assert_eq!(tx.put_event(&follower.event).unwrap(), 3, "sequence numbers keep increasing");
         tx.commit().unwrap();
+        assert_eq!(store.event_by_seq(2).unwrap(), Some(follower.event));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -22,7 +22,7 @@ use crate::engine::{Bucket, BucketKey, EngineState, InstallOrder, StateChanges, 
 use crate::model::time::Timestamp;
 use crate::model::Event;
 
-use super::{decode, encode, through_index, Store, StoreError, Tx, EVENTS, EVENT_IDS, META};
+use super::{decode, encode, Store, StoreError, Tx, EVENTS, EVENT_IDS, META};
 
 pub(super) const BUCKETS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("buckets");
 pub(super) const TRIGGER_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("trigger_state");
@@ -221,7 +221,7 @@ impl Store {
         for item in rx.open_table(PARKED)?.iter()? {
             let (k, v) = item?;
             let id = Uuid::from_u128(k.value());
-            let event: Option<Event> = through_index(&ids, &events, &id, "event")?;
+            let event: Option<Event> = super::event_by_id(&ids, &events, &id)?;
             match event {
                 Some(event) => {
                     waiting.push(Waiting { event: Arc::new(event), received: Timestamp::from_micros(v.value()) })

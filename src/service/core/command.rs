@@ -7,11 +7,11 @@ use uuid::Uuid;
 
 use crate::engine::{BucketPage, BucketQuery};
 use crate::model::{
-    ClaimRequest, ClaimedRun, Completion, Deployment, Event, FailureReport, Heartbeat, HeartbeatReply, LogBatch, Run,
+    ClaimRequest, ClaimedRun, Completion, Deployment, FailureReport, Heartbeat, HeartbeatReply, LogBatch, Run,
     ScopeFilter, TriggerDefinition, TriggerSync,
 };
 use crate::service::{IngestReport, ServiceError};
-use crate::store::TriggerRecord;
+use crate::store::{PreparedEvent, TriggerRecord};
 
 type Reply<T> = oneshot::Sender<Result<T, ServiceError>>;
 
@@ -19,7 +19,8 @@ type Reply<T> = oneshot::Sender<Result<T, ServiceError>>;
 #[allow(clippy::large_enum_variant)] // commands are moved once through a channel
 pub(in crate::service) enum Command {
     Ingest {
-        events: Vec<Event>,
+        /// Encoded for storage on the caller's thread.
+        events: Vec<PreparedEvent>,
         reply: Reply<IngestReport>,
     },
     Tick {

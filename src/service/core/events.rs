@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::model::time::Timestamp;
 use crate::model::{Event, Firing};
-use crate::store::{StoreError, Tx};
+use crate::store::{Ingested, PreparedEvent, StoreError, Tx};
 
 use super::runs::run_for;
 use super::{render_step, Core, MAX_CASCADE, PRUNE_EVERY};
@@ -18,25 +18,22 @@ impl Core {
     pub(super) fn ingest(
         &mut self,
         tx: &Tx,
-        events: Vec<Event>,
+        events: Vec<PreparedEvent>,
         now: Timestamp,
         accepted: &mut Vec<Arc<Event>>,
     ) -> Result<IngestReport, StoreError> {
         let mut report = IngestReport::default();
-        for mut event in events {
-            report.ids.push(event.id);
-            if tx.has_event(&event.id)? {
-                report.duplicates.push(event.id);
-                continue;
-            }
-            event.received = Some(now);
+        for mut prepared in events {
+            report.ids.push(prepared.event.id);
             // The store knows whether a follower's leader was processed (the engine forgets).
-            let leader_processed = match event.follows {
-                Some(leader) if leader != event.id => tx.has_event(&leader)?,
-                _ => false,
+            let leader_processed = match tx.ingest_event(&mut prepared, now)? {
+                Ingested::Duplicate => {
+                    report.duplicates.push(prepared.event.id);
+                    continue;
+                }
+                Ingested::Stored { leader_processed } => leader_processed,
             };
-            tx.put_event(&event)?;
-            let event = Arc::new(event);
+            let event = Arc::new(prepared.event);
             let step = self.engine.on_event_with(now, event.clone(), leader_processed);
             self.record(tx, step, now)?;
             accepted.push(event);
