@@ -158,6 +158,11 @@ impl Buckets {
         Buckets { changed: track.then(Default::default), ..Buckets::default() }
     }
 
+    /// The same, with room for `n` buckets (restoring them without growing step by step).
+    pub fn with_capacity(track: bool, n: usize) -> Buckets {
+        Buckets { map: HashMap::with_capacity(n), ..Buckets::new(track) }
+    }
+
     fn mark(&mut self, key: &BucketKey) {
         if let Some(changed) = &mut self.changed {
             if !changed.contains(key) {

@@ -262,7 +262,7 @@ impl Engine {
             for (node, export) in t.nodes.into_iter().enumerate() {
                 match (&mut s.nodes[node], export) {
                     (NodeState::Event { buckets, next_pass }, NodeExport::Event { buckets: saved, next_pass: due }) => {
-                        let mut restored = Buckets::new(self.config.track_changes);
+                        let mut restored = Buckets::with_capacity(self.config.track_changes, saved.len());
                         for (k, b) in saved {
                             restored.insert(k, b);
                         }
