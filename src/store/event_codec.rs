@@ -49,7 +49,8 @@ impl PreparedEvent {
 }
 
 /// The stored form of an event that has its `received` set.
-pub(super) fn encode_event(event: &Event) -> Vec<u8> {
+#[cfg(test)]
+fn encode_event(event: &Event) -> Vec<u8> {
     let mut prepared = PreparedEvent::new(event.clone());
     let at = event.received.unwrap_or(event.occurred);
     prepared.receive(at);

@@ -13,7 +13,7 @@ mod legacy;
 mod state;
 
 pub use self::event_codec::PreparedEvent;
-use self::event_codec::{decode_event, encode_event, received_and_id};
+use self::event_codec::{decode_event, received_and_id};
 pub use self::legacy::{LegacyState, LogEntry};
 
 use std::path::Path;
@@ -554,13 +554,14 @@ impl Tx {
         event_by_id(&self.tx.open_table(EVENT_IDS)?, &self.tx.open_table(EVENTS)?, id)
     }
 
-    /// Stores an accepted event (with its `received` set); returns its sequence number.
-    pub fn put_event(&self, event: &Event) -> Result<u64, StoreError> {
+    /// Stores an event made by the server (a run's state change, whose id is fresh), received
+    /// `now`; returns its sequence number.
+    pub fn put_event(&self, prepared: &mut PreparedEvent, now: Timestamp) -> Result<u64, StoreError> {
         let mut events = self.writable(EVENTS)?;
         let mut ids = self.writable(EVENT_IDS)?;
         let seq = self.next_event_seq(&events)?;
-        events.insert(seq, encode_event(event).as_slice())?;
-        ids.insert(event.id.as_u128(), seq)?;
+        events.insert(seq, prepared.receive(now))?;
+        ids.insert(prepared.event.id.as_u128(), seq)?;
         Ok(seq)
     }
 
@@ -761,9 +762,8 @@ mod tests {
         {
             let store = Store::open(&dir).unwrap();
             let tx = store.begin().unwrap();
-            let mut e = Event::new(Uuid::from_u128(7), t, "a", Resource::new("x"));
-            e.received = Some(t);
-            assert_eq!(tx.put_event(&e).unwrap(), 1);
+            let mut e = PreparedEvent::new(Event::new(Uuid::from_u128(7), t, "a", Resource::new("x")));
+            assert_eq!(tx.put_event(&mut e, t).unwrap(), 1);
             tx.commit().unwrap();
         }
         let store = Store::open(&dir).unwrap();
@@ -775,9 +775,11 @@ mod tests {
         e.follows = Some(Uuid::from_u128(7));
         let mut follower = PreparedEvent::new(e);
         assert_eq!(tx.ingest_event(&mut follower, t).unwrap(), Ingested::Stored { leader_processed: true });
-        assert_eq!(tx.put_event(&follower.event).unwrap(), 3, "sequence numbers keep increasing");
+        let mut run_event = PreparedEvent::new(Event::new(Uuid::from_u128(9), t, "c", Resource::new("x")));
+        assert_eq!(tx.put_event(&mut run_event, t).unwrap(), 3, "sequence numbers keep increasing");
         tx.commit().unwrap();
         assert_eq!(store.event_by_seq(2).unwrap(), Some(follower.event));
+        assert_eq!(store.event_by_seq(3).unwrap(), Some(run_event.event));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

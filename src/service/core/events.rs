@@ -119,11 +119,11 @@ impl Core {
     /// Stores and evaluates the run-state events queued so far, and those they cause.
     pub(super) fn drain_outbox(&mut self, tx: &Tx, accepted: &mut Vec<Arc<Event>>) -> Result<(), StoreError> {
         let mut evaluated = 0;
-        while let Some(mut event) = self.outbox.pop_front() {
+        while let Some(event) = self.outbox.pop_front() {
             let now = self.now();
-            event.received = Some(now);
-            tx.put_event(&event)?;
-            let event = Arc::new(event);
+            let mut prepared = PreparedEvent::new(event);
+            tx.put_event(&mut prepared, now)?;
+            let event = Arc::new(prepared.event);
             if evaluated < MAX_CASCADE {
                 evaluated += 1;
                 let step = self.engine.on_event(now, event.clone());
