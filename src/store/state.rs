@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use redb::{ReadableTable, TableDefinition};
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 use uuid::Uuid;
 
 use crate::engine::state::NodeExport;
@@ -190,7 +190,13 @@ impl Store {
         }
         let mut orphans: Vec<String> = Vec::new();
         let mut last: Option<(String, Option<usize>)> = None;
-        for item in rx.open_table(BUCKETS)?.iter()? {
+        let table = rx.open_table(BUCKETS)?;
+        // A node's rows are contiguous: its list is given room for every row left when it
+        // starts (the pages it does not use are never touched), so it never grows by copying.
+        let mut left = table.len()? as usize;
+        let mut open: Option<(usize, u32)> = None;
+        for item in table.iter()? {
+            left = left.saturating_sub(1);
             let (k, v) = item?;
             let row = k.value();
             let (trigger, node, key) = parse_row(row)
@@ -207,7 +213,19 @@ impl Store {
                 }
             };
             let Some(index) = index else { continue };
+            if open != Some((index, node)) {
+                // The previous node's rows are all read: give back the room it did not use.
+                if let Some((i, n)) = open {
+                    if let Some(NodeExport::Event { buckets, .. }) = triggers[i].nodes.get_mut(n as usize) {
+                        buckets.shrink_to_fit();
+                    }
+                }
+                open = Some((index, node));
+            }
             if let Some(NodeExport::Event { buckets, .. }) = triggers[index].nodes.get_mut(node as usize) {
+                if buckets.capacity() == 0 {
+                    buckets.reserve_exact(left + 1);
+                }
                 buckets.push((key, decode_bucket(v.value())?));
             }
         }
