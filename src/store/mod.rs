@@ -736,9 +736,13 @@ impl Tx {
             }
             doomed.push((k.value(), id));
         }
+        // A follower still parked when its event is pruned cannot be read back on a restart:
+        // its row goes too (the running engine still holds the event itself).
+        let mut parked = self.writable(state::PARKED)?;
         for (seq, id) in &doomed {
             events.remove(*seq)?;
             ids.remove(id.as_u128())?;
+            parked.remove(id.as_u128())?;
         }
         Ok(doomed.len())
     }
