@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use super::bucket::{Bucket, BucketKey, Buckets};
 use super::composite::ChildFirings;
 use super::ordering::{Ordering, Waiting};
-use super::{Engine, NodeState};
+use super::{Engine, NodeState, Slot};
 
 /// Version of the exported format.
 pub const STATE_VERSION: u32 = 1;
@@ -129,6 +129,29 @@ impl Tracked {
     }
 }
 
+/// A definition's state: its node state, and its buckets (sorted by key) when `with_buckets`.
+fn trigger_state(s: &Slot, with_buckets: bool) -> TriggerState {
+    TriggerState {
+        id: s.compiled.definition.id.clone(),
+        fingerprint: s.compiled.fingerprint.clone(),
+        nodes: s
+            .nodes
+            .iter()
+            .map(|n| match n {
+                NodeState::Event { buckets, next_pass } => {
+                    let mut all = Vec::new();
+                    if with_buckets {
+                        all = buckets.sorted(Timestamp::from_micros(i64::MIN));
+                        all.sort_by(|a, b| a.0.cmp(&b.0));
+                    }
+                    NodeExport::Event { buckets: all, next_pass: *next_pass }
+                }
+                NodeState::Composite(c) => NodeExport::Composite { children: c.clone() },
+            })
+            .collect(),
+    }
+}
+
 impl Engine {
     /// What changed since the last call (everything tracked is forgotten). Empty but for the
     /// clock and firing count unless [`EngineConfig::track_changes`](super::EngineConfig) is set.
@@ -142,20 +165,7 @@ impl Engine {
             .slots
             .iter()
             .filter_map(|&slot| self.slots.get(slot as usize)?.as_ref())
-            .map(|s| TriggerState {
-                id: s.compiled.definition.id.clone(),
-                fingerprint: s.compiled.fingerprint.clone(),
-                nodes: s
-                    .nodes
-                    .iter()
-                    .map(|n| match n {
-                        NodeState::Event { next_pass, .. } => {
-                            NodeExport::Event { buckets: Vec::new(), next_pass: *next_pass }
-                        }
-                        NodeState::Composite(c) => NodeExport::Composite { children: c.clone() },
-                    })
-                    .collect(),
-            })
+            .map(|s| trigger_state(s, false))
             .collect();
         let mut buckets = Vec::new();
         let mut changes = Vec::new();
@@ -203,27 +213,7 @@ impl Engine {
 
     /// Exports the whole state, deterministically ordered.
     pub fn export(&self) -> EngineState {
-        let triggers = self
-            .slots
-            .iter()
-            .flatten()
-            .map(|s| TriggerState {
-                id: s.compiled.definition.id.clone(),
-                fingerprint: s.compiled.fingerprint.clone(),
-                nodes: s
-                    .nodes
-                    .iter()
-                    .map(|n| match n {
-                        NodeState::Event { buckets, next_pass } => {
-                            let mut all = buckets.sorted(Timestamp::from_micros(i64::MIN));
-                            all.sort_by(|a, b| a.0.cmp(&b.0));
-                            NodeExport::Event { buckets: all, next_pass: *next_pass }
-                        }
-                        NodeState::Composite(c) => NodeExport::Composite { children: c.clone() },
-                    })
-                    .collect(),
-            })
-            .collect();
+        let triggers = self.slots.iter().flatten().map(|s| trigger_state(s, true)).collect();
         EngineState {
             version: STATE_VERSION,
             clock: self.clock,

@@ -357,4 +357,36 @@ mod tests {
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    /// A parked follower's row goes when retention prunes its event (a restart could not read
+    /// it back); until then it reads back with its event.
+    #[test]
+    fn a_parked_follower_reads_back_until_its_event_is_pruned() {
+        use crate::model::Resource;
+        use crate::store::PreparedEvent;
+        let dir = std::env::temp_dir().join(format!("tripwire-store-parked-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(&dir).unwrap();
+        let t = Timestamp::from_micros(1_000_000);
+        let mut follower = Event::new(Uuid::from_u128(7), t, "b", Resource::new("x"));
+        follower.follows = Some(Uuid::from_u128(6));
+        let tx = store.begin().unwrap();
+        tx.put_event(&mut PreparedEvent::new(follower), t).unwrap();
+        tx.write_state(&StateChanges { parked: vec![(Uuid::from_u128(7), Some(t))], ..StateChanges::default() })
+            .unwrap();
+        tx.commit().unwrap();
+        let (_, state) = store.engine_state().unwrap().unwrap();
+        assert_eq!(state.waiting.len(), 1);
+        assert_eq!(state.waiting[0].event.id, Uuid::from_u128(7));
+        let tx = store.begin().unwrap();
+        assert_eq!(tx.prune_events(t.plus(crate::model::time::Span::seconds(1)), 10).unwrap(), 1);
+        tx.commit().unwrap();
+        let (_, state) = store.engine_state().unwrap().unwrap();
+        assert!(state.waiting.is_empty());
+        let rx = store.read().unwrap();
+        assert!(rx.open_table(PARKED).unwrap().is_empty().unwrap(), "the row went with the event");
+        drop(rx);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
