@@ -86,6 +86,17 @@ pub struct StateChanges {
     pub parked: Vec<(Uuid, Option<Timestamp>)>,
 }
 
+impl StateChanges {
+    /// Nothing changed but (perhaps) the clock and firing count.
+    pub fn is_empty(&self) -> bool {
+        self.order.is_none()
+            && self.reset.is_empty()
+            && self.triggers.is_empty()
+            && self.buckets.is_empty()
+            && self.parked.is_empty()
+    }
+}
+
 /// The installed definitions and scope filters, in installation order (which decides the
 /// order of firings within one step, and so their ids).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -113,7 +113,14 @@ fn decode_engine(bytes: &[u8]) -> Result<(Option<Timestamp>, u64), StoreError> {
 impl Tx {
     /// Writes what changed in the engine. Resets first (every row of those triggers goes),
     /// then node state, buckets and parked followers.
+    ///
+    /// A transaction that wrote nothing else and has no state change writes nothing here
+    /// either (an idle tick is not committed): the clock it would record only moved over time
+    /// in which nothing happened, and a restart's first tick advances over the same time again.
     pub fn write_state(&self, changes: &StateChanges) -> Result<(), StoreError> {
+        if !self.written.get() && changes.is_empty() {
+            return Ok(());
+        }
         let mut meta = self.writable(META)?;
         meta.insert(ENGINE_KEY, encode_engine(changes.clock, changes.firing_seq).as_slice())?;
         if let Some(order) = &changes.order {
@@ -303,6 +310,12 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let store = Store::open(&dir).unwrap();
         assert_eq!(store.engine_state().unwrap(), None, "nothing written yet");
+        // A batch that changed nothing but the clock (an idle tick) is not committed.
+        let tx = store.begin().unwrap();
+        let idle = StateChanges { clock: Some(Timestamp::from_micros(50)), ..StateChanges::default() };
+        tx.write_state(&idle).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(store.engine_state().unwrap(), None, "an idle tick writes nothing");
         let changes = |t: &str, keys: &[(&str, Option<Bucket>)]| BucketChanges {
             trigger: t.into(),
             node: 0,
