@@ -148,13 +148,6 @@ impl<F> Default for Step<F> {
     }
 }
 
-impl<F> Step<F> {
-    /// True when the step fired or disabled something (a tick that did must be logged).
-    pub fn has_effects(&self) -> bool {
-        !self.firings.is_empty() || !self.faults.is_empty()
-    }
-}
-
 /// An event a trigger did not count, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Overflow {

@@ -18,7 +18,6 @@ use uuid::Uuid;
 use crate::engine::{panic_message, Engine, EngineConfig, PendingFiring, Step};
 use crate::model::time::{Span, Timestamp};
 use crate::model::Event;
-use crate::model::{ScopeFilter, TriggerDefinition};
 use crate::store::{LegacyState, LogEntry, Store, StoreError, Tx};
 
 pub(super) use self::command::Command;
@@ -117,32 +116,30 @@ fn engine_config() -> EngineConfig {
 /// orders firings within a step, and so their ids), then loads the stored state.
 fn restore(store: &Store, engine: &mut Engine) -> Result<(), StoreError> {
     let (order, state) = store.engine_state()?.unwrap_or_default();
-    let mut definitions: HashMap<String, TriggerDefinition> =
-        store.triggers()?.into_iter().map(|r| (r.definition.id.clone(), r.definition)).collect();
-    for id in &order.triggers {
-        if let Some(d) = definitions.remove(id) {
-            install(engine, &d);
-        }
-    }
-    // Any not in the stored order (none, unless it was lost) come after, oldest first.
-    let mut rest: Vec<TriggerDefinition> = definitions.into_values().collect();
-    rest.sort_by(|a, b| a.id.cmp(&b.id));
-    for d in &rest {
+    let definitions = in_order(store.triggers()?.into_iter().map(|r| r.definition), &order.triggers, |d| d.id.clone());
+    for d in &definitions {
         install(engine, d);
     }
-    let mut filters: HashMap<Uuid, ScopeFilter> = store.filters()?.into_iter().map(|f| (f.id, f)).collect();
-    for id in &order.filters {
-        if let Some(f) = filters.remove(id) {
-            install_filter(engine, f);
-        }
-    }
-    let mut rest: Vec<ScopeFilter> = filters.into_values().collect();
-    rest.sort_by_key(|f| f.id);
-    for f in rest {
+    for f in in_order(store.filters()?, &order.filters, |f| f.id) {
         install_filter(engine, f);
     }
     engine.restore(state);
     Ok(())
+}
+
+/// `items` in the stored `order` of their keys; any the order does not name (none, unless it
+/// was lost) come after, by key.
+fn in_order<T, K: std::hash::Hash + Ord + Clone>(
+    items: impl IntoIterator<Item = T>,
+    order: &[K],
+    key: impl Fn(&T) -> K,
+) -> Vec<T> {
+    let mut by_key: HashMap<K, T> = items.into_iter().map(|t| (key(&t), t)).collect();
+    let mut out: Vec<T> = order.iter().filter_map(|k| by_key.remove(k)).collect();
+    let mut rest: Vec<(K, T)> = by_key.into_iter().collect();
+    rest.sort_by(|a, b| a.0.cmp(&b.0));
+    out.extend(rest.into_iter().map(|(_, t)| t));
+    out
 }
 
 /// Rebuilds the engine from a schema version 1 directory: the latest snapshot, then every
@@ -396,5 +393,17 @@ impl Core {
         let now = self.config.clock.now();
         // The engine's clock never goes backwards, even if the wall clock does.
         self.engine.clock().map_or(now, |c| c.max(now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_order;
+
+    #[test]
+    fn restored_items_keep_the_stored_order_and_the_rest_come_after_by_key() {
+        let items = vec![("d", 4), ("a", 1), ("c", 3), ("b", 2)];
+        let order = ["c", "gone", "a"];
+        assert_eq!(in_order(items, &order, |(k, _)| *k), [("c", 3), ("a", 1), ("b", 2), ("d", 4)]);
     }
 }
