@@ -3,6 +3,7 @@
 mod bench;
 mod emit;
 mod events;
+mod keys;
 mod remote;
 mod replay;
 mod runs;
@@ -31,6 +32,9 @@ enum Command {
     Emit(emit::EmitArgs),
     /// Read a server's events: `events tail [--follow]` prints them as JSON lines.
     Events(events::EventsArgs),
+    /// Manage API keys: `keys create --role emit --name NAME`, `keys list`, `keys revoke NAME`,
+    /// on a running server (`--api`, with an admin key) or a data directory (`--data DIR`).
+    Keys(keys::KeysArgs),
     /// Run trigger definitions over a file of past events on a virtual clock and print one JSON
     /// line per firing ("what would have fired").
     Replay(replay::ReplayArgs),
@@ -54,6 +58,7 @@ pub fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Emit(args) => emit::run(args),
         Command::Events(args) => events::run(args),
+        Command::Keys(args) => keys::run(args),
         Command::Replay(args) => replay::run(args),
         Command::Runs(args) => runs::run(args),
         Command::Schemas(args) => schemas::run(args),

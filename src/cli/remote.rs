@@ -1,4 +1,4 @@
-//! What the commands that talk to a server share: the `--api` flag, a small runtime per
+//! What the commands that talk to a server share: the `--api` and `--api-key` flags, a small runtime per
 //! command, output that survives a closed pipe, and exit codes (0 success, 1 a server or API
 //! error, 2 bad usage or input).
 
@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::client::{Client, ClientError, API_ENV, DEFAULT_API};
+use crate::client::{Client, ClientError, API_ENV, API_KEY_ENV, DEFAULT_API};
 
 /// The server to talk to.
 #[derive(Clone, Debug, Args)]
@@ -16,6 +16,20 @@ pub struct ApiArgs {
     /// The server's API address.
     #[arg(long, global = true, env = API_ENV, default_value = DEFAULT_API, value_name = "URL")]
     pub api: String,
+    /// The API key to send (`Authorization: Bearer`), when the server has auth on.
+    #[arg(long, global = true, env = API_KEY_ENV, hide_env_values = true, value_name = "KEY")]
+    pub api_key: Option<String>,
+}
+
+impl ApiArgs {
+    /// A client of the server, with the key if one was given.
+    pub fn client(&self) -> Result<Client, Failure> {
+        let client = Client::new(&self.api).map_err(|e| Failure::usage(format!("--api: {e}")))?;
+        Ok(match self.api_key.as_deref().map(str::trim) {
+            Some(key) if !key.is_empty() => client.with_api_key(key),
+            _ => client,
+        })
+    }
 }
 
 /// Why a command failed.
@@ -49,9 +63,9 @@ where
     F: FnOnce(Client) -> Fut,
     Fut: Future<Output = Result<(), Failure>>,
 {
-    let client = match Client::new(&api.api) {
+    let client = match api.client() {
         Ok(c) => c,
-        Err(e) => return report(Failure::usage(format!("--api: {e}"))),
+        Err(failure) => return report(failure),
     };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,

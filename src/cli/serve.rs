@@ -40,6 +40,20 @@ pub struct ServeArgs {
     /// subscriber is closed with 1008 and told to reconnect with backfill.
     #[arg(long, env = "TRIPWIRE_SUBSCRIBER_SEND_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
     subscriber_send_timeout: Duration,
+    /// Prefect's auth string (`user:pass`, as PREFECT_SERVER_API_AUTH_STRING): requests with
+    /// `Authorization: Basic base64(user:pass)` are admitted as administrators, and auth is on.
+    #[arg(long, env = "TRIPWIRE_AUTH_STRING", hide_env_values = true, value_parser = parse_auth_string)]
+    auth_string: Option<String>,
+    /// An origin (`https://host[:port]`) whose web pages may call the API besides the server's
+    /// own, e.g. a dashboard served elsewhere; repeat for more. Comma-separated in the
+    /// environment variable.
+    #[arg(long = "cors-origin", env = "TRIPWIRE_CORS_ORIGINS", value_delimiter = ',',
+          value_parser = crate::http::access::parse_origin)]
+    cors_origins: Vec<String>,
+    /// Listen on an address other machines can reach with auth off (no API key and no auth
+    /// string): anyone who reaches the port can then do anything. Refused without this.
+    #[arg(long)]
+    insecure: bool,
 }
 
 impl ServeArgs {
@@ -94,6 +108,17 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs.unsigned_abs()))
 }
 
+/// An auth string: not empty, no line breaks.
+fn parse_auth_string(text: &str) -> Result<String, String> {
+    if text.is_empty() {
+        return Err("the auth string is empty; give `user:password`".into());
+    }
+    if text.contains(['\r', '\n']) {
+        return Err("the auth string must not contain line breaks".into());
+    }
+    Ok(text.to_owned())
+}
+
 /// A connection cap: 1 to [`MAX_CONNECTIONS_SETTING`].
 fn parse_max_connections(text: &str) -> Result<usize, String> {
     let n: u64 = text.trim().parse().map_err(|_| format!("`{text}` is not a number of connections"))?;
@@ -127,14 +152,32 @@ pub fn run(args: ServeArgs) -> ExitCode {
 async fn serve(args: ServeArgs) -> Result<(), String> {
     let mut config = ServiceConfig::new(&args.data);
     config.retention = args.retention;
+    config.auth_string = args.auth_string.clone();
     let service =
         Service::start(config).await.map_err(|e| format!("cannot open the data in {}: {e}", args.data.display()))?;
+    if !args.addr.ip().is_loopback() && !service.access().is_on() && !args.insecure {
+        return Err(format!(
+            "refusing to listen on {} with auth off: anyone who can reach it could create triggers, run flows and \
+             read every event. Make an API key first (`tripwire keys create --role admin --name NAME --data {}`), \
+             or give `--auth-string user:password`, or listen on 127.0.0.1, or pass `--insecure` to accept the risk",
+            args.addr,
+            args.data.display()
+        ));
+    }
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .map_err(|e| format!("cannot listen on {}: {e} (is another server running there?)", args.addr))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    if service.access().is_on() {
+        tracing::info!("auth is on: requests need an API key or the auth string");
+    } else {
+        tracing::warn!(
+            "auth is off: anyone who can reach {addr} may do anything (make a key with `tripwire keys create`)"
+        );
+    }
     tracing::info!("tripwire listening on http://{addr}/api with data in {}", args.data.display());
-    let app = crate::http::router_with(service.clone(), args.subscriber_limits());
+    let guard = crate::http::Guard::new(args.cors_origins.clone());
+    let app = crate::http::router_with(service.clone(), args.subscriber_limits(), guard);
     let served = listener::serve(listener, app, args.listener_limits(), shutdown_signal());
     let failed = service.core_failed();
     tokio::select! {

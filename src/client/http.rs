@@ -1,5 +1,6 @@
 //! The HTTP transport: [`Client`], one method per endpoint of the API.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
@@ -9,8 +10,8 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use crate::model::{
-    ClaimRequest, ClaimedRun, Completion, Deployment, FailureReport, Firing, Heartbeat, HeartbeatReply, LogBatch, Run,
-    ScopeFilter, TriggerDefinition, TriggerSync,
+    ApiKey, ClaimRequest, ClaimedRun, Completion, CreatedApiKey, Deployment, FailureReport, Firing, Heartbeat,
+    HeartbeatReply, LogBatch, NewApiKey, Run, ScopeFilter, TriggerDefinition, TriggerSync,
 };
 
 use super::subscription::Subscription;
@@ -22,6 +23,8 @@ use crate::model::{NewEvent, TriggerRecord};
 pub const DEFAULT_API: &str = "http://127.0.0.1:4200/api";
 /// The environment variable naming the API address.
 pub const API_ENV: &str = "TRIPWIRE_API";
+/// The environment variable holding the API key [`Client::from_env`] sends.
+pub const API_KEY_ENV: &str = "TRIPWIRE_API_KEY";
 /// How long one request may take, connecting included, unless [`Client::with_timeout`] says
 /// otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -62,10 +65,21 @@ struct ErrorDetail {
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     base: Url,
+    /// Sent as `Authorization: Bearer`; never printed.
+    api_key: Option<Arc<str>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base.as_str())
+            .field("api_key", &self.api_key.as_ref().map(|_| "(set)"))
+            .finish()
+    }
 }
 
 impl Client {
@@ -82,15 +96,27 @@ impl Client {
                 "`{base_url}` is not an http(s) API address; use e.g. {DEFAULT_API}"
             )));
         }
-        Ok(Client { http: build_http(DEFAULT_TIMEOUT)?, base })
+        Ok(Client { http: build_http(DEFAULT_TIMEOUT)?, base, api_key: None })
     }
 
-    /// A client of the API named by `TRIPWIRE_API`, or of [`DEFAULT_API`] when it is unset.
+    /// A client of the API named by `TRIPWIRE_API` (or [`DEFAULT_API`] when it is unset) that
+    /// sends the API key in `TRIPWIRE_API_KEY`, if set.
     pub fn from_env() -> Result<Client, ClientError> {
-        match std::env::var(API_ENV) {
-            Ok(url) if !url.trim().is_empty() => Client::new(&url),
-            _ => Client::new(DEFAULT_API),
-        }
+        let client = match std::env::var(API_ENV) {
+            Ok(url) if !url.trim().is_empty() => Client::new(&url)?,
+            _ => Client::new(DEFAULT_API)?,
+        };
+        Ok(match std::env::var(API_KEY_ENV) {
+            Ok(key) if !key.trim().is_empty() => client.with_api_key(key.trim()),
+            _ => client,
+        })
+    }
+
+    /// The same client, sending `key` as `Authorization: Bearer` with every request (and with
+    /// WebSocket upgrades).
+    pub fn with_api_key(mut self, key: impl AsRef<str>) -> Client {
+        self.api_key = Some(Arc::from(key.as_ref()));
+        self
     }
 
     /// The same client with another per-request timeout.
@@ -319,7 +345,22 @@ impl Client {
         let mut url = self.url(&["events", "out"]);
         let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
         url.set_scheme(scheme).map_err(|_| ClientError::Invalid(format!("cannot make a WebSocket URL of {url}")))?;
-        Subscription::open(url.to_string(), filter, backfill).await
+        Subscription::open(url.to_string(), self.api_key.as_deref(), filter, backfill).await
+    }
+
+    /// `GET /admin/keys`: every API key (revoked ones last), without secrets.
+    pub async fn keys(&self) -> Result<Vec<ApiKey>, ClientError> {
+        self.get(&["admin", "keys"]).await
+    }
+
+    /// `POST /admin/keys`: makes an API key; the answer's `token` is shown this once.
+    pub async fn create_key(&self, new: &NewApiKey) -> Result<CreatedApiKey, ClientError> {
+        self.post(&["admin", "keys"], new, "the new key").await
+    }
+
+    /// `POST /admin/keys/{which}/revoke`: revokes a key by name or id, at once.
+    pub async fn revoke_key(&self, which: &str) -> Result<ApiKey, ClientError> {
+        self.post(&["admin", "keys", which, "revoke"], &json!({}), "the revoked key").await
     }
 
     /// `GET /filters`: the scope filters, optionally of one deployment and scope.
@@ -372,7 +413,11 @@ impl Client {
     }
 
     fn request(&self, method: Method, segments: &[&str]) -> RequestBuilder {
-        self.http.request(method, self.url(segments))
+        let request = self.http.request(method, self.url(segments));
+        match &self.api_key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        }
     }
 
     async fn get<T: DeserializeOwned>(&self, segments: &[&str]) -> Result<T, ClientError> {
@@ -398,7 +443,11 @@ impl Client {
         }
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
-        Err(api_error(status, &text))
+        let mut error = api_error(status, &text);
+        if let (ClientError::Api { status: 401, message, .. }, None) = (&mut error, &self.api_key) {
+            message.push_str(&format!(" (this client sent no API key: set {API_KEY_ENV} or pass --api-key)"));
+        }
+        Err(error)
     }
 
     fn transport_error(&self, e: &reqwest::Error) -> ClientError {

@@ -27,7 +27,7 @@ mod types;
 
 pub use self::error::ClientError;
 #[cfg(feature = "client")]
-pub use self::http::{Client, API_ENV, DEFAULT_API, DEFAULT_TIMEOUT};
+pub use self::http::{Client, API_ENV, API_KEY_ENV, DEFAULT_API, DEFAULT_TIMEOUT};
 #[cfg(feature = "client")]
 pub use self::subscription::Subscription;
 pub use self::types::{

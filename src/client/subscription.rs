@@ -2,7 +2,9 @@
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::header::{HeaderValue, AUTHORIZATION};
+use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::model::Event;
@@ -17,12 +19,34 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    pub(super) async fn open(url: String, filter: &Value, backfill: bool) -> Result<Subscription, ClientError> {
-        let (mut socket, _) =
-            tokio_tungstenite::connect_async(url.as_str()).await.map_err(|e| ClientError::Unreachable {
+    pub(super) async fn open(
+        url: String,
+        api_key: Option<&str>,
+        filter: &Value,
+        backfill: bool,
+    ) -> Result<Subscription, ClientError> {
+        let mut request = url.as_str().into_client_request().map_err(|e| ClientError::Invalid(e.to_string()))?;
+        if let Some(key) = api_key {
+            let value = HeaderValue::from_str(&format!("Bearer {key}"))
+                .map_err(|_| ClientError::Invalid("the API key is not a valid header value".into()))?;
+            request.headers_mut().insert(AUTHORIZATION, value);
+        }
+        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.map_err(|e| match e {
+            tungstenite::Error::Http(response) if matches!(response.status().as_u16(), 401 | 403) => {
+                let body = response.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+                let message = serde_json::from_str::<Value>(&body)
+                    .ok()
+                    .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+                    .unwrap_or_else(|| body.into_owned());
+                let status = response.status().as_u16();
+                let code = if status == 401 { "unauthorized" } else { "forbidden" };
+                ClientError::Api { status, code: code.into(), message }
+            }
+            e => ClientError::Unreachable {
                 url: url.clone(),
                 message: format!("cannot subscribe at {url}: {e}; is `tripwire serve` running?"),
-            })?;
+            },
+        })?;
         let subscribe = json!({"type": "filter", "filter": filter, "backfill": backfill});
         socket
             .send(Message::text(subscribe.to_string()))

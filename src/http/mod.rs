@@ -1,15 +1,19 @@
 //! The HTTP API (axum). `router(service)` builds the whole app; all routes live under `/api`
 //! so that Prefect clients pointed at `http://HOST:PORT/api` find them.
 
+pub mod access;
 mod deployments;
 mod error;
 mod events;
 mod filters;
+mod keys;
 pub mod listener;
 mod openapi;
 mod runs;
 mod triggers;
 mod websocket;
+
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -21,6 +25,7 @@ use serde_json::Value;
 
 use crate::service::Service;
 
+pub use self::access::Guard;
 pub use self::error::ApiError;
 pub use self::websocket::{
     SubscriberLimits, BACKFILL_MAX_BYTES, INGEST_BATCH_BYTES, MAX_SUBSCRIPTION_BYTES,
@@ -35,13 +40,14 @@ pub const MAX_BATCH_EVENTS: usize = 10_000;
 /// The version answered to Prefect clients (they check the major version).
 pub const PREFECT_API_VERSION: &str = "3.8.8";
 
-/// The whole API, with the default [`SubscriberLimits`].
+/// The whole API, with the default [`SubscriberLimits`] and no other origin allowed.
 pub fn router(service: Service) -> Router {
-    router_with(service, SubscriberLimits::default())
+    router_with(service, SubscriberLimits::default(), Guard::default())
 }
 
-/// The whole API, with the given limits for `/api/events/out` subscribers.
-pub fn router_with(service: Service, subscribers: SubscriberLimits) -> Router {
+/// The whole API, with the given limits for `/api/events/out` subscribers and the origins
+/// allowed besides the server's own (see [`access`]).
+pub fn router_with(service: Service, subscribers: SubscriberLimits, guard: Guard) -> Router {
     let api = Router::new()
         .route("/health", get(health))
         .route("/admin/version", get(|| async { Json(PREFECT_API_VERSION) }))
@@ -51,10 +57,13 @@ pub fn router_with(service: Service, subscribers: SubscriberLimits) -> Router {
         .merge(triggers::routes())
         .merge(deployments::routes())
         .merge(runs::routes())
+        .merge(keys::routes())
         .merge(websocket::routes(subscribers));
+    let guard = axum::middleware::from_fn_with_state((service.clone(), Arc::new(guard)), access::guard);
     Router::new()
         .nest("/api", api)
         .fallback(|method: Method, uri: Uri| async move { ApiError::no_route(method.as_str(), uri.path()) })
+        .layer(guard)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(service)
 }

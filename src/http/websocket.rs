@@ -2,8 +2,10 @@
 //! `GET /api/events/out` (what Prefect's event subscribers read).
 //!
 //! Both accept the `prefect` subprotocol; a client that asks for it first sends
-//! `{"type": "auth", "token": ...}` and is answered `{"type": "auth_success"}` (see [`Auth`]).
-//! A client that does not ask for it skips the exchange.
+//! `{"type": "auth", "token": ...}` and is answered `{"type": "auth_success"}` (see
+//! [`authenticate`]). A client that does not ask for it skips the exchange: while auth is on,
+//! it must then have sent credentials with the upgrade (the access layer refuses it
+//! otherwise). A connection whose API key is revoked is closed with 1008 at once.
 //!
 //! The per-connection loops are generic over a `Sink` of messages and a `Stream` of them, so
 //! they do not depend on a real socket.
@@ -32,11 +34,14 @@ use uuid::Uuid;
 
 use crate::model::problems::kind_of;
 use crate::model::time::Span;
-use crate::model::{Event, JsonPath, Timestamp};
+use crate::model::{Event, JsonPath, Permission, Role, Timestamp};
+use crate::service::access::{Access, Credential, Principal};
 use crate::service::Stamper;
 use crate::service::{Order, Service, ServiceError};
 
 use crate::model::event_filter::EventFilter;
+
+use super::access::Caller;
 
 pub(super) fn routes(limits: SubscriberLimits) -> Router<Service> {
     let subscribers = Arc::new(Subscribers { limits, queued: AtomicUsize::new(0) });
@@ -140,24 +145,6 @@ fn close(code: u16, reason: impl Into<String>) -> Stop {
     Stop::Close(code, reason.into())
 }
 
-/// Who may connect. tripwire has no API key configured yet, so [`Auth::default`] accepts any
-/// token (and `null`); once one is configured, `token` holds it and a client offering another
-/// is closed with 1008, as Prefect's server does.
-#[derive(Clone, Debug, Default)]
-struct Auth {
-    token: Option<String>,
-}
-
-impl Auth {
-    fn check(&self, offered: Option<&str>) -> Result<(), Stop> {
-        match &self.token {
-            None => Ok(()),
-            Some(expected) if offered == Some(expected.as_str()) => Ok(()),
-            Some(_) => Err(close(close_code::POLICY, "Invalid token")),
-        }
-    }
-}
-
 /// `GET /api/events/in`: one event per frame, in Prefect's JSON.
 ///
 /// Durability: frames are handled strictly in order, and the events read so far are
@@ -176,12 +163,21 @@ async fn events_in(
     ws: WebSocketUpgrade,
     State(service): State<Service>,
     Extension(subscribers): Extension<Arc<Subscribers>>,
+    Extension(caller): Extension<Caller>,
 ) -> Response {
     let ws = ws.protocols([SUBPROTOCOL]).max_message_size(MAX_MESSAGE_BYTES);
     let handshake = ws.selected_protocol().is_some();
     ws.on_upgrade(move |socket| async move {
         let (mut write, mut read) = socket.split();
-        let stop = receive_events(&service, &Auth::default(), handshake, &mut write, &mut read).await;
+        let stop = match admit(&service, caller, handshake, Permission::Emit, &mut write, &mut read).await {
+            Ok(principal) => {
+                tokio::select! {
+                    stop = receive_events(&service, &mut read) => stop,
+                    stop = revoked(&service, &principal) => stop,
+                }
+            }
+            Err(stop) => stop,
+        };
         if let Stop::Close(code, reason) = &stop {
             tracing::info!(code, reason = %reason, "closing /api/events/in");
         }
@@ -199,12 +195,21 @@ async fn events_out(
     ws: WebSocketUpgrade,
     State(service): State<Service>,
     Extension(subscribers): Extension<Arc<Subscribers>>,
+    Extension(caller): Extension<Caller>,
 ) -> Response {
     let ws = ws.protocols([SUBPROTOCOL]).max_message_size(MAX_SUBSCRIPTION_BYTES);
     let handshake = ws.selected_protocol().is_some();
     ws.on_upgrade(move |socket| async move {
         let (mut write, mut read) = socket.split();
-        let stop = stream_events(&service, &subscribers, &Auth::default(), handshake, &mut write, &mut read).await;
+        let stop = match admit(&service, caller, handshake, Permission::Read, &mut write, &mut read).await {
+            Ok(principal) => {
+                tokio::select! {
+                    stop = stream_events(&service, &subscribers, &mut write, &mut read) => stop,
+                    stop = revoked(&service, &principal) => stop,
+                }
+            }
+            Err(stop) => stop,
+        };
         if let Stop::Close(code, reason) = &stop {
             tracing::info!(code, reason = %reason, "closing /api/events/out");
         }
@@ -253,9 +258,40 @@ async fn send_json<W: Sink<Message> + Unpin>(write: &mut W, value: &Value) -> Re
     write.send(Message::Text(value.to_string().into())).await.map_err(|_| Stop::Disconnected)
 }
 
+/// Who the connection is from: the caller the access layer admitted, after Prefect's auth
+/// exchange when the client asked for the `prefect` subprotocol.
+async fn admit<W, R, E>(
+    service: &Service,
+    caller: Caller,
+    handshake: bool,
+    permission: Permission,
+    write: &mut W,
+    read: &mut R,
+) -> Result<Principal, Stop>
+where
+    W: Sink<Message> + Unpin,
+    R: Stream<Item = Result<Message, E>> + Unpin,
+    E: Display,
+{
+    match (handshake, caller) {
+        (true, caller) => authenticate(service.access(), caller, permission, write, read).await,
+        (false, Caller::Known(principal)) => Ok(principal),
+        // The access layer sends only `prefect` sockets on without credentials.
+        (false, Caller::Pending) => Err(close(close_code::POLICY, "credentials are required")),
+    }
+}
+
 /// Prefect's auth exchange: `{"type": "auth", "token": null|string}`, answered with
-/// `{"type": "auth_success"}`.
-async fn authenticate<W, R, E>(auth: &Auth, write: &mut W, read: &mut R) -> Result<(), Stop>
+/// `{"type": "auth_success"}`, or closed with 1008 and the reason, as Prefect's server does.
+/// A token is an API key or the auth string; `null` is enough when the upgrade carried valid
+/// credentials, or while auth is off.
+async fn authenticate<W, R, E>(
+    access: &Access,
+    caller: Caller,
+    permission: Permission,
+    write: &mut W,
+    read: &mut R,
+) -> Result<Principal, Stop>
 where
     W: Sink<Message> + Unpin,
     R: Stream<Item = Result<Message, E>> + Unpin,
@@ -272,8 +308,35 @@ where
         Some(Value::String(s)) => Some(s.as_str()),
         Some(_) => return Err(close(close_code::POLICY, EXPECTED)),
     };
-    auth.check(token)?;
-    send_json(write, &json!({"type": "auth_success"})).await
+    let principal = match (token, caller) {
+        (Some(token), _) => access.authenticate(Some(Credential::Token(token))),
+        (None, Caller::Known(principal)) => Ok(principal),
+        (None, Caller::Pending) => access.authenticate(None),
+    }
+    .map_err(|e| close(close_code::POLICY, e.to_string()))?;
+    if !principal.permits(permission) {
+        let needs = Role::least_for(permission);
+        return Err(close(
+            close_code::POLICY,
+            format!("{} may not use this socket; it needs `{needs}`", principal.describe()),
+        ));
+    }
+    send_json(write, &json!({"type": "auth_success"})).await?;
+    Ok(principal)
+}
+
+/// Resolves, with the close to send, once `principal`'s key is revoked (never for others).
+async fn revoked(service: &Service, principal: &Principal) -> Stop {
+    let access = service.access();
+    let mut revocations = access.revocations();
+    loop {
+        if !access.still_admits(principal) {
+            return close(close_code::POLICY, "the API key of this connection was revoked");
+        }
+        if revocations.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// Reads one event frame; `Err` closes the connection naming what is wrong.
@@ -303,17 +366,11 @@ fn ingest_failed(e: ServiceError) -> Stop {
 }
 
 /// The `/api/events/in` loop; returns how the connection ends.
-async fn receive_events<W, R, E>(service: &Service, auth: &Auth, handshake: bool, write: &mut W, read: &mut R) -> Stop
+async fn receive_events<R, E>(service: &Service, read: &mut R) -> Stop
 where
-    W: Sink<Message> + Unpin,
     R: Stream<Item = Result<Message, E>> + Unpin,
     E: Display,
 {
-    if handshake {
-        if let Err(stop) = authenticate(auth, write, read).await {
-            return stop;
-        }
-    }
     loop {
         let first = match next_data(read).await {
             Ok(data) => data,
@@ -546,24 +603,12 @@ impl Drop for Outbox<'_> {
 /// Live events are taken from the service as they come, whether or not the socket keeps up,
 /// and wait in the subscriber's [`Outbox`] until the socket takes them; a subscriber that
 /// falls behind past its [`SubscriberLimits`] is closed, which frees what waited for it.
-async fn stream_events<W, R, E>(
-    service: &Service,
-    subscribers: &Subscribers,
-    auth: &Auth,
-    handshake: bool,
-    write: &mut W,
-    read: &mut R,
-) -> Stop
+async fn stream_events<W, R, E>(service: &Service, subscribers: &Subscribers, write: &mut W, read: &mut R) -> Stop
 where
     W: Sink<Message> + Unpin,
     R: Stream<Item = Result<Message, E>> + Unpin,
     E: Display,
 {
-    if handshake {
-        if let Err(stop) = authenticate(auth, write, read).await {
-            return stop;
-        }
-    }
     let (filter, backfill) = match next_data(read).await.and_then(|data| parse_subscription(&data)) {
         Ok(subscription) => subscription,
         Err(stop) => return stop,
@@ -763,15 +808,6 @@ mod tests {
         assert_eq!(truncate_reason("short".into()), "short");
     }
 
-    #[test]
-    fn tokens_are_checked_only_when_configured() {
-        assert!(Auth::default().check(None).is_ok());
-        assert!(Auth::default().check(Some("anything")).is_ok());
-        let auth = Auth { token: Some("secret".into()) };
-        assert!(auth.check(Some("secret")).is_ok());
-        assert_eq!(auth.check(None), Err(close(close_code::POLICY, "Invalid token")));
-    }
-
     fn small_event(n: u128) -> Event {
         Event::new(Uuid::from_u128(n), Timestamp::from_micros(1), "a", Resource::new("x"))
     }
@@ -807,7 +843,7 @@ mod tests {
             let (service, subscribers) = (service.clone(), subscribers.clone());
             tokio::spawn(async move {
                 let (mut write, mut read) = (write, read);
-                stream_events(&service, &subscribers, &Auth::default(), false, &mut write, &mut read).await
+                stream_events(&service, &subscribers, &mut write, &mut read).await
             })
         };
         // Wait until the subscriber is live and has delivered one event (its only permit).

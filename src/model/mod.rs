@@ -3,6 +3,7 @@
 //!
 //! Nothing here does I/O or reads a clock.
 
+pub mod access;
 pub mod deployment;
 pub mod event;
 pub mod event_filter;
@@ -18,6 +19,7 @@ pub mod schema;
 pub mod time;
 pub mod trigger;
 
+pub use access::{ApiKey, CreatedApiKey, NewApiKey, Permission, Role};
 pub use deployment::{Concurrency, ConcurrencyStrategy, Deployment};
 pub use event::{Event, EventDefaults, Resource};
 pub use filter::ScopeFilter;

@@ -1,5 +1,5 @@
-//! The outside world's two inputs besides requests: the time and fresh ids. This is the only
-//! place that reads the wall clock or draws fresh ids.
+//! The outside world's inputs besides requests: the time, fresh ids and secrets. This is the
+//! only place that reads the wall clock or draws fresh ids and random bytes.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -71,6 +71,14 @@ impl Clock for ManualClock {
 #[allow(clippy::disallowed_methods)] // the one place that draws fresh ids
 pub fn new_id() -> Uuid {
     Uuid::now_v7()
+}
+
+/// `N` random bytes from the operating system's generator, for secrets (API keys and the salt
+/// of their digests): never derived, never replayed.
+pub fn secret_bytes<const N: usize>() -> Result<[u8; N], String> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).map_err(|e| e.to_string())?;
+    Ok(bytes)
 }
 
 #[cfg(test)]

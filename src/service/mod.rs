@@ -2,6 +2,7 @@
 //! that owns concurrency: a single core thread owns the engine and the write transaction;
 //! requests reach it through a bounded channel, and it commits many of them at once.
 
+pub mod access;
 pub mod clock;
 mod core;
 mod read;
@@ -19,12 +20,14 @@ use uuid::Uuid;
 use crate::engine::{BucketPage, BucketQuery};
 use crate::model::time::Span;
 use crate::model::{
-    ClaimRequest, ClaimedRun, Completion, Deployment, Event, EventDefaults, FailureReport, Heartbeat, HeartbeatReply,
-    JsonPath, LogBatch, Problems, Run, ScopeFilter, Timestamp, TriggerDefinition, TriggerSync,
+    ApiKey, ClaimRequest, ClaimedRun, Completion, CreatedApiKey, Deployment, Event, EventDefaults, FailureReport,
+    Heartbeat, HeartbeatReply, JsonPath, LogBatch, NewApiKey, Problems, Run, ScopeFilter, Timestamp, TriggerDefinition,
+    TriggerSync,
 };
 pub use crate::store::StoreError;
 use crate::store::{PreparedEvent, Store, TriggerRecord};
 
+use self::access::Access;
 use self::clock::Clock;
 use self::core::{Command, Core};
 pub use self::read::{BucketsPage, EventPage, LogPage, Order, EVENT_SCAN_LIMIT};
@@ -40,6 +43,9 @@ pub struct ServiceConfig {
     pub retention: Span,
     /// Commands waiting for the core before ingestion pushes back.
     pub queue_capacity: usize,
+    /// Prefect's auth string (`user:pass`): `Authorization: Basic` with it admits an
+    /// administrator, and turns auth on.
+    pub auth_string: Option<String>,
 }
 
 impl ServiceConfig {
@@ -50,6 +56,7 @@ impl ServiceConfig {
             clock: Arc::new(clock::SystemClock),
             retention: Span::minutes(7 * 24 * 60),
             queue_capacity: 1024,
+            auth_string: None,
         }
     }
 }
@@ -167,6 +174,19 @@ async fn run_timer(inner: std::sync::Weak<Inner>) {
     }
 }
 
+/// Writes API keys' last uses every [`access::LAST_USED_FLUSH`] (and `shutdown` writes the
+/// rest), holding the service weakly like the timer.
+async fn write_key_uses(inner: std::sync::Weak<Inner>) {
+    loop {
+        tokio::time::sleep(access::LAST_USED_FLUSH).await;
+        let Some(inner) = inner.upgrade() else { return };
+        let service = Service { inner };
+        if service.write_key_uses().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Reads events as clients send them (Prefect's JSON), filling in what a client may leave
 /// out: a missing `id` from the service's id source, a missing `occurred` from its clock, one
 /// instant for a whole batch. The one place where incoming events are stamped; the edges hand
@@ -198,6 +218,7 @@ struct Inner {
     core: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Why the core stopped, once it has failed.
     core_failure: watch::Receiver<Option<String>>,
+    access: Access,
 }
 
 /// Encodes events for storage here, on the request's thread, so that the single writer only
@@ -215,6 +236,13 @@ impl Service {
             tokio::task::spawn_blocking(move || Store::open(&dir)).await.map_err(|_| ServiceError::ShuttingDown)??
         };
         let store = Arc::new(store);
+        let access = {
+            let store = store.clone();
+            let (auth_string, clock) = (config.auth_string.clone(), config.clock.clone());
+            tokio::task::spawn_blocking(move || Access::load(&store, auth_string.as_deref(), clock))
+                .await
+                .map_err(|_| ServiceError::ShuttingDown)??
+        };
         // Events not yet taken by every subscriber: at most 1,024 (each at most 1.5 MB), enough
         // for a burst of Prefect's 1,000-event batches; subscribers take them at once into
         // their own byte-bounded queues (http::SubscriberLimits).
@@ -244,10 +272,12 @@ impl Service {
                 config,
                 core: std::sync::Mutex::new(Some(handle)),
                 core_failure,
+                access,
             }),
         };
         if service.inner.config.clock.is_wall_clock() {
             tokio::spawn(run_timer(Arc::downgrade(&service.inner)));
+            tokio::spawn(write_key_uses(Arc::downgrade(&service.inner)));
         }
         Ok(service)
     }
@@ -476,10 +506,49 @@ impl Service {
         &self.inner.config
     }
 
-    /// Stops the core after the work queued so far (each batch's state is stored with it:
-    /// nothing more is written on the way out).
+    /// Who may do what: the API keys and the auth string.
+    pub fn access(&self) -> &Access {
+        &self.inner.access
+    }
+
+    /// Makes an API key; the answer holds its token, which is shown this once (only its
+    /// digest is stored). Refused with `Conflict` when a key not revoked has the name.
+    pub async fn create_key(&self, new: NewApiKey) -> Result<CreatedApiKey, ServiceError> {
+        let (key, token) = self.inner.access.mint(&new, self.now())?;
+        let stored = self.call(|reply| Command::PutKey { key, reply }).await?;
+        self.inner.access.record(stored.clone())?;
+        Ok(CreatedApiKey { key: stored.key, token })
+    }
+
+    /// Revokes the API key named `which` (or with that id): from the next request on it
+    /// admits nothing, and its open WebSocket connections are closed.
+    pub async fn revoke_key(&self, which: String) -> Result<ApiKey, ServiceError> {
+        let stored = self.call(|reply| Command::RevokeKey { which, reply }).await?;
+        self.inner.access.record(stored.clone())?;
+        Ok(stored.key)
+    }
+
+    /// Every API key (revoked ones last), with its last use.
+    pub fn keys(&self) -> Vec<ApiKey> {
+        self.inner.access.list()
+    }
+
+    async fn write_key_uses(&self) -> Result<(), ServiceError> {
+        let uses = self.inner.access.unwritten_uses();
+        if uses.is_empty() {
+            return Ok(());
+        }
+        let written = uses.clone();
+        self.call(|reply| Command::WriteKeyUses { uses, reply }).await?;
+        self.inner.access.uses_written(&written);
+        Ok(())
+    }
+
+    /// Stops the core after the work queued so far (each batch's state is stored with it;
+    /// API keys' last uses are written on the way out).
     /// The database is closed when the last handle to the service is dropped.
     pub async fn shutdown(&self) {
+        let _ = self.write_key_uses().await;
         let (reply, answer) = oneshot::channel();
         if self.inner.commands.send(Command::Shutdown { reply }).await.is_ok() {
             let _ = answer.await;

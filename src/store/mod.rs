@@ -9,11 +9,13 @@
 //! instead; they are read once (`legacy.rs`) and rewritten in the current layout.
 
 mod event_codec;
+mod keys;
 mod legacy;
 mod state;
 
 pub use self::event_codec::PreparedEvent;
 use self::event_codec::{decode_event, received_and_id};
+pub use self::keys::StoredKey;
 pub use self::legacy::{LegacyState, LogEntry};
 
 use std::path::Path;
@@ -194,6 +196,7 @@ impl Store {
             tx.tx.open_table(RUN_IDS)?;
             tx.tx.open_table(FILTERS)?;
             tx.tx.open_table(RUN_LOGS)?;
+            tx.tx.open_table(keys::API_KEYS)?;
             let mut active = tx.tx.open_table(ACTIVE_RUNS)?;
             let found = meta.get(SCHEMA_KEY)?.map(|v| decode::<u32>("schema version", v.value())).transpose()?;
             match found {

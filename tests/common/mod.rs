@@ -63,15 +63,15 @@ impl Server {
 
     /// Starts it on a given address (to restart on the same port).
     pub fn start_on(data: &Path, addr: &str) -> Server {
-        Server::launch(data, addr, &[])
+        Server::launch_on(data, addr, &[])
     }
 
     /// Starts it on a free port with extra `serve` settings.
     pub fn start_with(data: &Path, settings: &[&str]) -> Server {
-        Server::launch(data, "127.0.0.1:0", settings)
+        Server::launch_on(data, "127.0.0.1:0", settings)
     }
 
-    fn launch(data: &Path, addr: &str, settings: &[&str]) -> Server {
+    pub fn launch_on(data: &Path, addr: &str, settings: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tripwire"))
             .args(["serve", "--addr", addr, "--data"])
             .arg(data)

@@ -6,12 +6,13 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::engine::{BucketPage, BucketQuery};
+use crate::model::Timestamp;
 use crate::model::{
     ClaimRequest, ClaimedRun, Completion, Deployment, FailureReport, Heartbeat, HeartbeatReply, LogBatch, Run,
     ScopeFilter, TriggerDefinition, TriggerSync,
 };
 use crate::service::{IngestReport, ServiceError};
-use crate::store::{PreparedEvent, TriggerRecord};
+use crate::store::{PreparedEvent, StoredKey, TriggerRecord};
 
 type Reply<T> = oneshot::Sender<Result<T, ServiceError>>;
 
@@ -99,6 +100,18 @@ pub(in crate::service) enum Command {
     },
     DeleteFilter {
         id: Uuid,
+        reply: Reply<()>,
+    },
+    PutKey {
+        key: StoredKey,
+        reply: Reply<StoredKey>,
+    },
+    RevokeKey {
+        which: String,
+        reply: Reply<StoredKey>,
+    },
+    WriteKeyUses {
+        uses: Vec<(String, Timestamp)>,
         reply: Reply<()>,
     },
     Shutdown {

@@ -23,6 +23,7 @@ use crate::store::{LegacyState, LogEntry, Store, StoreError, Tx};
 pub(super) use self::command::Command;
 use self::filters::install_filter;
 use self::triggers::install;
+use super::access;
 use super::runs::RunQueue;
 use super::{ServiceConfig, ServiceError};
 
@@ -379,6 +380,9 @@ impl Core {
             Command::AppendLogs { id, batch, reply } => replies.answer(reply, self.append_logs(tx, id, batch, now)?),
             Command::PutFilter { filter, reply } => replies.answer(reply, self.put_filter(tx, filter, now)?),
             Command::DeleteFilter { id, reply } => replies.answer(reply, self.delete_filter(tx, id, now)?),
+            Command::PutKey { key, reply } => replies.answer(reply, access::insert_key(tx, key)?),
+            Command::RevokeKey { which, reply } => replies.answer(reply, access::revoke_key(tx, &which, now)?),
+            Command::WriteKeyUses { uses, reply } => replies.answer(reply, Ok(access::write_uses(tx, &uses)?)),
             Command::Shutdown { .. } => {}
             #[cfg(test)]
             Command::Explode { reply } => {
