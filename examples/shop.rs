@@ -161,7 +161,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     match server {
-        Some(url) => serve(Client::new(&url)?, window).await,
+        Some(url) => serve(Client::new(&url)?.with_env_api_key(), window).await,
         None => {
             let dir = std::env::temp_dir().join(format!("tripwire-shop-{}", std::process::id()));
             let tripwire = Embedded::open(&dir).await?;

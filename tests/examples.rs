@@ -1,5 +1,6 @@
 //! Every example in `examples/`, run as its own process against the real server, as the
-//! README tells users to run them.
+//! README tells users to run them: with auth on, each with a key of the least role it needs
+//! (`TRIPWIRE_API_KEY`).
 
 mod common;
 
@@ -9,7 +10,39 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{temp_dir, Server};
+use common::{temp_dir, Server, TempDir};
+
+/// A server with auth on and one key per role, made with `tripwire keys create --data`.
+struct Served {
+    server: Server,
+    keys: std::collections::HashMap<&'static str, String>,
+    _data: TempDir,
+}
+
+impl Served {
+    fn start(tag: &str) -> Served {
+        let data = temp_dir(tag);
+        let mut keys = std::collections::HashMap::new();
+        for role in ["emit", "worker", "read", "admin"] {
+            let out = Command::new(env!("CARGO_BIN_EXE_tripwire"))
+                .args(["keys", "create", "--role", role, "--name", role, "--data"])
+                .arg(&*data)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            keys.insert(role, String::from_utf8(out.stdout).unwrap().trim().to_owned());
+        }
+        Served { server: Server::start(&data), keys, _data: data }
+    }
+
+    fn api(&self) -> &str {
+        &self.server.api
+    }
+
+    fn key(&self, role: &str) -> &str {
+        &self.keys[role]
+    }
+}
 
 /// `target/<profile>/examples/NAME`, built by `cargo test` (which builds the examples).
 fn example(name: &str) -> PathBuf {
@@ -27,15 +60,17 @@ struct Example {
 }
 
 impl Example {
-    fn start(name: &str, api: &str) -> Example {
-        Example::start_with(name, api, &[])
+    /// Starts it against `served` with the key of `role`.
+    fn start(name: &str, served: &Served, role: &str) -> Example {
+        Example::start_with(name, served, role, &[])
     }
 
     /// Starts it with command-line arguments.
-    fn start_with(name: &str, api: &str, args: &[&str]) -> Example {
+    fn start_with(name: &str, served: &Served, role: &str, args: &[&str]) -> Example {
         let mut child = Command::new(example(name))
             .args(args)
-            .env("TRIPWIRE_API", api)
+            .env("TRIPWIRE_API", served.api())
+            .env("TRIPWIRE_API_KEY", served.key(role))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -90,8 +125,8 @@ fn count(lines: &[String], text: &str) -> usize {
 }
 
 /// Waits until `deployment` exists (the worker registered it).
-fn wait_registered(api: &str, deployment: &str) {
-    let client = tripwire::client::Client::new(api).unwrap();
+fn wait_registered(served: &Served, deployment: &str) {
+    let client = tripwire::client::Client::new(served.api()).unwrap().with_api_key(served.key("read"));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     for _ in 0..300 {
         if runtime.block_on(client.deployment(deployment)).is_ok() {
@@ -104,11 +139,10 @@ fn wait_registered(api: &str, deployment: &str) {
 
 #[test]
 fn post_order_complete_prints_the_line_once_for_123_and_never_for_456() {
-    let data = temp_dir("example-order");
-    let server = Server::start(&data);
-    let worker = Example::start("post_order_complete", &server.api);
-    wait_registered(&server.api, "post-order-complete");
-    let simulate = Example::start("simulate_events", &server.api).finish();
+    let served = Served::start("example-order");
+    let worker = Example::start("post_order_complete", &served, "worker");
+    wait_registered(&served, "post-order-complete");
+    let simulate = Example::start("simulate_events", &served, "emit").finish();
     assert_eq!(count(&simulate, "emitted"), 3, "{simulate:?}");
     let mut worker = worker;
     worker.expect("User 123 has completed an order -- doing stuff now");
@@ -118,17 +152,17 @@ fn post_order_complete_prints_the_line_once_for_123_and_never_for_456() {
 
 #[test]
 fn json_triggers_are_applied_with_the_cli_and_run_the_same_flow() {
-    let data = temp_dir("example-json");
-    let server = Server::start(&data);
+    let served = Served::start("example-json");
     let file = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/json_triggers.json");
     let applied = Command::new(env!("CARGO_BIN_EXE_tripwire"))
-        .args(["triggers", "apply", file, "--api", &server.api])
+        .args(["triggers", "apply", file, "--api", served.api()])
+        .env("TRIPWIRE_API_KEY", served.key("admin"))
         .output()
         .unwrap();
     assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
-    let mut worker = Example::start("json_triggers", &server.api);
-    wait_registered(&server.api, "post-order-complete");
-    Example::start("simulate_events", &server.api).finish();
+    let mut worker = Example::start("json_triggers", &served, "worker");
+    wait_registered(&served, "post-order-complete");
+    Example::start("simulate_events", &served, "emit").finish();
     worker.expect("User 123 has completed an order");
     let lines = worker.stop(Duration::from_secs(2));
     assert_eq!(lines, ["User 123 has completed an order -- doing stuff now"]);
@@ -136,9 +170,8 @@ fn json_triggers_are_applied_with_the_cli_and_run_the_same_flow() {
 
 #[test]
 fn signup_fanout_runs_three_flows_and_the_referral_only_when_the_filter_matches() {
-    let data = temp_dir("example-signup");
-    let server = Server::start(&data);
-    let mut worker = Example::start("signup_fanout", &server.api);
+    let served = Served::start("example-signup");
+    let mut worker = Example::start("signup_fanout", &served, "worker");
     worker.expect("reward_referral");
     for user in ["alice", "carol"] {
         worker.expect(&format!("welcome mail sent to {user}"));
@@ -155,9 +188,9 @@ fn signup_fanout_runs_three_flows_and_the_referral_only_when_the_filter_matches(
 
 #[test]
 fn task_events_start_a_flow_from_an_event_sent_inside_another() {
-    let data = temp_dir("example-tasks");
-    let server = Server::start(&data);
-    let mut worker = Example::start("task_events", &server.api);
+    let served = Served::start("example-tasks");
+    // It starts the first run by hand, which takes an administrator.
+    let mut worker = Example::start("task_events", &served, "admin");
     worker.expect("extract: task 2 done");
     let lines = worker.expect("transform: started on `key`").to_vec();
     let sent = lines.iter().position(|l| l.contains("sent `key`")).unwrap();
@@ -170,10 +203,10 @@ fn task_events_start_a_flow_from_an_event_sent_inside_another() {
 
 #[test]
 fn shop_runs_against_the_server_reminding_cart_1_and_alerting_payment_7() {
-    let data = temp_dir("example-shop");
-    let server = Server::start(&data);
-    // It emits right after starting its worker and exits once both runs are done.
-    let lines = Example::start_with("shop", &server.api, &["--server", &server.api]).finish();
+    let served = Served::start("example-shop");
+    // It emits right after starting its worker and exits once both runs are done (it reads
+    // runs too, so it needs more than a worker).
+    let lines = Example::start_with("shop", &served, "admin", &["--server", served.api()]).finish();
     assert_eq!(lines, ["alert-finance: payment.7 failed (250)", "remind-cart: cart.1 was left behind"]);
 }
 

@@ -175,10 +175,11 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             "auth is off: anyone who can reach {addr} may do anything (make a key with `tripwire keys create`)"
         );
     }
+    let shutdown = shutdown_signal();
     tracing::info!("tripwire listening on http://{addr}/api with data in {}", args.data.display());
     let guard = crate::http::Guard::new(args.cors_origins.clone());
     let app = crate::http::router_with(service.clone(), args.subscriber_limits(), guard);
-    let served = listener::serve(listener, app, args.listener_limits(), shutdown_signal());
+    let served = listener::serve(listener, app, args.listener_limits(), shutdown);
     let failed = service.core_failed();
     tokio::select! {
         served = served => {
@@ -194,24 +195,39 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on Ctrl-C or SIGTERM. The handlers are installed when this is called, not when the
+/// future is first polled: a signal that comes right after the server says it listens must
+/// shut it down cleanly, not kill it.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).ok();
+        let mut interrupt = signal(SignalKind::interrupt()).ok();
+        async move {
+            let term = async {
+                match term.as_mut() {
+                    Some(s) => drop(s.recv().await),
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            let interrupt = async {
+                match interrupt.as_mut() {
+                    Some(s) => drop(s.recv().await),
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = term => {},
+                _ = interrupt => {},
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    {
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

@@ -106,10 +106,16 @@ impl Client {
             Ok(url) if !url.trim().is_empty() => Client::new(&url)?,
             _ => Client::new(DEFAULT_API)?,
         };
-        Ok(match std::env::var(API_KEY_ENV) {
-            Ok(key) if !key.trim().is_empty() => client.with_api_key(key.trim()),
-            _ => client,
-        })
+        Ok(client.with_env_api_key())
+    }
+
+    /// The same client, sending the API key in `TRIPWIRE_API_KEY` if it is set (and no key
+    /// otherwise): `Client::new(url)?.with_env_api_key()` for a server given by address.
+    pub fn with_env_api_key(self) -> Client {
+        match std::env::var(API_KEY_ENV) {
+            Ok(key) if !key.trim().is_empty() => self.with_api_key(key.trim()),
+            _ => self,
+        }
     }
 
     /// The same client, sending `key` as `Authorization: Bearer` with every request (and with

@@ -23,6 +23,9 @@ fn component(file: &str) -> &'static str {
         "completion.json" => "Completion",
         "failure-report.json" => "FailureReport",
         "log-batch.json" => "LogBatch",
+        "new-api-key.json" => "NewApiKey",
+        "api-key.json" => "ApiKey",
+        "created-api-key.json" => "CreatedApiKey",
         _ => "Unknown",
     }
 }
@@ -130,14 +133,15 @@ pub fn document() -> Value {
     let events_or_one = json!({"oneOf": [reference("Event"), list("Event")]});
     let event_page = json!({"type": "object", "properties": {"events": list("Event"), "next_page": {}, "total": {"type": "integer"}}});
     let record = || ok("The stored definition", reference("TriggerRecord"));
-    json!({
+    let mut document = json!({
         "openapi": "3.1.0",
         "info": {"title": "tripwire", "version": env!("CARGO_PKG_VERSION"),
                  "description": "Stateful sequence triggers with Prefect's semantics. WebSockets: /api/events/in (Prefect's emit_event protocol) and /api/events/out (subscriptions)."},
         "servers": [{"url": "/"}],
         "paths": {
-            "/api/health": {"get": op("Health", None, "200", ok("Always true", json!({"type": "boolean"})))},
-            "/api/admin/version": {"get": op("The Prefect API version spoken", None, "200", ok("A version string", json!({"type": "string"})))},
+            "/api/health": {"get": open(op("Health", None, "200", ok("Always true", json!({"type": "boolean"}))))},
+            "/api/admin/version": {"get": open(op("The Prefect API version spoken", None, "200", ok("A version string", json!({"type": "string"}))))},
+
             "/api/openapi.json": {"get": op("This document", None, "200", ok("OpenAPI 3.1", json!({"type": "object"})))},
             "/api/events": {
                 "post": op("Accept events (one or an array; durable when answered)", Some(body(events_or_one)), "200", ok("Ids accepted", reference("IngestReport"))),
@@ -208,7 +212,26 @@ pub fn document() -> Value {
             }
         },
         "components": {"schemas": schemas}
-    })
+    });
+    let paths = &mut document["paths"];
+    paths["/api/admin/keys"] = json!({
+        "get": op("API keys, revoked ones last, without their secrets (admin)", None, "200", ok("All", list("ApiKey"))),
+        "post": op("Make an API key (admin); the answer's token is its only showing", Some(body(reference("NewApiKey"))), "201", ok("The key and its token", reference("CreatedApiKey")))
+    });
+    paths["/api/admin/keys/{name}/revoke"] = json!({"parameters": path_param("name"),
+        "post": op("Revoke an API key by name or id (admin), at once", None, "200", ok("The revoked key", reference("ApiKey")))});
+    document["components"]["securitySchemes"] = json!({
+        "apiKey": {"type": "http", "scheme": "bearer", "description": "An API key (`tw_...`, from `tripwire keys create`); its role decides the routes it reaches"},
+        "authString": {"type": "http", "scheme": "basic", "description": "Prefect's auth string (`--auth-string user:pass`): an administrator"}
+    });
+    document["security"] = json!([{"apiKey": []}, {"authString": []}]);
+    document
+}
+
+/// An operation that needs no credentials, with auth on too.
+fn open(mut operation: Value) -> Value {
+    operation["security"] = json!([]);
+    operation
 }
 
 #[cfg(test)]

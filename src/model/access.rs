@@ -92,6 +92,8 @@ impl std::str::FromStr for Role {
 
 /// The longest key name.
 pub const MAX_KEY_NAME_CHARS: usize = 64;
+/// Keys a server keeps, revoked ones included (each request looks its key up in memory).
+pub const MAX_API_KEYS: usize = 10_000;
 
 /// An API key as listed: who it is for and what it may do. The secret is not part of it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

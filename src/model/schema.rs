@@ -8,8 +8,8 @@ use schemars::JsonSchema;
 use serde_json::{Map, Value};
 
 use super::{
-    ClaimRequest, ClaimedRun, Completion, Deployment, Event, FailureReport, Firing, Heartbeat, HeartbeatReply,
-    LogBatch, LogLine, Run, ScopeFilter, TriggerDefinition, TriggerSync,
+    ApiKey, ClaimRequest, ClaimedRun, Completion, CreatedApiKey, Deployment, Event, FailureReport, Firing, Heartbeat,
+    HeartbeatReply, LogBatch, LogLine, NewApiKey, Run, ScopeFilter, TriggerDefinition, TriggerSync,
 };
 
 /// Every schema, as `(file name, schema)`: the inputs (events, trigger definitions,
@@ -33,6 +33,10 @@ pub fn all() -> Vec<(&'static str, Value)> {
         ("completion.json", input::<Completion>()),
         ("failure-report.json", input::<FailureReport>()),
         ("log-batch.json", input::<LogBatch>()),
+        // API keys (admin only).
+        ("new-api-key.json", input::<NewApiKey>()),
+        ("api-key.json", output::<ApiKey>()),
+        ("created-api-key.json", output::<CreatedApiKey>()),
     ]
 }
 

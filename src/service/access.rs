@@ -21,8 +21,8 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio::sync::watch;
 
-use crate::model::access::key_id;
-use crate::model::{ApiKey, CreatedApiKey, NewApiKey, Permission, Role, Timestamp};
+use crate::model::access::{key_id, MAX_API_KEYS};
+use crate::model::{ApiKey, CreatedApiKey, JsonPath, NewApiKey, Permission, Problems, Role, Timestamp};
 use crate::store::{Store, StoreError, StoredKey, Tx};
 
 use super::clock::{self, Clock};
@@ -349,8 +349,15 @@ impl Access {
 /// What an attempt to make a key decides in the write transaction: the key stored, or
 /// `Conflict` when a key not revoked has its name.
 pub(super) fn insert_key(tx: &Tx, key: StoredKey) -> Result<Result<StoredKey, ServiceError>, StoreError> {
-    if tx.keys()?.iter().any(|k| k.key.revoked.is_none() && k.key.name == key.key.name) {
+    let keys = tx.keys()?;
+    if keys.iter().any(|k| k.key.revoked.is_none() && k.key.name == key.key.name) {
         return Ok(Err(ServiceError::Conflict { what: "API key", id: key.key.name }));
+    }
+    if keys.len() >= MAX_API_KEYS {
+        let mut problems = Problems::default();
+        problems
+            .add(&JsonPath::root(), format!("the server keeps at most {MAX_API_KEYS} API keys, revoked ones included"));
+        return Ok(Err(ServiceError::Invalid(problems)));
     }
     tx.put_key(&key)?;
     Ok(Ok(key))
@@ -560,6 +567,26 @@ mod tests {
         access.uses_written(&uses);
         assert!(access.unwritten_uses().is_empty());
         assert_eq!(store.keys().unwrap()[0].key.last_used, Some(Timestamp::from_micros(1)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn keys_are_capped_revoked_ones_included() {
+        let dir = temp("cap");
+        let (store, access) = access(&dir, None);
+        let (template, _) = access.mint(&NewApiKey::new("k", Role::Read), Timestamp::from_micros(5)).unwrap();
+        let tx = store.begin().unwrap();
+        for i in 0..MAX_API_KEYS {
+            let mut key = template.clone();
+            key.key.id = format!("{i:012x}");
+            key.key.name = format!("k{i}");
+            key.key.revoked = Some(Timestamp::from_micros(6));
+            tx.put_key(&key).unwrap();
+        }
+        let (one_more, _) = access.mint(&NewApiKey::new("one-more", Role::Read), Timestamp::from_micros(7)).unwrap();
+        let refused = insert_key(&tx, one_more).unwrap().unwrap_err().to_string();
+        assert!(refused.contains("at most 10000 API keys"), "{refused}");
+        drop(tx);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
