@@ -224,6 +224,7 @@ async fn websockets_check_the_token_and_a_revoked_key_is_cut_off_at_once() {
     let admin = make_key(&data, "admin", "ops");
     let emit = make_key(&data, "emit", "producer");
     let read = make_key(&data, "read", "watcher");
+    let worker = make_key(&data, "worker", "w");
     let server = Server::start(&data);
     let api = &server.api;
 
@@ -243,6 +244,11 @@ async fn websockets_check_the_token_and_a_revoked_key_is_cut_off_at_once() {
     let (code, reason) = auth_message(&mut reader_emitting, Some(&read)).await.unwrap_err();
     assert!(code == CloseCode::Policy && reason.contains("the `read` key `watcher` may not"), "{reason}");
     assert_eq!(socket(&server, "/events/out", Some(&bearer(&emit)), false).await.err(), Some(403));
+    // Only the event sockets may put authentication off until their first message: any other
+    // route asked for with the same upgrade headers still needs credentials.
+    for path in ["/triggers", "/admin/keys", "/events"] {
+        assert_eq!(socket(&server, path, None, true).await.err(), Some(401), "{path}");
+    }
 
     // The emitter authenticates with its key as the token (as Prefect's client sends its auth
     // string); the watcher with `Authorization`, as the Rust client does.
@@ -256,7 +262,23 @@ async fn websockets_check_the_token_and_a_revoked_key_is_cut_off_at_once() {
     let first = tokio::time::timeout(Duration::from_secs(10), subscription.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(first.event, "a");
 
-    // Revoked through the API: the next request fails, and both sockets are closed with 1008.
+    // A worker waiting in a long poll for runs of a deployment that has none.
+    let (status, _) = call(api, Some(&bearer(&worker)), Method::PUT, "/deployments/idle", Some(json!({}))).await;
+    assert_eq!(status, 201);
+    let claim = json!({"worker": "w", "deployments": ["idle"], "wait_seconds": 60});
+    let waiting = tokio::spawn({
+        let (api, worker) = (api.clone(), worker.clone());
+        async move { call(&api, Some(&bearer(&worker)), Method::POST, "/runs/claim", Some(claim)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Revoked through the API: the next request fails, both sockets are closed with 1008, and
+    // the long poll ends.
+    let out = Command::new(BIN).args(["keys", "revoke", "w", "--api", api]).env("TRIPWIRE_API_KEY", &admin).output();
+    assert!(out.unwrap().status.success());
+    let (status, answer) = tokio::time::timeout(Duration::from_secs(10), waiting).await.unwrap().unwrap();
+    assert_eq!(status, 401, "{answer}");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("`w` was revoked"), "{answer}");
     let out =
         Command::new(BIN).args(["keys", "revoke", "producer", "--api", api]).env("TRIPWIRE_API_KEY", &admin).output();
     assert!(out.unwrap().status.success());

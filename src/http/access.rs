@@ -24,6 +24,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 
+use super::listener::LONG_POLL_PATH;
 use crate::model::{Permission, Role};
 use crate::service::access::{Access, AccessError, Credential, Principal};
 use crate::service::Service;
@@ -73,6 +74,9 @@ pub fn permission(method: &Method, path: &str) -> Need {
         _ => Manage,
     })
 }
+
+/// The routes that are WebSockets, which may authenticate after the upgrade.
+const SOCKET_PATHS: [&str; 2] = ["/api/events/in", "/api/events/out"];
 
 /// The layer's settings.
 #[derive(Clone, Debug, Default)]
@@ -127,8 +131,23 @@ pub(super) async fn guard(
     let mut response = match admit(access, &request) {
         Ok(caller) => match check_media_type(&request) {
             Ok(()) => {
+                // A long poll ends when its key is revoked, as an open WebSocket does.
+                let long_poll = match &caller {
+                    Caller::Known(principal @ Principal::Key { .. }) if request.uri().path() == LONG_POLL_PATH => {
+                        Some(principal.clone())
+                    }
+                    _ => None,
+                };
                 request.extensions_mut().insert(caller);
-                next.run(request).await
+                match long_poll {
+                    Some(principal) => tokio::select! {
+                        response = next.run(request) => response,
+                        () = access.until_revoked(&principal) => {
+                            refusal(AccessError::Revoked { name: principal.name().to_owned() })
+                        }
+                    },
+                    None => next.run(request).await,
+                }
             }
             Err(e) => e.into_response(),
         },
@@ -232,9 +251,12 @@ fn admit(access: &Access, request: &Request) -> Result<Caller, AccessError> {
     Ok(Caller::Known(principal))
 }
 
-/// A WebSocket upgrade offering Prefect's `prefect` subprotocol.
+/// An upgrade to one of the event WebSockets offering Prefect's `prefect` subprotocol (which
+/// authenticates with its first message; any other route must be authenticated here).
 fn asks_for_prefect_socket(request: &Request) -> bool {
-    request.headers().contains_key(header::UPGRADE)
+    SOCKET_PATHS.contains(&request.uri().path())
+        && request.method() == Method::GET
+        && request.headers().contains_key(header::UPGRADE)
         && request
             .headers()
             .get_all(header::SEC_WEBSOCKET_PROTOCOL)

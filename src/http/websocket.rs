@@ -327,16 +327,8 @@ where
 
 /// Resolves, with the close to send, once `principal`'s key is revoked (never for others).
 async fn revoked(service: &Service, principal: &Principal) -> Stop {
-    let access = service.access();
-    let mut revocations = access.revocations();
-    loop {
-        if !access.still_admits(principal) {
-            return close(close_code::POLICY, "the API key of this connection was revoked");
-        }
-        if revocations.changed().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    }
+    service.access().until_revoked(principal).await;
+    close(close_code::POLICY, "the API key of this connection was revoked")
 }
 
 /// Reads one event frame; `Err` closes the connection naming what is wrong.

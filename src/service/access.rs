@@ -66,6 +66,15 @@ impl Principal {
         }
     }
 
+    /// Its name: the key's, or what it is.
+    pub fn name(&self) -> &str {
+        match self {
+            Principal::Anyone => "anyone",
+            Principal::AuthString => "the auth string",
+            Principal::Key { name, .. } => name,
+        }
+    }
+
     /// How a refusal names it: "the `emit` key `checkout-service`".
     pub fn describe(&self) -> String {
         match self {
@@ -279,9 +288,15 @@ impl Access {
         }
     }
 
-    /// Changes whenever a key is revoked.
-    pub fn revocations(&self) -> watch::Receiver<u64> {
-        self.revocations.subscribe()
+    /// Resolves once `principal`'s key is revoked (never for the auth string or while auth
+    /// is off): what ends its open WebSockets and long polls.
+    pub async fn until_revoked(&self, principal: &Principal) {
+        let mut revocations = self.revocations.subscribe();
+        while self.still_admits(principal) {
+            if revocations.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// Every key, by name, with its last use as known now.
@@ -465,6 +480,7 @@ fn hex_decode(text: &str) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
     use crate::service::clock::ManualClock;
+    use std::future::Future;
 
     fn access(dir: &Path, auth_string: Option<&str>) -> (Store, Access) {
         let store = Store::open(dir).unwrap();
@@ -517,9 +533,12 @@ mod tests {
         assert!(matches!(insert_key(&tx, twin).unwrap(), Err(ServiceError::Conflict { .. })));
         let revoked = revoke_key(&tx, "checkout", Timestamp::from_micros(7)).unwrap().unwrap();
         tx.commit().unwrap();
-        let changes = access.revocations();
+        let mut cut_off = Box::pin(access.until_revoked(&principal));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(cut_off.as_mut().poll(&mut cx).is_pending());
         access.record(revoked).unwrap();
-        assert!(changes.has_changed().unwrap());
+        assert!(cut_off.as_mut().poll(&mut cx).is_ready());
+        drop(cut_off);
         assert!(!access.still_admits(&principal));
         assert_eq!(
             access.authenticate(Some(Credential::Bearer(&token))),
