@@ -310,24 +310,15 @@ async fn keys_are_stored_only_as_digests() {
     let data = temp_dir("access-disk");
     let offline = make_key(&data, "admin", "ops");
     let server = Server::start(&data);
-    let (status, made) = call(
-        &server.api,
-        Some(&bearer(&offline)),
-        Method::POST,
-        "/admin/keys",
-        Some(json!({"name": "w", "role": "worker"})),
-    )
-    .await;
+    let admin = bearer(&offline);
+    let make = |role: &str| {
+        let body = json!({"name": "w", "role": role});
+        call(&server.api, Some(&admin), Method::POST, "/admin/keys", Some(body))
+    };
+    let (status, made) = make("worker").await;
     assert_eq!(status, 201, "{made}");
     let online = made["token"].as_str().unwrap().to_owned();
-    let (status, again) = call(
-        &server.api,
-        Some(&bearer(&offline)),
-        Method::POST,
-        "/admin/keys",
-        Some(json!({"name": "w", "role": "read"})),
-    )
-    .await;
+    let (status, again) = make("read").await;
     assert_eq!(status, 409, "a second live key with the name: {again}");
     let (_, listed) = call(&server.api, Some(&bearer(&online)), Method::GET, "/runs", None).await;
     assert!(listed.is_object(), "a worker may not read runs: {listed}");

@@ -3,7 +3,7 @@
 //!
 //! Both accept the `prefect` subprotocol; a client that asks for it first sends
 //! `{"type": "auth", "token": ...}` and is answered `{"type": "auth_success"}` (see
-//! [`authenticate`]). A client that does not ask for it skips the exchange: while auth is on,
+//! [`admit`]). A client that does not ask for it skips the exchange: while auth is on,
 //! it must then have sent credentials with the upgrade (the access layer refuses it
 //! otherwise). A connection whose API key is revoked is closed with 1008 at once.
 //!
@@ -169,7 +169,7 @@ async fn events_in(
     let handshake = ws.selected_protocol().is_some();
     ws.on_upgrade(move |socket| async move {
         let (mut write, mut read) = socket.split();
-        let stop = match admit(&service, caller, handshake, Permission::Emit, &mut write, &mut read).await {
+        let stop = match admit(service.access(), caller, handshake, Permission::Emit, &mut write, &mut read).await {
             Ok(principal) => {
                 tokio::select! {
                     stop = receive_events(&service, &mut read) => stop,
@@ -201,7 +201,7 @@ async fn events_out(
     let handshake = ws.selected_protocol().is_some();
     ws.on_upgrade(move |socket| async move {
         let (mut write, mut read) = socket.split();
-        let stop = match admit(&service, caller, handshake, Permission::Read, &mut write, &mut read).await {
+        let stop = match admit(service.access(), caller, handshake, Permission::Read, &mut write, &mut read).await {
             Ok(principal) => {
                 tokio::select! {
                     stop = stream_events(&service, &subscribers, &mut write, &mut read) => stop,
@@ -259,9 +259,12 @@ async fn send_json<W: Sink<Message> + Unpin>(write: &mut W, value: &Value) -> Re
 }
 
 /// Who the connection is from: the caller the access layer admitted, after Prefect's auth
-/// exchange when the client asked for the `prefect` subprotocol.
+/// exchange when the client asked for the `prefect` subprotocol: `{"type": "auth", "token":
+/// null|string}`, answered with `{"type": "auth_success"}`, or closed with 1008 and the reason,
+/// as Prefect's server does. A token is an API key or the auth string; `null` is enough when
+/// the upgrade carried valid credentials, or while auth is off.
 async fn admit<W, R, E>(
-    service: &Service,
+    access: &Access,
     caller: Caller,
     handshake: bool,
     permission: Permission,
@@ -273,30 +276,12 @@ where
     R: Stream<Item = Result<Message, E>> + Unpin,
     E: Display,
 {
-    match (handshake, caller) {
-        (true, caller) => authenticate(service.access(), caller, permission, write, read).await,
-        (false, Caller::Known(principal)) => Ok(principal),
+    match (handshake, &caller) {
+        (true, _) => {}
+        (false, Caller::Known(principal)) => return Ok(principal.clone()),
         // The access layer sends only `prefect` sockets on without credentials.
-        (false, Caller::Pending) => Err(close(close_code::POLICY, "credentials are required")),
+        (false, Caller::Pending) => return Err(close(close_code::POLICY, "credentials are required")),
     }
-}
-
-/// Prefect's auth exchange: `{"type": "auth", "token": null|string}`, answered with
-/// `{"type": "auth_success"}`, or closed with 1008 and the reason, as Prefect's server does.
-/// A token is an API key or the auth string; `null` is enough when the upgrade carried valid
-/// credentials, or while auth is off.
-async fn authenticate<W, R, E>(
-    access: &Access,
-    caller: Caller,
-    permission: Permission,
-    write: &mut W,
-    read: &mut R,
-) -> Result<Principal, Stop>
-where
-    W: Sink<Message> + Unpin,
-    R: Stream<Item = Result<Message, E>> + Unpin,
-    E: Display,
-{
     const EXPECTED: &str = r#"expected {"type": "auth", "token": null or a string} as the first message"#;
     let data = next_data(read).await?;
     let message: Value = serde_json::from_slice(&data).map_err(|_| close(close_code::POLICY, EXPECTED))?;
