@@ -50,6 +50,10 @@ pub struct ServeArgs {
     #[arg(long = "cors-origin", env = "TRIPWIRE_CORS_ORIGINS", value_delimiter = ',',
           value_parser = crate::http::access::parse_origin)]
     cors_origins: Vec<String>,
+    /// Log lines as `text` (for people) or `json` (one object per line, for log pipelines).
+    /// The level comes from RUST_LOG (default `info`; `debug` adds one line per request).
+    #[arg(long, env = "TRIPWIRE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
     /// Listen on an address other machines can reach with auth off (no API key and no auth
     /// string): anyone who reaches the port can then do anything. Refused without this.
     #[arg(long)]
@@ -128,11 +132,26 @@ fn parse_max_connections(text: &str) -> Result<usize, String> {
     Ok(n as usize)
 }
 
+/// Logs to stderr at RUST_LOG's level (default `info`), as text (coloured only on a terminal,
+/// and never with NO_COLOR set) or as JSON lines. Lines are written by a thread of their own
+/// (the core logs every firing and run change and must not wait for stderr); past 128,000
+/// lines waiting, new ones are dropped. Keep the guard until exit: it writes what is left.
+fn init_logs(format: &str) -> tracing_appender::non_blocking::WorkerGuard {
+    use std::io::IsTerminal;
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    if format == "json" {
+        logs.json().with_current_span(false).init();
+    } else {
+        logs.with_ansi(colour).init();
+    }
+    guard
+}
+
 pub fn run(args: ServeArgs) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    let _logs = init_logs(&args.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {

@@ -820,15 +820,22 @@ impl Engine {
 
     /// Number of stored buckets across all triggers.
     pub fn bucket_count(&self) -> usize {
-        self.slots
-            .iter()
-            .flatten()
-            .flat_map(|s| s.nodes.iter())
-            .map(|n| match n {
-                NodeState::Event { buckets, .. } => buckets.len(),
-                NodeState::Composite(_) => 0,
-            })
-            .sum()
+        self.bucket_counts().map(|(_, n)| n).sum()
+    }
+
+    /// Number of stored buckets of each installed definition, by id.
+    pub fn bucket_counts(&self) -> impl Iterator<Item = (&str, usize)> + '_ {
+        self.slots.iter().flatten().map(|s| {
+            let count = s
+                .nodes
+                .iter()
+                .map(|n| match n {
+                    NodeState::Event { buckets, .. } => buckets.len(),
+                    NodeState::Composite(_) => 0,
+                })
+                .sum();
+            (s.compiled.definition.id.as_str(), count)
+        })
     }
 }
 

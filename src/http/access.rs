@@ -27,6 +27,7 @@ use base64::Engine as _;
 use super::listener::LONG_POLL_PATH;
 use crate::model::{Permission, Role};
 use crate::service::access::{Access, AccessError, Credential, Principal};
+use crate::service::clock::Stopwatch;
 use crate::service::Service;
 
 use super::ApiError;
@@ -114,11 +115,19 @@ fn normalize_origin(text: &str) -> String {
 /// The layer (see the module documentation).
 pub(super) async fn guard(
     State((service, guard)): State<(Service, Arc<Guard>)>,
-    mut request: Request,
+    request: Request,
     next: Next,
 ) -> Response {
+    let watch = Stopwatch::start();
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let response = check(&service, &guard, request, next).await;
+    tracing::debug!(%method, %path, status = response.status().as_u16(), ms = watch.elapsed().as_secs_f64() * 1e3, "request");
+    response
+}
+
+async fn check(service: &Service, guard: &Guard, mut request: Request, next: Next) -> Response {
     let access = service.access();
-    let cross_origin = match check_origin(&guard, access, request.headers()) {
+    let cross_origin = match check_origin(guard, access, request.headers()) {
         Ok(cross) => cross,
         Err(e) => return e.into_response(),
     };

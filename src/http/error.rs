@@ -42,6 +42,11 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("the body is not valid JSON: {e}"))
     }
 
+    /// Its machine-readable code, e.g. `invalid`.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
     /// 404 for an unknown route.
     pub fn no_route(method: &str, path: &str) -> ApiError {
         ApiError::new(

@@ -52,9 +52,12 @@ async fn create(
     State(service): State<Service>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<IngestReport>, ApiError> {
-    let value = json_body(body)?;
-    let events = parse_events(&value, &service.stamper()).map_err(ApiError::invalid)?;
-    Ok(Json(service.ingest(events).await?))
+    let ingested = async {
+        let value = json_body(body)?;
+        let events = parse_events(&value, &service.stamper()).map_err(ApiError::invalid)?;
+        Ok(service.ingest(events).await?)
+    };
+    ingested.await.map(Json).inspect_err(|e: &ApiError| service.metrics().reject(e.code()))
 }
 
 #[derive(Deserialize)]

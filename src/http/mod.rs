@@ -61,6 +61,7 @@ pub fn router_with(service: Service, subscribers: SubscriberLimits, guard: Guard
         .merge(websocket::routes(subscribers));
     let guard = axum::middleware::from_fn_with_state((service.clone(), Arc::new(guard)), access::guard);
     Router::new()
+        .route("/metrics", get(metrics))
         .nest("/api", api)
         .fallback(|method: Method, uri: Uri| async move { ApiError::no_route(method.as_str(), uri.path()) })
         .layer(guard)
@@ -74,6 +75,12 @@ async fn health(axum::extract::State(service): axum::extract::State<Service>) ->
     service.health().map(|()| Json(true)).map_err(|why| {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "core_failed", format!("tripwire cannot take writes: {why}"))
     })
+}
+
+/// `GET /metrics`: the service's metrics in Prometheus' text format (OpenMetrics).
+async fn metrics(axum::extract::State(service): axum::extract::State<Service>) -> impl axum::response::IntoResponse {
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    ([(axum::http::header::CONTENT_TYPE, content_type)], service.metrics().encode())
 }
 
 /// Reads a JSON body, answering 413 for one over the limit and 400 for one that is not JSON.

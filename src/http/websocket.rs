@@ -36,6 +36,7 @@ use crate::model::problems::kind_of;
 use crate::model::time::Span;
 use crate::model::{Event, JsonPath, Permission, Role, Timestamp};
 use crate::service::access::{Access, Credential, Principal};
+use crate::service::metrics::Raised;
 use crate::service::Stamper;
 use crate::service::{Order, Service, ServiceError};
 
@@ -171,6 +172,7 @@ async fn events_in(
         let (mut write, mut read) = socket.split();
         let stop = match admit(service.access(), caller, handshake, Permission::Emit, &mut write, &mut read).await {
             Ok(principal) => {
+                let _open = Raised::new(&service.metrics().event_streams);
                 tokio::select! {
                     stop = receive_events(&service, &mut read) => stop,
                     stop = revoked(&service, &principal) => stop,
@@ -180,6 +182,17 @@ async fn events_in(
         };
         if let Stop::Close(code, reason) = &stop {
             tracing::info!(code, reason = %reason, "closing /api/events/in");
+            let refused = match *code {
+                close_code::INVALID => Some("invalid"),
+                close_code::SIZE => Some("event_too_large"),
+                close_code::AGAIN => Some("overloaded"),
+                close_code::POLICY => Some("refused"),
+                close_code::ERROR => Some("storage"),
+                _ => None,
+            };
+            if let Some(reason) = refused {
+                service.metrics().reject(reason);
+            }
         }
         finish(&mut write, &mut read, stop, subscribers.limits.send_timeout).await;
     })
@@ -203,6 +216,7 @@ async fn events_out(
         let (mut write, mut read) = socket.split();
         let stop = match admit(service.access(), caller, handshake, Permission::Read, &mut write, &mut read).await {
             Ok(principal) => {
+                let _open = Raised::new(&service.metrics().subscribers);
                 tokio::select! {
                     stop = stream_events(&service, &subscribers, &mut write, &mut read) => stop,
                     stop = revoked(&service, &principal) => stop,

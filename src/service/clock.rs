@@ -73,6 +73,23 @@ pub fn new_id() -> Uuid {
     Uuid::now_v7()
 }
 
+/// Measures how long something took (the metrics' latencies), on the monotonic clock.
+#[derive(Clone, Copy, Debug)]
+pub struct Stopwatch(std::time::Instant);
+
+impl Stopwatch {
+    /// Starts now.
+    #[allow(clippy::disallowed_methods)] // the one place that reads the wall clock
+    pub fn start() -> Stopwatch {
+        Stopwatch(std::time::Instant::now())
+    }
+
+    /// The time since it started.
+    pub fn elapsed(&self) -> std::time::Duration {
+        self.0.elapsed()
+    }
+}
+
 /// `N` random bytes from the operating system's generator, for secrets (API keys and the salt
 /// of their digests): never derived, never replayed.
 pub fn secret_bytes<const N: usize>() -> Result<[u8; N], String> {

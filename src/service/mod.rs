@@ -5,6 +5,7 @@
 pub mod access;
 pub mod clock;
 mod core;
+pub mod metrics;
 mod read;
 mod runs;
 
@@ -30,6 +31,7 @@ use crate::store::{PreparedEvent, Store, TriggerRecord};
 use self::access::Access;
 use self::clock::Clock;
 use self::core::{Command, Core};
+use self::metrics::Metrics;
 pub use self::read::{BucketsPage, EventPage, LogPage, Order, EVENT_SCAN_LIMIT};
 
 /// Service settings.
@@ -219,6 +221,7 @@ struct Inner {
     /// Why the core stopped, once it has failed.
     core_failure: watch::Receiver<Option<String>>,
     access: Access,
+    metrics: Arc<Metrics>,
 }
 
 /// Encodes events for storage here, on the request's thread, so that the single writer only
@@ -248,12 +251,14 @@ impl Service {
         // their own byte-bounded queues (http::SubscriberLimits).
         let (events, _) = broadcast::channel(1024);
         let runs_changed = Arc::new(watch::channel(0u64).0);
+        let metrics = Metrics::new();
         let core = {
             let store = store.clone();
             let config = config.clone();
             let events = events.clone();
             let runs_changed = runs_changed.clone();
-            tokio::task::spawn_blocking(move || Core::recover(store, config, events, runs_changed))
+            let metrics = metrics.clone();
+            tokio::task::spawn_blocking(move || Core::recover(store, config, events, runs_changed, metrics))
                 .await
                 .map_err(|_| ServiceError::ShuttingDown)??
         };
@@ -273,6 +278,7 @@ impl Service {
                 core: std::sync::Mutex::new(Some(handle)),
                 core_failure,
                 access,
+                metrics,
             }),
         };
         if service.inner.config.clock.is_wall_clock() {
@@ -301,14 +307,24 @@ impl Service {
             Err(mpsc::error::TrySendError::Full(_)) => return Err(ServiceError::Overloaded { retry_after_secs: 1 }),
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(ServiceError::ShuttingDown),
         }
-        answer.await.map_err(|_| ServiceError::ShuttingDown)?
+        let report = answer.await.map_err(|_| ServiceError::ShuttingDown)??;
+        self.count_ingest(&report);
+        Ok(report)
+    }
+
+    fn count_ingest(&self, report: &IngestReport) {
+        let duplicates = report.duplicates.len() as u64;
+        self.inner.metrics.events_accepted.inc_by(report.ids.len() as u64 - duplicates);
+        self.inner.metrics.events_duplicate.inc_by(duplicates);
     }
 
     /// Like [`Service::ingest`], but waits for room in the queue instead of pushing back (for
     /// streams, whose reader simply reads more slowly).
     pub async fn ingest_waiting(&self, events: Vec<Event>) -> Result<IngestReport, ServiceError> {
         let events = prepare(events);
-        self.call(|reply| Command::Ingest { events, reply }).await
+        let report = self.call(|reply| Command::Ingest { events, reply }).await?;
+        self.count_ingest(&report);
+        Ok(report)
     }
 
     /// Runs the periodic work due by the clock's "now" (the timer does this on the wall clock).
@@ -405,6 +421,9 @@ impl Service {
             let claimed = self.call(|reply| Command::Claim { request, reply }).await?;
             let now = tokio::time::Instant::now();
             if !claimed.is_empty() || now >= deadline {
+                let outcome = if claimed.is_empty() { "empty" } else { "runs" };
+                self.inner.metrics.claims.get_or_create(&vec![("outcome", outcome.to_owned())]).inc();
+                self.inner.metrics.claimed_runs.inc_by(claimed.len() as u64);
                 return Ok(claimed);
             }
             // Wake on any run change; look again at least every 250 ms for retries whose
@@ -504,6 +523,13 @@ impl Service {
     /// The settings it runs with.
     pub fn config(&self) -> &ServiceConfig {
         &self.inner.config
+    }
+
+    /// What the service counts; [`Metrics::encode`] for `GET /metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        let depth = self.inner.commands.max_capacity() - self.inner.commands.capacity();
+        self.inner.metrics.queue_depth.set(depth as i64);
+        &self.inner.metrics
     }
 
     /// Who may do what: the API keys and the auth string.

@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 /// A fresh, empty directory for one test, removed (with everything in it) when dropped. Keep it
@@ -53,7 +53,11 @@ pub struct Server {
     /// `http://127.0.0.1:PORT/api`
     pub api: String,
     pub data: PathBuf,
+    logs: Arc<Mutex<Vec<String>>>,
 }
+
+/// Log lines of a server that a test keeps.
+pub const MAX_KEPT_LOG_LINES: usize = 100_000;
 
 impl Server {
     /// Starts `tripwire serve` on a free port over `data` and waits until it listens.
@@ -72,18 +76,26 @@ impl Server {
     }
 
     pub fn launch_on(data: &Path, addr: &str, settings: &[&str]) -> Server {
+        Server::launch_on_with_env(data, addr, settings, &[])
+    }
+
+    /// Starts it with extra environment variables (`RUST_LOG` is `info` unless given).
+    pub fn launch_on_with_env(data: &Path, addr: &str, settings: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tripwire"))
             .args(["serve", "--addr", addr, "--data"])
             .arg(data)
             .args(settings)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("the tripwire binary starts");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let kept = logs.clone();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -94,10 +106,19 @@ impl Server {
                         sent = true;
                     }
                 }
+                let mut kept = kept.lock().unwrap();
+                if kept.len() < MAX_KEPT_LOG_LINES {
+                    kept.push(line);
+                }
             }
         });
         let addr = rx.recv_timeout(Duration::from_secs(120)).expect("the server reports where it listens");
-        Server { child, api: format!("http://{addr}/api"), data: data.to_path_buf() }
+        Server { child, api: format!("http://{addr}/api"), data: data.to_path_buf(), logs }
+    }
+
+    /// The lines it has logged so far (the first [`MAX_KEPT_LOG_LINES`]).
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
     }
 
     /// The `host:port` it listens on.

@@ -1,6 +1,7 @@
 //! Events into the engine: ingest, the periodic tick, recording what a step fired, and the
 //! run-state events that runs feed back in.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::model::time::Timestamp;
@@ -8,7 +9,7 @@ use crate::model::{Event, Firing};
 use crate::store::{Ingested, PreparedEvent, StoreError, Tx};
 
 use super::runs::run_for;
-use super::{render_step, Core, MAX_CASCADE, PRUNE_EVERY};
+use super::{render_step, Core, Note, MAX_CASCADE, PRUNE_EVERY};
 use crate::engine::{PendingFiring, Step};
 use crate::service::IngestReport;
 
@@ -56,7 +57,22 @@ impl Core {
             }
             self.engine.compact();
         }
+        self.gauge_buckets();
         Ok(())
+    }
+
+    /// Sets the live-bucket gauge of every installed trigger, and drops those of triggers
+    /// that are gone.
+    fn gauge_buckets(&mut self) {
+        let mut seen = HashSet::with_capacity(self.gauged.len());
+        for (id, count) in self.engine.bucket_counts() {
+            self.metrics.live_buckets.get_or_create(&vec![("trigger", id.to_owned())]).set(count as i64);
+            seen.insert(id.to_owned());
+        }
+        for gone in self.gauged.difference(&seen) {
+            self.metrics.live_buckets.remove(&vec![("trigger", gone.clone())]);
+        }
+        self.gauged = seen;
     }
 
     /// Before a trigger changes, the periodic work due so far happens, so that the change
@@ -107,9 +123,14 @@ impl Core {
         if !tx.insert_firing(&firing)? {
             return Ok(());
         }
-        if let Some(error) = &firing.error {
-            tracing::warn!(trigger = %firing.trigger, %error, "firing without a run");
-        }
+        let bucket = firing.bucket.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+        self.notes.push(Note::Fired {
+            trigger: firing.trigger.clone(),
+            bucket,
+            run: run.as_ref().map(|r: &crate::model::Run| r.id),
+            deployment: firing.deployment.clone(),
+            error: firing.error.clone(),
+        });
         if let Some(run) = run {
             self.admit(tx, run, now)?;
         }
@@ -152,6 +173,7 @@ mod tests {
 
     use super::*;
     use crate::model::{ClaimRequest, Completion, Deployment, RunState};
+    use crate::service::metrics::Metrics;
     use crate::service::ServiceConfig;
     use crate::store::Store;
 
@@ -165,7 +187,7 @@ mod tests {
         let store = Arc::new(Store::open(&dir).unwrap());
         let (events, _) = broadcast::channel(16);
         let changed = Arc::new(watch::channel(0u64).0);
-        let mut core = Core::recover(store.clone(), ServiceConfig::new(&dir), events, changed).unwrap();
+        let mut core = Core::recover(store.clone(), ServiceConfig::new(&dir), events, changed, Metrics::new()).unwrap();
         let now = Timestamp::from_micros(1_000_000);
         let id = Uuid::from_u128(42);
         let firing = Firing {

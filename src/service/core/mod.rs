@@ -9,7 +9,7 @@ mod filters;
 mod runs;
 mod triggers;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -17,13 +17,15 @@ use uuid::Uuid;
 
 use crate::engine::{panic_message, Engine, EngineConfig, PendingFiring, Step};
 use crate::model::time::{Span, Timestamp};
-use crate::model::Event;
+use crate::model::{Event, RunState};
 use crate::store::{LegacyState, LogEntry, Store, StoreError, Tx};
 
 pub(super) use self::command::Command;
 use self::filters::install_filter;
 use self::triggers::install;
 use super::access;
+use super::clock::Stopwatch;
+use super::metrics::Metrics;
 use super::runs::RunQueue;
 use super::{ServiceConfig, ServiceError};
 
@@ -89,6 +91,65 @@ pub(super) struct Core {
     /// Bumped after a commit that changed runs, so that waiting claims look again.
     runs_changed: Arc<watch::Sender<u64>>,
     runs_touched: bool,
+    metrics: Arc<Metrics>,
+    /// What this batch did, told (logged and counted) once it is committed.
+    notes: Vec<Note>,
+    /// The triggers whose live buckets are gauged.
+    gauged: HashSet<String>,
+}
+
+/// Something a batch did that is logged and counted after its commit.
+enum Note {
+    Fired {
+        trigger: String,
+        bucket: String,
+        run: Option<Uuid>,
+        deployment: Option<String>,
+        error: Option<String>,
+    },
+    Run {
+        id: Uuid,
+        deployment: String,
+        previous: Option<RunState>,
+        state: RunState,
+        attempt: u32,
+        worker: Option<String>,
+    },
+}
+
+impl Note {
+    /// Logs it and counts it.
+    fn tell(self, metrics: &Metrics) {
+        match self {
+            Note::Fired { trigger, bucket, run, deployment, error } => {
+                let outcome = match (&error, &deployment) {
+                    (Some(error), _) => {
+                        tracing::warn!(%trigger, %bucket, %error, "fired without a run");
+                        "error"
+                    }
+                    (None, None) => {
+                        tracing::info!(%trigger, %bucket, "fired (no deployment: no run)");
+                        "no_run"
+                    }
+                    (None, Some(deployment)) => {
+                        let run = run.map(|r| r.to_string()).unwrap_or_default();
+                        tracing::info!(%trigger, %bucket, %deployment, %run, "fired");
+                        "run"
+                    }
+                };
+                metrics.firings.get_or_create(&vec![("trigger", trigger), ("outcome", outcome.to_owned())]).inc();
+            }
+            Note::Run { id, deployment, previous, state, attempt, worker } => {
+                let from = previous.map_or("new", |p| p.as_lower());
+                let worker = worker.unwrap_or_default();
+                tracing::info!(run = %id, %deployment, from, to = state.as_lower(), attempt, %worker, "run state");
+                metrics
+                    .runs
+                    .get_or_create(&vec![("deployment", deployment), ("state", state.as_lower().to_owned())])
+                    .inc();
+            }
+        }
+    }
 }
 
 /// Renders a decided step: the past events its firings need are read with `fetch` (the write
@@ -206,6 +267,7 @@ impl Core {
         config: ServiceConfig,
         events: broadcast::Sender<Arc<Event>>,
         runs_changed: Arc<watch::Sender<u64>>,
+        metrics: Arc<Metrics>,
     ) -> Result<Core, ServiceError> {
         let mut engine = Engine::new(engine_config());
         match store.legacy_recovery()? {
@@ -236,6 +298,9 @@ impl Core {
             outbox: VecDeque::new(),
             runs_changed,
             runs_touched: false,
+            metrics,
+            notes: Vec::new(),
+            gauged: HashSet::new(),
         })
     }
 
@@ -273,7 +338,8 @@ impl Core {
             } else {
                 tracing::error!(error = %problem, "a batch failed; its requests were refused, rebuilding the engine from storage");
                 let changed = self.runs_changed.clone();
-                match Core::recover(self.store.clone(), self.config.clone(), self.events.clone(), changed) {
+                let metrics = self.metrics.clone();
+                match Core::recover(self.store.clone(), self.config.clone(), self.events.clone(), changed, metrics) {
                     Ok(fresh) => {
                         self = fresh;
                         continue;
@@ -289,6 +355,9 @@ impl Core {
 
     /// Applies a batch in one transaction.
     fn apply(&mut self, batch: Vec<Command>) -> Applied {
+        let watch = Stopwatch::start();
+        let commands = batch.len();
+        self.notes.clear();
         let mut replies = Replies::default();
         let mut accepted: Vec<Arc<Event>> = Vec::new();
         let mut stop = None;
@@ -307,6 +376,11 @@ impl Core {
         })();
         match result {
             Ok(()) => {
+                self.metrics.batch_commands.observe(commands as f64);
+                self.metrics.batch_seconds.observe(watch.elapsed().as_secs_f64());
+                for note in self.notes.drain(..) {
+                    note.tell(&self.metrics);
+                }
                 // Subscribers hear of the events before their senders are answered: a client
                 // that subscribes once its events are acknowledged never gets them as live.
                 for e in accepted {

@@ -16,7 +16,7 @@ use crate::service::ServiceError;
 use crate::store::{StoreError, Tx};
 
 use super::super::runs::{Change, Refusal};
-use super::{Core, Outcome};
+use super::{Core, Note, Outcome};
 
 /// The run a firing creates: its id is the firing's, so it can only ever be created once.
 pub(super) fn run_for(firing: &Firing, deployment: &Deployment, now: Timestamp) -> Result<Run, Problems> {
@@ -169,6 +169,14 @@ impl Core {
             self.runs_touched = true;
             if change.previous != Some(change.run.state) {
                 self.outbox.push_back(change.run.state_event(change.previous, new_id(), now));
+                self.notes.push(Note::Run {
+                    id: change.run.id,
+                    deployment: change.run.deployment.clone(),
+                    previous: change.previous,
+                    state: change.run.state,
+                    attempt: change.run.attempt,
+                    worker: change.run.worker.clone(),
+                });
             }
         }
         Ok(())
