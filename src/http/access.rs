@@ -8,8 +8,8 @@
 //!    and port are the request's `Host`, and, while auth is off, that host is an IP address or
 //!    `localhost` (a page on another name that resolves here, DNS rebinding, is refused).
 //!    Allowed origins get CORS answers, preflights included.
-//! 2. **Credentials.** While auth is on (see [`Access`]), every route but `GET /api/health`
-//!    and `GET /api/admin/version` needs `Authorization: Bearer <API key>` or `Basic <auth
+//! 2. **Credentials.** While auth is on (see [`Access`]), every route but `GET /api/health`,
+//!    `GET /api/admin/version` and the dashboard's files (`GET /`, `GET /ui/...`) needs `Authorization: Bearer <API key>` or `Basic <auth
 //!    string>`: 401 `unauthorized` without valid ones, 403 `forbidden` for a role that may
 //!    not ([`permission`] is the route table). A WebSocket upgrade that asks for Prefect's
 //!    `prefect` subprotocol may instead authenticate with its first message.
@@ -56,8 +56,12 @@ pub enum Need {
 /// [`Permission::Manage`] otherwise, so that a new route is closed until it is placed.
 pub fn permission(method: &Method, path: &str) -> Need {
     use Permission::*;
-    let segments: Vec<&str> = path.strip_prefix("/api").unwrap_or(path).trim_matches('/').split('/').collect();
     let get = *method == Method::GET || *method == Method::HEAD;
+    // The dashboard's page and files: it asks for a key when the API answers 401.
+    if get && (path == "/" || path.starts_with("/ui/")) {
+        return Need::Open;
+    }
+    let segments: Vec<&str> = path.strip_prefix("/api").unwrap_or(path).trim_matches('/').split('/').collect();
     let post = *method == Method::POST;
     let put = *method == Method::PUT;
     Need::Permission(match segments.as_slice() {
@@ -349,6 +353,11 @@ mod tests {
             ("GET", "/api/openapi.json", Need::Permission(Read)),
             ("OPTIONS", "/api/events", Need::Permission(Manage)),
             ("GET", "/elsewhere", Need::Permission(Read)),
+            ("GET", "/metrics", Need::Permission(Read)),
+            ("GET", "/", Need::Open),
+            ("GET", "/ui/app.js", Need::Open),
+            ("POST", "/", Need::Permission(Manage)),
+            ("GET", "/api", Need::Permission(Read)),
         ];
         for (method, path, need) in table {
             assert_eq!(permission(&method.parse().unwrap(), path), *need, "{method} {path}");

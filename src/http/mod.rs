@@ -2,6 +2,7 @@
 //! so that Prefect clients pointed at `http://HOST:PORT/api` find them.
 
 pub mod access;
+mod dashboard;
 mod deployments;
 mod error;
 mod events;
@@ -61,6 +62,7 @@ pub fn router_with(service: Service, subscribers: SubscriberLimits, guard: Guard
         .merge(websocket::routes(subscribers));
     let guard = axum::middleware::from_fn_with_state((service.clone(), Arc::new(guard)), access::guard);
     Router::new()
+        .merge(dashboard::routes())
         .route("/metrics", get(metrics))
         .nest("/api", api)
         .fallback(|method: Method, uri: Uri| async move { ApiError::no_route(method.as_str(), uri.path()) })

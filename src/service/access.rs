@@ -125,7 +125,7 @@ pub enum AccessError {
     #[error("this server has no auth string (`--auth-string`); send an API key as `Authorization: Bearer <key>`")]
     NoAuthString,
     /// Valid credentials without the permission.
-    #[error("{who} may not {action}; that needs the `{needs}` role (or `admin`)")]
+    #[error("{who} may not {action}; that needs the `{needs}` role{}", if *needs == Role::Admin { "" } else { " (or `admin`)" })]
     Forbidden {
         /// Who asked ([`Principal::describe`]).
         who: String,

@@ -87,7 +87,8 @@ const enc = encodeURIComponent;
 const link = (hash, ...children) => el('a', {href: hash}, ...children);
 const triggerLink = (id) => link('#/triggers/' + enc(id), el('span', {class: 'mono'}, id));
 const runLink = (id, text) => link('#/runs/' + enc(id), el('span', {class: 'mono', title: id}, text || shortId(id)));
-const shortId = (id) => (id && id.length > 13 ? id.slice(0, 8) + '…' : String(id ?? ''));
+/** Both ends of a long id: firing-made run ids share their start, UUIDv7 ids their time. */
+const shortId = (id) => (id && id.length > 16 ? id.slice(0, 8) + '…' + id.slice(-4) : String(id ?? ''));
 
 function pill(text, kind) {
   const cls = String(kind ?? text).toLowerCase().replace(/[^a-z0-9_-]/g, '-');
@@ -215,7 +216,8 @@ async function api(path, {method = 'GET', body, quiet = false, raw = false} = {}
   try {
     res = await fetch(API + path, {method, headers, body: body === undefined ? undefined : JSON.stringify(body), cache: 'no-store', credentials: 'omit'});
   } catch (e) {
-    const err = new ApiError(0, 'network', `cannot reach the tripwire server${API ? ' at ' + API : ''}: ${e.message}`);
+    const hint = API ? ` at ${API} (is it up, and started with --cors-origin ${location.origin}?)` : '';
+    const err = new ApiError(0, 'network', `cannot reach the tripwire server${hint}: ${e.message}`);
     if (!quiet) banner(err.message);
     throw err;
   }
@@ -570,10 +572,12 @@ function triggerPage(ctx, id, query) {
     const rows = pageData.buckets.map((b) => {
       const node = nodes[b.node] || {trigger: null, path: '?'};
       return el('tbody', {class: 'bucket'},
-        tr([labelsView(b.labels), composite ? el('div', {class: 'muted small mono'}, node.path) : null],
+        tr([labelsView(b.labels), composite ? el('div', {class: 'muted small mono'}, node.path.replace(/^trigger\./, '')) : null],
           [pill(b.phase.replace('_', ' '), b.phase), ' ', pill(b.posture)],
           td({class: 'nowrap'}, el('strong', null, Math.max(0, b.count)), ' of ', b.threshold),
-          td({class: 'nowrap'}, when(b.start, {ms: true}), ' – ', when(b.end, {ms: true})),
+          td({class: 'nowrap'}, b.start === b.end
+            ? [when(b.start, {ms: true}), el('div', {class: 'muted small'}, 'within 0: lives until the sweep')]
+            : [when(b.start, {ms: true}), ' – ', when(b.end, {ms: true})]),
           when(b.sweep_at),
           (b.events || []).length ? b.events.map((e) => el('div', {class: 'small'},
             el('span', {class: 'mono'}, e.event), ' ', e.opens ? pill('opened', 'info') : null, ' ', e.counts ? pill('counted', 'open') : null,
@@ -881,9 +885,10 @@ function niceMax(v) {
 }
 const fmtRate = (v) => (v == null ? '—' : v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2));
 
-function rateChart() {
+/** The chart, drawn at the pixel width it gets (so its text is not stretched). */
+function rateChart(width) {
   const {now, points, firings} = rateSeries();
-  const W = 800, H = 150, L = 44, R = 8, T = 10, B = 22, pw = W - L - R, ph = H - T - B;
+  const W = Math.max(320, Math.floor(width) - 34), H = 150, L = 44, R = 8, T = 10, B = 22, pw = W - L - R, ph = H - T - B;
   const max = niceMax(Math.max(0, ...points.map((p) => Math.max(p.events || 0, firings ? p.firings || 0 : 0))));
   const x = (t) => L + ((t - (now - RATE_WINDOW_MS)) / RATE_WINDOW_MS) * pw;
   const y = (v) => T + ph - (v / max) * ph;
@@ -897,7 +902,7 @@ function rateChart() {
       el('span', null, el('span', {class: 'swatch', style: 'background: var(--accent)'}), `events/s ${fmtRate(lastOf('events'))}`),
       firings ? el('span', null, el('span', {class: 'swatch', style: 'background: var(--orange)'}), `firings/s ${fmtRate(lastOf('firings'))}`) : null,
       el('span', {class: 'muted small'}, source)),
-    svg('svg', {class: 'chart', viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: 'none', role: 'img', 'aria-label': 'events and firings per second'},
+    svg('svg', {class: 'chart', width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': 'events and firings per second'},
       [0, 0.5, 1].map((f) => [svg('line', {class: 'grid', x1: L, x2: W - R, y1: y(max * f), y2: y(max * f)}),
         svg('text', {x: L - 6, y: y(max * f) + 4, 'text-anchor': 'end'}, String(+(max * f).toPrecision(3)))]),
       [['−5 min', 0], ['−2.5 min', 0.5], ['now', 1]].map(([label, f]) => svg('text', {x: L + f * pw, y: H - 6, 'text-anchor': f === 0 ? 'start' : f === 1 ? 'end' : 'middle'}, label)),
@@ -947,7 +952,7 @@ function eventsPage(ctx, _arg, query) {
       td({class: 'mono'}, e.event),
       td({class: 'mono small'}, runId ? link('#/runs/' + enc(runId), resource) : resource),
       td({class: 'small mono'}, related.length ? related.slice(0, 3).join(', ') + (related.length > 3 ? ` +${related.length - 3}` : '') : el('span', {class: 'muted'}, '—')),
-      td({class: 'payload'}, e.payload && Object.keys(e.payload).length ? inlineJson(e.payload, 120) : el('span', {class: 'muted'}, '—')));
+      td({class: 'payload'}, e.payload && Object.keys(e.payload).length ? inlineJson(e.payload, 100) : el('span', {class: 'muted'}, '—')));
     if (!expanded.has(e.id)) return [row];
     return [row, el('tr', {class: 'detail'}, el('td', {colspan: 5}, jsonView(e)))];
   }
@@ -1009,7 +1014,10 @@ function eventsPage(ctx, _arg, query) {
   }
   ctx.onStop(() => { if (socket) socket.close(); clearTimeout(frame); });
   applyFilter();
-  ctx.poll(async () => { swap(chartBox, rateChart()); }, SLOT_MS);
+  ctx.poll(async () => { swap(chartBox, rateChart(chartBox.clientWidth || 800)); }, SLOT_MS);
+  const onResize = () => swap(chartBox, rateChart(chartBox.clientWidth || 800));
+  window.addEventListener('resize', onResize);
+  ctx.onStop(() => window.removeEventListener('resize', onResize));
 }
 
 /** The live tail: `/api/events/out` with Prefect's auth exchange, reconnecting with backoff.
@@ -1118,7 +1126,7 @@ function deploymentsPage(ctx) {
         el('div', {class: 'head'}, el('h3', {class: 'mono'}, d.name), el('span', {class: 'spacer'}),
           ['Scheduled', 'Running'].map((s) => {
             const n = count(s === 'Running' ? running : scheduled, d.name);
-            return [link(`#/runs?deployment=${enc(d.name)}&state=${s}`, pill(`${n} ${s.toLowerCase()}`, n === 0 ? 'zero' : s)), ' '];
+            return [link(`#/runs?deployment=${enc(d.name)}&state=${s}`, pill(`${n} ${s.toLowerCase()}`, n === '0' ? 'zero' : s)), ' '];
           })),
         deploymentSettings(d),
         el('h3', null, 'Triggers'),
