@@ -171,3 +171,51 @@ async fn json_logs_are_one_object_per_line_with_a_line_per_request_at_debug() {
     assert_eq!(request["fields"]["path"], "/api/triggers");
     assert_eq!(request["fields"]["status"], 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn firings_are_listed_newest_first_by_trigger_and_time_in_pages() {
+    let data = temp_dir("firings-api");
+    let server = Server::start(&data);
+    let http = Http::new(&server.api);
+    assert_eq!(http.put("/deployments/d", json!({})).await.0, 201);
+    for (id, expect) in [("on-a", "a.*"), ("on-b", "b")] {
+        let trigger = json!({"id": id, "trigger": {"expect": [expect]}, "deployment": "d",
+                             "parameters": {"who": "{{ event.resource.id }}"}});
+        assert_eq!(http.put(&format!("/triggers/{id}"), trigger).await.0, 201);
+    }
+    let event = |name: &str, who: &str| json!({"event": name, "resource": {"prefect.resource.id": who}});
+    let events = json!([event("a.1", "x1"), event("a.2", "x2"), event("b", "y"), event("a.3", "x3")]);
+    assert_eq!(http.post("/events", events).await.0, 200);
+
+    let (status, first) = http.get("/firings?limit=2").await;
+    assert_eq!(status, 200, "{first}");
+    let who = |page: &Value| -> Vec<String> {
+        page["firings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["parameters"]["who"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(who(&first), ["x3", "y"]);
+    let next = first["next_page"].as_u64().expect("a next page");
+    let (_, second) = http.get(&format!("/firings?limit=2&page={next}")).await;
+    assert_eq!(who(&second), ["x2", "x1"]);
+    assert!(second["next_page"].is_null(), "the oldest firing was reached: {second}");
+
+    let (_, of_b) = http.get("/firings?trigger=on-b").await;
+    assert_eq!(who(&of_b), ["y"]);
+    assert_eq!(of_b["firings"][0]["deployment"], "d");
+    let at = of_b["firings"][0]["at"].as_str().unwrap().to_owned();
+    let (_, since) = http.get(&format!("/firings?since={at}")).await;
+    assert_eq!(since["firings"].as_array().unwrap().len(), 4, "all four fired in one batch, at one instant");
+    let (_, none) = http.get("/firings?since=2999-01-01T00:00:00Z").await;
+    assert_eq!(none["firings"], json!([]));
+    let (_, until) = http.get("/firings?until=2000-01-01T00:00:00Z").await;
+    assert_eq!(until["firings"], json!([]));
+
+    for bad in ["limit=0", "limit=1001", "since=yesterday", "page=-1", "bogus=1"] {
+        let (status, body) = http.get(&format!("/firings?{bad}")).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+}

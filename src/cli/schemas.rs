@@ -21,13 +21,21 @@ pub fn run(args: SchemasArgs) -> ExitCode {
         eprintln!("error: {}: cannot create the directory: {e}", args.out.display());
         return ExitCode::FAILURE;
     }
+    let mut written = Vec::new();
     for (name, value) in schema::all() {
         let path = args.out.join(name);
         if let Err(e) = std::fs::write(&path, schema::to_text(&value)) {
             eprintln!("error: {}: cannot write the schema: {e}", path.display());
             return ExitCode::FAILURE;
         }
-        println!("{}", path.display());
+        written.push(path);
+    }
+    // Every file is written before anything is printed: a closed stdout (`tripwire schemas |
+    // head`) only stops the listing.
+    for path in written {
+        if super::remote::line(&path.display().to_string()).is_err() {
+            break;
+        }
     }
     ExitCode::SUCCESS
 }

@@ -15,9 +15,10 @@ use crate::service::{Service, ServiceConfig};
 /// Arguments of `tripwire serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on (port 0 picks a free port).
+    /// Address to listen on, `HOST:PORT` (an IP address or a name such as `localhost`; port 0
+    /// picks a free port).
     #[arg(long, env = "TRIPWIRE_ADDR", default_value = "127.0.0.1:4200")]
-    addr: SocketAddr,
+    addr: String,
     /// Directory holding the database.
     #[arg(long, env = "TRIPWIRE_DATA", default_value = "./tripwire-data")]
     data: PathBuf,
@@ -169,12 +170,19 @@ pub fn run(args: ServeArgs) -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(args.addr.as_str())
+        .await
+        .map_err(|e| format!("--addr `{}` is not an address to listen on ({e}); use e.g. 127.0.0.1:4200", args.addr))?
+        .collect();
+    let Some(&addr) = addrs.first() else {
+        return Err(format!("--addr `{}` names no address; use e.g. 127.0.0.1:4200", args.addr));
+    };
     let mut config = ServiceConfig::new(&args.data);
     config.retention = args.retention;
     config.auth_string = args.auth_string.clone();
     let service =
         Service::start(config).await.map_err(|e| format!("cannot open the data in {}: {e}", args.data.display()))?;
-    if !args.addr.ip().is_loopback() && !service.access().is_on() && !args.insecure {
+    if !addrs.iter().all(|a| a.ip().is_loopback()) && !service.access().is_on() && !args.insecure {
         return Err(format!(
             "refusing to listen on {} with auth off: anyone who can reach it could create triggers, run flows and \
              read every event. Make an API key first (`tripwire keys create --role admin --name NAME --data {}`), \
@@ -183,9 +191,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             args.data.display()
         ));
     }
-    let listener = tokio::net::TcpListener::bind(args.addr)
+    let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e} (is another server running there?)", args.addr))?;
+        .map_err(|e| format!("cannot listen on {addr}: {e} (is another server running there?)"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     if service.access().is_on() {
         tracing::info!("auth is on: requests need an API key or the auth string");

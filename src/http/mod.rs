@@ -7,6 +7,7 @@ mod deployments;
 mod error;
 mod events;
 mod filters;
+mod firings;
 mod keys;
 pub mod listener;
 mod openapi;
@@ -55,6 +56,7 @@ pub fn router_with(service: Service, subscribers: SubscriberLimits, guard: Guard
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .merge(events::routes())
         .merge(filters::routes())
+        .merge(firings::routes())
         .merge(triggers::routes())
         .merge(deployments::routes())
         .merge(runs::routes())

@@ -220,6 +220,9 @@ pub fn document() -> Value {
     });
     paths["/api/admin/keys/{name}/revoke"] = json!({"parameters": path_param("name"),
         "post": op("Revoke an API key by name or id (admin), at once", None, "200", ok("The revoked key", reference("ApiKey")))});
+    paths["/api/firings"] = json!({"get": {"summary": "Firings, newest first: what fired, when, with which parameters, or why no run was created (`page`: the previous answer's `next_page`)",
+        "parameters": query(&["trigger", "since", "until", "limit", "page"]),
+        "responses": {"200": ok("A page", json!({"type": "object", "properties": {"firings": list("Firing"), "next_page": {"type": ["integer", "null"]}}})), "default": errors()}}});
     document["components"]["securitySchemes"] = json!({
         "apiKey": {"type": "http", "scheme": "bearer", "description": "An API key (`tw_...`, from `tripwire keys create`); its role decides the routes it reaches"},
         "authString": {"type": "http", "scheme": "basic", "description": "Prefect's auth string (`--auth-string user:pass`): an administrator"}

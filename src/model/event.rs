@@ -184,8 +184,9 @@ impl FromIterator<(String, String)> for Resource {
 /// Something that happened to a resource, as Prefect's `ReceivedEvent` describes it.
 ///
 /// Its JSON Schema describes the form events are sent in: `id` and `occurred` may be left
-/// out (or null), and the receiver fills them in.
+/// out (or null), and the receiver fills them in; any other field is refused.
 #[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Event {
     /// Client-provided identifier; events are deduplicated by it.
     /// When absent, the receiver assigns a new one.
@@ -268,6 +269,7 @@ impl Event {
         let id = if fields.is_set("id") {
             fields.opt_uuid("id", "a UUID string").unwrap_or(Uuid::nil())
         } else {
+            fields.take("id"); // `null` is "not given", not an unknown field
             match defaults.as_mut() {
                 Some(d) => (d.new_id)(),
                 None => {
@@ -360,6 +362,13 @@ impl Event {
             }
         };
         let additional_metadata = fields.opt_object("additional_metadata").cloned();
+        if defaults.is_some() {
+            // A misspelt field (`occured`) would otherwise be dropped and its value lost.
+            fields.finish_saying(
+                "unknown field: an event has `id`, `occurred`, `event`, `resource`, `related`, `payload`, \
+                 `follows`, `received`, `scope` and `additional_metadata`",
+            );
+        }
         problems.into_result(Event {
             id,
             occurred,
@@ -422,6 +431,21 @@ mod tests {
         assert_eq!(e.id, Uuid::from_u128(1));
         assert_eq!(e.occurred, Timestamp::from_micros(7));
         assert_eq!(e.resource.labels().map(|(k, _)| k).collect::<Vec<_>>(), ["prefect.resource.id", "b", "a"]);
+    }
+
+    #[test]
+    fn a_misspelt_field_is_refused_instead_of_dropped() {
+        let err = parse(json!({"event": "a", "resource": {"prefect.resource.id": "x"},
+                               "occured": "2020-01-01T00:00:00Z", "payload": {}, "follows": null}))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("$.occured: unknown field") && err.contains("`occurred`"), "{err}");
+        // Prefect's own fields and tripwire's extensions are all known.
+        let known = json!({"id": "00000000-0000-0000-0000-000000000001", "occurred": "2020-01-01T00:00:00Z",
+                           "event": "a", "resource": {"prefect.resource.id": "x"}, "related": [], "payload": {},
+                           "follows": null, "received": "2020-01-01T00:00:01Z", "scope": "s",
+                           "additional_metadata": {}});
+        assert!(parse(known).is_ok());
     }
 
     #[test]

@@ -382,9 +382,14 @@ impl<'a, 'p> Fields<'a, 'p> {
 
     /// Reports every member that was not read.
     pub(super) fn finish(&mut self) {
+        self.finish_saying("unknown field");
+    }
+
+    /// Reports every member that was not read with `message`.
+    pub(super) fn finish_saying(&mut self, message: &str) {
         let unknown: Vec<&str> = self.object.keys().map(String::as_str).filter(|k| !self.used.contains(k)).collect();
         for key in unknown {
-            self.problem(key, "unknown field");
+            self.problem(key, message);
         }
     }
 }

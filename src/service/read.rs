@@ -10,7 +10,9 @@ use uuid::Uuid;
 
 use crate::engine::compile::NodeKind;
 use crate::engine::{BucketKey, BucketQuery, BucketView};
-use crate::model::{Deployment, Event, Firing, JsonPath, LogLine, Problems, Run, ScopeFilter, TriggerRecord};
+use crate::model::{
+    Deployment, Event, Firing, JsonPath, LogLine, Problems, Run, ScopeFilter, Timestamp, TriggerRecord,
+};
 use crate::store::{Store, StoreError};
 
 use super::{Service, ServiceError};
@@ -107,6 +109,26 @@ impl Service {
     /// The latest firings of every definition, newest first.
     pub async fn recent_firings(&self, limit: usize) -> Result<Vec<Firing>, ServiceError> {
         self.read(move |store| store.firings(limit, |_| true)).await
+    }
+
+    /// A page of firings, newest first (see [`Store::firing_page`]): of one trigger if
+    /// `trigger` is given, whose `at` is within `since..=until`.
+    pub async fn firing_page(
+        &self,
+        trigger: Option<String>,
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<(Vec<Firing>, Option<u64>), ServiceError> {
+        self.read(move |store| {
+            store.firing_page(before, limit, |f| {
+                trigger.as_deref().is_none_or(|t| f.trigger == t)
+                    && since.is_none_or(|s| f.at >= s)
+                    && until.is_none_or(|u| f.at <= u)
+            })
+        })
+        .await
     }
 
     /// How many stored events pass `keep`, within one page's scan bounds.

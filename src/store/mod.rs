@@ -175,6 +175,13 @@ impl Store {
                 upgrade_file_format(&path)?;
                 open()?
             }
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(StoreError::Database(format!(
+                    "another tripwire holds {} (a server running on this data directory, or a `tripwire keys \
+                     --data` in progress): stop it, or use another --data",
+                    path.display()
+                )))
+            }
             opened => opened?,
         };
         let store = Store { db, duplicates: Arc::default() };
@@ -400,6 +407,34 @@ impl Store {
     pub fn firings(&self, limit: usize, keep: impl FnMut(&Firing) -> bool) -> Result<Vec<Firing>, StoreError> {
         let rx = self.read()?;
         newest_first(&rx.open_table(FIRINGS)?, "firing", limit, keep)
+    }
+
+    /// A page of firings newest first, stored before the cursor `before` (all of them
+    /// without one), that pass `keep`: at most `limit`, looking at most at
+    /// [`MAX_LISTING_SCAN`] rows. Answers the cursor of the next page, unless the oldest
+    /// firing was reached.
+    pub fn firing_page(
+        &self,
+        before: Option<u64>,
+        limit: usize,
+        mut keep: impl FnMut(&Firing) -> bool,
+    ) -> Result<(Vec<Firing>, Option<u64>), StoreError> {
+        let rx = self.read()?;
+        let table = rx.open_table(FIRINGS)?;
+        let mut out = Vec::new();
+        let mut next = None;
+        for (scanned, item) in table.range(..before.unwrap_or(u64::MAX))?.rev().enumerate() {
+            let (k, v) = item?;
+            if out.len() == limit || scanned == MAX_LISTING_SCAN {
+                next = Some(k.value() + 1);
+                break;
+            }
+            let firing: Firing = decode("firing", v.value())?;
+            if keep(&firing) {
+                out.push(firing);
+            }
+        }
+        Ok((out, next))
     }
 }
 
