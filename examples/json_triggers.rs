@@ -17,7 +17,11 @@ struct OrderParams {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
+    exit_code(run().await)
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into())).init();
     let flow = Flow::new("post-order-complete", |_: FlowContext, params: OrderParams| async move {
         println!("User {} has completed an order -- doing stuff now", params.user_id);

@@ -149,7 +149,11 @@ async fn serve(tripwire: impl Tripwire, window: Duration) -> Result<(), Box<dyn 
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
+    exit_code(run().await)
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut server = None;
     let mut window = MIN_WINDOW;
     let mut args = std::env::args().skip(1);

@@ -10,7 +10,11 @@ use std::time::Duration;
 use tripwire::prelude::*;
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
+    exit_code(run().await)
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let client = Client::from_env()?;
     let events = [("order.created", "123"), ("order.created", "456"), ("order.complete", "123")];
     for (i, (name, user)) in events.into_iter().enumerate() {

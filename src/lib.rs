@@ -128,7 +128,7 @@ pub mod prelude {
     #[cfg(feature = "embedded")]
     pub use crate::embedded::Embedded;
     #[cfg(any(feature = "client", feature = "embedded"))]
-    pub use crate::flow::{Flow, FlowContext, Tripwire, Worker, WorkerHandle};
+    pub use crate::flow::{exit_code, Flow, FlowContext, Tripwire, Worker, WorkerHandle};
     pub use crate::model::{
         CompoundTrigger, Concurrency, EventTrigger, NewEvent, Posture, Resource, ResourceSpec, Run, RunState,
         SequenceTrigger, TriggerDefinition,

@@ -233,6 +233,11 @@ fn triggers_are_listed_shown_disabled_and_deleted() {
     let only = one["buckets"].as_array().unwrap();
     assert_eq!(only.len(), 1, "{one}");
     assert_eq!(only[0]["labels"], json!({"prefect.resource.id": "456"}));
+    // As the API shows it: phase, threshold, window, sweep and the evidence.
+    assert_eq!(only[0]["threshold"], 1, "{one}");
+    assert!(only[0]["phase"].is_string() && only[0]["sweep_at"].is_string(), "{one}");
+    assert_eq!(only[0]["events"][0]["event"], "order.created", "{one}");
+    assert_eq!(only[0]["events"][0]["opens"], true, "{one}");
 
     assert_eq!(ok(server.cli(&["triggers", "disable", "post-order"])), "disabled post-order\n");
     let listed = json_lines(&ok(server.cli(&["triggers", "list", "--json"])));

@@ -68,3 +68,15 @@ fn schemas_into_a_closed_pipe_write_every_file_and_exit_quietly() {
     let files = std::fs::read_dir(&*out).unwrap().count();
     assert_eq!(files, tripwire::model::schema::all().len(), "every schema is written");
 }
+
+#[test]
+fn an_example_without_a_server_says_so_readably() {
+    let deps = std::env::current_exe().unwrap().parent().unwrap().to_path_buf();
+    let example = deps.parent().unwrap().join("examples").join("simulate_events");
+    assert!(example.exists(), "run `cargo build --examples` (cargo test builds them)");
+    let out = Command::new(example).env("TRIPWIRE_API", "http://127.0.0.1:9/api").output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("error: no tripwire server at http://127.0.0.1:9/api"), "{stderr}");
+    assert!(!stderr.contains("Unreachable {"), "Rust debug output: {stderr}");
+}

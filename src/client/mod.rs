@@ -31,8 +31,8 @@ pub use self::http::{Client, API_ENV, API_KEY_ENV, DEFAULT_API, DEFAULT_TIMEOUT}
 #[cfg(feature = "client")]
 pub use self::subscription::Subscription;
 pub use self::types::{
-    BucketInfo, BucketsView, EventPage, EventQuery, FilteredEvents, IngestReport, LogPage, RunQuery, TriggerRecord,
-    Upserted, DEFAULT_RUNS_PAGE, MAX_RUNS_PAGE,
+    BucketEvidence, BucketInfo, BucketsView, EventPage, EventQuery, FilteredEvents, IngestReport, LogPage, RunQuery,
+    TriggerRecord, Upserted, DEFAULT_RUNS_PAGE, MAX_RUNS_PAGE,
 };
 /// An event to send; the model's [`crate::model::NewEvent`], re-exported here for callers of
 /// the client.

@@ -189,6 +189,38 @@ pub struct BucketInfo {
     pub count: i64,
     /// The last event the bucket saw.
     pub last_event: Option<Uuid>,
+    /// Where the window stands: `waiting` (for its `after` event), `open`, `closed`, ...
+    #[serde(default)]
+    pub phase: String,
+    /// `Reactive` or `Proactive`.
+    #[serde(default)]
+    pub posture: Option<String>,
+    /// Events the window needs to fire.
+    #[serde(default)]
+    pub threshold: Option<i64>,
+    /// When the bucket is swept away (a `within: 0` window lives until then).
+    #[serde(default)]
+    pub sweep_at: Option<Timestamp>,
+    /// The evidence the window keeps: its events, with whether each opened it or counted.
+    #[serde(default)]
+    pub events: Vec<BucketEvidence>,
+}
+
+/// An event a bucket keeps as evidence.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BucketEvidence {
+    /// The event's id.
+    pub id: Uuid,
+    /// Its name.
+    pub event: String,
+    /// When it occurred.
+    pub occurred: Timestamp,
+    /// Whether it opened the window.
+    #[serde(default)]
+    pub opens: bool,
+    /// Whether it was counted towards the threshold.
+    #[serde(default)]
+    pub counts: bool,
 }
 
 /// A page of a run's log (`GET /runs/{id}/logs`).

@@ -58,6 +58,19 @@ pub use self::worker::{serve_many, Worker, WorkerHandle};
 /// (`Err("no such user".into())`). Its `Display` text is stored as the attempt's error.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
+/// The exit code of a program's outcome, its error printed as people read it (`error: no
+/// tripwire server at ...`), not as Rust debug output: `fn main() -> ExitCode {
+/// exit_code(run()) }`.
+pub fn exit_code(outcome: Result<(), Box<dyn std::error::Error>>) -> std::process::ExitCode {
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// What a flow's function returns: its output, or the [`Error`] that fails the attempt.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -111,7 +111,7 @@ impl Service {
         self.read(move |store| store.firings(limit, |_| true)).await
     }
 
-    /// A page of firings, newest first (see [`Store::firing_page`]): of one trigger if
+    /// A page of firings, newest first, with the cursor of the next page: of one trigger if
     /// `trigger` is given, whose `at` is within `since..=until`.
     pub async fn firing_page(
         &self,
