@@ -151,8 +151,10 @@ fn event_schema_agrees_with_the_parser() {
                        "event": "a", "resource": {"prefect.resource.id": "x"},
                        "related": [{"prefect.resource.id": "f", "prefect.resource.role": "flow"}],
                        "payload": {"n": [1, 2]}, "follows": "00000000-0000-0000-0000-000000000002",
-                       "received": "2026-01-01T00:00:01.5+01:00", "extra": "ignored"}),
+                       "received": "2026-01-01T00:00:01.5+01:00", "scope": "s", "additional_metadata": {}}),
             ),
+            // A misspelt field is refused by both, not dropped.
+            (false, json!({"event": "a", "resource": {"prefect.resource.id": "x"}, "occured": "2026-01-01T00:00:00Z"})),
             (false, json!({"event": "a"})),
             (false, json!({"resource": {"prefect.resource.id": "x"}})),
             (false, json!({"event": "", "resource": {"prefect.resource.id": "x"}})),

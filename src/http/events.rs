@@ -10,10 +10,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::model::{Event, JsonPath, Problems, Timestamp};
+use crate::model::{Event, JsonPath, Problems};
 use crate::service::{IngestReport, Order, Service, Stamper, EVENT_SCAN_LIMIT};
 
-use super::{json_body, ApiError, Query, MAX_BATCH_EVENTS};
+use super::{json_body, ApiError, Query, Window, MAX_BATCH_EVENTS};
 use crate::model::event_filter::EventFilter;
 
 pub(super) fn routes() -> Router<Service> {
@@ -73,20 +73,7 @@ struct ListQuery {
 }
 
 async fn list(State(service): State<Service>, Query(q): Query<ListQuery>) -> Result<Json<Value>, ApiError> {
-    let mut problems = Problems::default();
-    let root = JsonPath::root();
-    let mut time = |field: &str, v: &Option<String>| {
-        v.as_deref().and_then(|s| Timestamp::parse(s).map_err(|e| problems.add(&root.key(field), e)).ok())
-    };
-    let since = time("since", &q.since);
-    let until = time("until", &q.until);
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=1000).contains(&limit) {
-        problems.add(&root.key("limit"), format!("must be from 1 to 1000, got {limit}"));
-    }
-    if !problems.is_empty() {
-        return Err(ApiError::invalid(problems));
-    }
+    let Window { since, until, limit } = Window::parse(q.since.as_deref(), q.until.as_deref(), q.limit, (50, 1000))?;
     let page = service
         .events(Order::NewestFirst, q.page, limit, EVENT_SCAN_LIMIT, move |e| {
             q.name.as_deref().is_none_or(|n| e.event == n)

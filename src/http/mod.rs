@@ -117,6 +117,36 @@ fn typed_body<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection
     })
 }
 
+/// A listing's `since`, `until` (RFC 3339) and `limit` query parameters, checked: 400 names
+/// every one at fault.
+pub(crate) struct Window {
+    pub since: Option<crate::model::Timestamp>,
+    pub until: Option<crate::model::Timestamp>,
+    pub limit: usize,
+}
+
+impl Window {
+    /// Reads them; `limit` defaults to `default` and may be 1 to `max`.
+    pub(crate) fn parse(
+        since: Option<&str>,
+        until: Option<&str>,
+        limit: Option<usize>,
+        (default, max): (usize, usize),
+    ) -> Result<Window, ApiError> {
+        let mut problems = crate::model::Problems::default();
+        let root = crate::model::JsonPath::root();
+        let mut time = |field: &str, v: Option<&str>| {
+            v.and_then(|s| crate::model::Timestamp::parse(s).map_err(|e| problems.add(&root.key(field), e)).ok())
+        };
+        let (since, until) = (time("since", since), time("until", until));
+        let limit = limit.unwrap_or(default);
+        if !(1..=max).contains(&limit) {
+            problems.add(&root.key("limit"), format!("must be from 1 to {max}, got {limit}"));
+        }
+        problems.into_result(Window { since, until, limit }).map_err(ApiError::invalid)
+    }
+}
+
 /// Query parameters, like axum's `Query`, but a value that does not parse (a number too large,
 /// a negative count) answers 400 with the JSON error body naming the parameter.
 pub(crate) struct Query<T>(pub T);
