@@ -9,7 +9,7 @@ use crate::model::{Event, Firing};
 use crate::store::{Ingested, PreparedEvent, StoreError, Tx};
 
 use super::runs::run_for;
-use super::{render_step, Core, Note, MAX_CASCADE, PRUNE_EVERY};
+use super::{render_step, Core, Note, GAUGE_EVERY, MAX_CASCADE, PRUNE_EVERY};
 use crate::engine::{PendingFiring, Step};
 use crate::service::IngestReport;
 
@@ -57,7 +57,10 @@ impl Core {
             }
             self.engine.compact();
         }
-        self.gauge_buckets();
+        if self.last_gauged.is_none_or(|t| now.since(t) >= GAUGE_EVERY) {
+            self.last_gauged = Some(now);
+            self.gauge_buckets();
+        }
         Ok(())
     }
 

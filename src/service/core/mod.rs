@@ -38,6 +38,9 @@ const ENGINE_SEEN_WINDOW: Span = Span::ZERO;
 const MAX_BATCH: usize = 256;
 /// How often old events are pruned.
 const PRUNE_EVERY: Span = Span::seconds(60);
+/// How often the live buckets of every trigger are counted for the metrics (a walk over every
+/// trigger on the core thread: not on every 250 ms tick).
+const GAUGE_EVERY: Span = Span::seconds(1);
 /// Run-state events one command may feed back into the engine. A trigger on
 /// `tripwire.run.scheduled` that runs its own deployment would otherwise loop forever; the
 /// events past the cap are stored but not evaluated, and a warning says why.
@@ -96,6 +99,8 @@ pub(super) struct Core {
     notes: Vec<Note>,
     /// The triggers whose live buckets are gauged.
     gauged: HashSet<String>,
+    /// When the live buckets were last gauged.
+    last_gauged: Option<Timestamp>,
 }
 
 /// Something a batch did that is logged and counted after its commit.
@@ -301,6 +306,7 @@ impl Core {
             metrics,
             notes: Vec::new(),
             gauged: HashSet::new(),
+            last_gauged: None,
         })
     }
 
