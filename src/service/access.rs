@@ -452,17 +452,20 @@ fn random_failed(why: String) -> ServiceError {
     ServiceError::Store(StoreError::Database(format!("cannot draw random bytes for a key: {why}")))
 }
 
-fn digest(salt: &[u8], text: &str) -> Vec<u8> {
+/// `HMAC-SHA256(salt, text)`, before it is finished.
+fn mac(salt: &[u8], text: &str) -> HmacSha256 {
     let mut mac = HmacSha256::new_from_slice(salt).expect("HMAC takes a key of any length");
     mac.update(text.as_bytes());
-    mac.finalize().into_bytes().to_vec()
+    mac
+}
+
+fn digest(salt: &[u8], text: &str) -> Vec<u8> {
+    mac(salt, text).finalize().into_bytes().to_vec()
 }
 
 /// Whether `text`'s digest is `expected`, compared in constant time.
 fn verify(salt: &[u8], text: &str, expected: &[u8]) -> bool {
-    let mut mac = HmacSha256::new_from_slice(salt).expect("HMAC takes a key of any length");
-    mac.update(text.as_bytes());
-    mac.verify_slice(expected).is_ok()
+    mac(salt, text).verify_slice(expected).is_ok()
 }
 
 fn hex_encode(bytes: &[u8]) -> String {
