@@ -1,6 +1,7 @@
 //! What a new user meets first, with the real binary: a misspelt event field is refused, not
 //! dropped; `--addr localhost:PORT` works; a second server on the same data says who holds it;
-//! `tripwire schemas | head` neither panics nor skips a file.
+//! `tripwire schemas | head` neither panics nor skips a file; a template typo is refused with
+//! the definition.
 
 mod common;
 
@@ -25,6 +26,40 @@ async fn a_misspelt_event_field_is_refused_naming_it() {
     assert!(message.contains("$.occured: unknown field") && message.contains("`occurred`"), "{message}");
     let (_, events) = http.get("/events").await;
     assert_eq!(events["events"].as_array().map(Vec::len), Some(0), "nothing was stored: {events}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_template_typo_is_refused_when_the_trigger_is_defined_naming_the_string() {
+    let data = temp_dir("first-run-template-typo");
+    let server = Server::start(&data);
+    let http = Http::new(&server.api);
+    let definition = |parameters: serde_json::Value| json!({"id": "thank-payer", "trigger": {"expect": ["invoice.paid"]}, "parameters": parameters});
+    for (parameters, path, says) in [
+        (
+            json!({"user": "{{ evnt.id }}"}),
+            "$.parameters.user",
+            "`evnt` is not a name run parameters can read (did you mean `event`?)",
+        ),
+        (
+            json!({"n": ["x", "total {{ event.payloadd.total }}"]}),
+            "$.parameters.n[1]",
+            "an event has no field `payloadd` (did you mean `payload`?)",
+        ),
+        (json!({"run": "{{ flow_run.name }}"}), "$.parameters.run", "Prefect loads from its own API"),
+    ] {
+        let (status, body) = http.post("/triggers", definition(parameters)).await;
+        assert_eq!(status, 400, "{body}");
+        let problems = body["error"]["problems"].as_array().expect("problems");
+        assert!(problems.iter().any(|p| p["path"] == path && p["message"].as_str().unwrap().contains(says)), "{body}");
+    }
+    // Labels and payload keys are free-form: any may exist on some event.
+    let fine = definition(
+        json!({"a": "{{ event.resource.idd }}", "b": "{{ event.payload.anything }}", "c": "{{ labels.x }}"}),
+    );
+    let (status, body) = http.post("/triggers", fine).await;
+    assert_eq!(status, 201, "{body}");
+    let (_, triggers) = http.get("/triggers").await;
+    assert_eq!(triggers.as_array().map(Vec::len), Some(1), "only the good definition was stored: {triggers}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

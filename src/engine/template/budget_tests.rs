@@ -304,12 +304,12 @@ fn filters_on_undefined_values_render_as_jinja_renders() {
     let out = render_with(
         json!({
             "related": "{{ event.related | length }}",
-            "count": "{{ missing | count }}",
-            "default": "{{ missing | default('x') }}",
-            "first": "{{ missing | first }}",
-            "items": "{{ missing | items | list }}",
-            "bare": "{{ missing }}",
-            "nope": "{{ event.nope }}",
+            "count": "{{ event.payload.missing | count }}",
+            "default": "{{ event.payload.missing | default('x') }}",
+            "first": "{{ event.payload.missing | first }}",
+            "items": "{{ event.payload.missing | items | list }}",
+            "bare": "{{ event.payload.missing }}",
+            "nope": "{{ event.resource.nope }}",
             "text": "n={{ event.related | length }}"
         }),
         None,
@@ -412,7 +412,7 @@ fn comparisons_still_mean_what_minijinja_means() {
         "{{ 3 is eq 3 }}{{ 3 is ne(4) }}{{ 2 is lt 3 }}{{ 1 is in [1] }}{{ 'ab' is startingwith 'a' }}",
         "{{ {'a': 1}['a'] }}{{ [1, 2][1] }}{% set k = 'a' %}{{ {k: 2}[k] }}{{ {k ~ 'b': 3}['ab'] }}",
         "{% for i in [1, 1, 2] %}{{ loop.changed(i) }}{% endfor %}",
-        "{{ missing == none }}{{ missing is eq(missing) }}{{ none is ne(1) }}",
+        "{{ firing.missing == none }}{{ firing.missing is eq(firing.missing) }}{{ none is ne(1) }}",
         "{{ [1, 2, 3] | select('gt', 1) | list }}{{ [3, 1] | sort == [1, 3] }}",
         "{{ ('a' ~ 'b') == 'ab' }}{{ ((1)) < ((2)) }}{{ -1 < 0 }}{{ ('b' in 'abc') == true }}",
     ];

@@ -297,7 +297,7 @@ impl TextTemplate {
         let rewritten = rewrite::template(source)?;
         let mut env = ENV.clone();
         env.add_template_owned(Self::NAME, rewritten)?;
-        let names = env.get_template(Self::NAME)?.undeclared_variables(false);
+        let names = env.get_template(Self::NAME)?.undeclared_variables(true);
         Ok((TextTemplate(Arc::new(env)), names))
     }
 

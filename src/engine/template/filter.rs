@@ -11,7 +11,7 @@ use crate::model::{Event, JsonPath, Problems};
 
 use super::environment::compile_expression;
 use super::objects::{event_value, PayloadObject};
-use super::{budget, describe, RenderError};
+use super::{budget, describe, names, RenderError};
 
 /// A compiled trigger filter: a minijinja expression over `event`, with `payload` and `input`
 /// as aliases of `event.payload` and `event_key` the event's name.
@@ -26,7 +26,17 @@ impl Filter {
     /// Compiles; a syntax error is added to `problems` at `path` and None returned.
     pub fn compile(source: &str, path: &JsonPath, problems: &mut Problems) -> Option<Filter> {
         match compile_expression(source) {
-            Ok(expr) => Some(Filter { source: Arc::from(source), path: path.to_string(), expr: Arc::new(expr) }),
+            Ok(expr) => {
+                let unknown = names::check(&expr.undeclared_variables(true), &names::FILTER);
+                for message in &unknown {
+                    problems.add(path, format!("unknown name in filter expression: {message}"));
+                }
+                unknown.is_empty().then(|| Filter {
+                    source: Arc::from(source),
+                    path: path.to_string(),
+                    expr: Arc::new(expr),
+                })
+            }
             Err(e) => {
                 problems.add(path, format!("invalid filter expression: {}", describe(&e, source)));
                 None

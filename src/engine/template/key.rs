@@ -10,7 +10,7 @@ use serde_json::Value as Json;
 use crate::model::{JsonPath, Problems};
 
 use super::environment::TextTemplate;
-use super::{budget, describe, RenderError};
+use super::{budget, describe, names, RenderError};
 
 /// A compiled concurrency key: a string template over a run's parameters (`params`, with
 /// `parameters` and `input` as aliases), e.g. `{{ params.user_id }}`.
@@ -27,7 +27,13 @@ impl KeyTemplate {
     /// `problems` at `path` and None returned.
     pub fn compile(source: &str, path: &JsonPath, problems: &mut Problems) -> Option<KeyTemplate> {
         match TextTemplate::compile(source) {
-            Ok((template, _)) => Some(KeyTemplate { source: Arc::from(source), template, path: path.to_string() }),
+            Ok((template, names)) => {
+                let unknown = names::check(&names, &names::KEY);
+                for message in &unknown {
+                    problems.add(path, format!("unknown name in key template: {message}"));
+                }
+                unknown.is_empty().then(|| KeyTemplate { source: Arc::from(source), template, path: path.to_string() })
+            }
             Err(e) => {
                 problems.add(path, format!("invalid key template: {}", describe(&e, source)));
                 None

@@ -31,6 +31,7 @@ mod convert;
 mod environment;
 mod filter;
 mod key;
+mod names;
 mod objects;
 mod parameters;
 mod rewrite;

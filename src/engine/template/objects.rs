@@ -27,6 +27,20 @@ pub fn event_value(event: &Arc<Event>) -> Value {
 pub(super) struct EventObject(pub(super) Arc<Event>, Arc<PayloadObject>);
 
 const EVENT_FIELDS: &[&str] = &["id", "occurred", "event", "resource", "related", "payload", "follows"];
+/// Every name `event.X` resolves (the fields, and Prefect's `Event` properties): what a
+/// template may read of an event, checked when the template is defined.
+pub(super) const EVENT_ATTRIBUTES: &[&str] = &[
+    "id",
+    "occurred",
+    "event",
+    "resource",
+    "related",
+    "payload",
+    "follows",
+    "received",
+    "involved_resources",
+    "resource_in_role",
+];
 const RECEIVED_EVENT_FIELDS: &[&str] =
     &["id", "occurred", "event", "resource", "related", "payload", "follows", "received"];
 

@@ -2,7 +2,7 @@
 //! text templates parsed once, with the context names they read) and rendered into JSON
 //! against a firing's [`TemplateContext`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -15,7 +15,7 @@ use crate::model::{JsonPath, Problems};
 use super::convert::{json_len, to_json};
 use super::environment::{compile_expression, TextTemplate};
 use super::objects::{datetime_value, event_value, LabelTree};
-use super::{budget, describe, RenderError, TemplateContext};
+use super::{budget, describe, names, RenderError, TemplateContext};
 
 /// The most bytes the rendered parameters of one firing may take as JSON: the model's limit
 /// on any run's parameters, 256 KiB. Past it `Parameters::render` fails with a
@@ -84,13 +84,13 @@ fn compile_node(value: &Json, path: &JsonPath, problems: &mut Problems, used: &m
             if let Some(inner) = single_expression(s) {
                 // What does not parse as one expression (e.g. `{{ a }} b }}`) is a text template.
                 if let Ok(expr) = compile_expression(inner) {
-                    used.extend(expr.undeclared_variables(false));
+                    read(&expr.undeclared_variables(true), path, problems, used);
                     return Node::Expression { path: path.to_string(), source: s.clone(), expr };
                 }
             }
             match TextTemplate::compile(s) {
                 Ok((template, names)) => {
-                    used.extend(names);
+                    read(&names, path, problems, used);
                     Node::Text { path: path.to_string(), source: s.clone(), template }
                 }
                 Err(e) => {
@@ -119,6 +119,15 @@ fn compile_node(value: &Json, path: &JsonPath, problems: &mut Problems, used: &m
             }
         }
         other => Node::Literal(other.clone()),
+    }
+}
+
+/// Notes the context names a template reads (`names`: minijinja's nested names, such as
+/// `event.payload.id`) in `used`, and each that no firing can resolve in `problems`.
+fn read(names: &HashSet<String>, path: &JsonPath, problems: &mut Problems, used: &mut BTreeSet<String>) {
+    used.extend(names.iter().map(|name| name.split('.').next().unwrap_or_default().to_owned()));
+    for message in names::check(names, &names::PARAMETERS) {
+        problems.add(path, format!("unknown name in template: {message}"));
     }
 }
 
