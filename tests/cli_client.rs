@@ -338,15 +338,16 @@ fn the_client_maps_errors_and_round_trips() {
         assert!(matches!(client.deployment("nope").await, Err(ClientError::Api { status: 404, .. })));
         assert!(matches!(client.delete_trigger("nope").await, Err(ClientError::Api { status: 404, .. })));
 
-        // A definition the server refuses: 400 `invalid`, with the path in the message.
+        // A definition the server refuses (a template that does not parse: the shape is right,
+        // so 422) `invalid`, with the path in the message.
         let mut bad: tripwire::model::TriggerDefinition = serde_json::from_value(order_trigger()).unwrap();
         bad.parameters = Some(json!({"a": "{{ oops"}));
         match client.put_trigger(&bad).await {
-            Err(ClientError::Api { status: 400, code, message }) => {
+            Err(ClientError::Api { status: 422, code, message }) => {
                 assert_eq!(code, "invalid");
                 assert!(message.contains("$.parameters.a"), "{message}");
             }
-            other => panic!("expected a 400, got {other:?}"),
+            other => panic!("expected a 422, got {other:?}"),
         }
 
         // Create, conflict, upsert, enable, buckets, delete.
@@ -518,7 +519,7 @@ fn the_client_subscribes_to_events_and_manages_scope_filters() {
         broken.expression = "input.amount >".into();
         let err = client.create_filter(&broken).await.unwrap_err();
         assert!(
-            matches!(&err, ClientError::Api { status: 400, .. }) && err.to_string().contains("$.expression"),
+            matches!(&err, ClientError::Api { status: 422, .. }) && err.to_string().contains("$.expression"),
             "{err}"
         );
     });

@@ -48,7 +48,7 @@ async fn a_template_typo_is_refused_when_the_trigger_is_defined_naming_the_strin
         (json!({"run": "{{ flow_run.name }}"}), "$.parameters.run", "Prefect loads from its own API"),
     ] {
         let (status, body) = http.post("/triggers", definition(parameters)).await;
-        assert_eq!(status, 400, "{body}");
+        assert_eq!(status, 422, "{body}");
         let problems = body["error"]["problems"].as_array().expect("problems");
         assert!(problems.iter().any(|p| p["path"] == path && p["message"].as_str().unwrap().contains(says)), "{body}");
     }

@@ -430,7 +430,7 @@ async fn the_worker_protocol_rejects_bad_input_with_what_to_fix() {
     http.post("/deployments", json!({"name": "d", "concurrency": {"key": "{{ params.", "max_runs": 1}})).await;
     let (status, body) =
         http.post("/deployments", json!({"name": "d", "concurrency": {"key": "{{ params.", "max_runs": 1}})).await;
-    assert_eq!(status, 400);
+    assert_eq!(status, 422, "a template that does not parse: the shape is right");
     assert!(body["error"]["problems"][0]["path"] == "$.concurrency.key", "{body}");
     assert_eq!(http.post("/deployments", json!({"name": "d"})).await.0, 201);
     let (_, run) = http.post("/deployments/d/runs", json!({"priority": 2})).await;

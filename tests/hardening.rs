@@ -134,7 +134,7 @@ async fn json_too_deep_or_too_big_is_refused_where_it_is_accepted() {
     // Parameters nested 125 levels deep once made a run-state event the store could not read.
     for levels in [65, 125] {
         let (status, body) = http.post("/deployments/d/runs", json!({"parameters": {"p": nested(levels)}})).await;
-        assert_eq!(status, 400, "{body}");
+        assert_eq!(status, 422, "a depth no schema states: {body}");
         assert!(problems(&body).contains("$.parameters") && problems(&body).contains("deep"), "{body}");
         let (status, body) = http
             .post(
@@ -142,16 +142,16 @@ async fn json_too_deep_or_too_big_is_refused_where_it_is_accepted() {
                 json!({"event": "deep", "resource": {"prefect.resource.id": "x"}, "payload": nested(levels)}),
             )
             .await;
-        assert_eq!(status, 400, "{body}");
+        assert_eq!(status, 422, "a size or depth no schema states: {body}");
         let (status, body) = http.put("/deployments/deep", json!({"parameters": {"p": nested(levels)}})).await;
-        assert_eq!(status, 400, "{body}");
+        assert_eq!(status, 422, "a size or depth no schema states: {body}");
         let (status, body) = http
             .put(
                 "/triggers/deep",
                 json!({"id": "deep", "trigger": {"expect": ["x"]}, "parameters": {"p": nested(levels)}}),
             )
             .await;
-        assert_eq!(status, 400, "{body}");
+        assert_eq!(status, 422, "a size or depth no schema states: {body}");
     }
     // A sequence of sequences nested 62 deep once left stored state the server could not read.
     for levels in [33, 62] {
@@ -160,7 +160,7 @@ async fn json_too_deep_or_too_big_is_refused_where_it_is_accepted() {
             trigger = json!({"type": "sequence", "triggers": [trigger]});
         }
         let (status, body) = http.put("/triggers/nested", json!({"id": "nested", "trigger": trigger})).await;
-        assert_eq!(status, 400, "{body}");
+        assert_eq!(status, 422, "a size or depth no schema states: {body}");
         assert!(problems(&body).contains("deep"), "{body}");
     }
     let mut trigger = json!({"expect": ["x"]});
@@ -173,12 +173,12 @@ async fn json_too_deep_or_too_big_is_refused_where_it_is_accepted() {
     assert_eq!(status, 201, "{body}");
     // Parameters past 256 KiB are refused too.
     let (status, body) = http.post("/deployments/d/runs", json!({"parameters": {"p": "x".repeat(300_000)}})).await;
-    assert_eq!(status, 400, "{body}");
+    assert_eq!(status, 422, "a size or depth no schema states: {body}");
     assert!(problems(&body).contains("bytes"), "{body}");
     // Defaults and a run's own parameters are each under the limit, but not together.
     assert_eq!(http.put("/deployments/big", json!({"parameters": {"a": "x".repeat(200_000)}})).await.0, 201);
     let (status, body) = http.post("/deployments/big/runs", json!({"parameters": {"b": "y".repeat(200_000)}})).await;
-    assert_eq!(status, 400, "{body}");
+    assert_eq!(status, 422, "a size or depth no schema states: {body}");
     // Absurd query values get the JSON error body naming the parameter.
     for path in ["/events?limit=99999999999999999999", "/events?limit=-1", "/triggers/nested/firings?limit=1e999"] {
         let (status, body) = http.get(path).await;

@@ -250,13 +250,37 @@ fn trigger_definition_schema_agrees_with_the_parser() {
 }
 
 #[test]
-fn the_schema_describes_the_nested_definition_form_only() {
-    // Prefect's flat deployment-trigger form: the parser accepts it, the schema (which describes
-    // the nested form and mentions the flat one in its description) does not.
-    let flat = json!({"name": "order", "enabled": true, "type": "event", "expect": ["order.complete"],
-                      "posture": "Reactive", "threshold": 1, "within": 0, "job_variables": null});
-    assert!(parse_definition(&flat));
-    assert!(errors(&validator("trigger-definition.json"), &flat).is_some());
+fn the_schema_accepts_prefects_flat_form_as_the_parser_does() {
+    // Prefect's flat deployment-trigger form: the trigger's members beside the definition's.
+    check_agreement(
+        "trigger-definition.json",
+        parse_definition,
+        &[
+            (
+                true,
+                json!({"name": "order", "enabled": true, "type": "event", "expect": ["order.complete"],
+                          "posture": "Reactive", "threshold": 1, "within": 0, "job_variables": null}),
+            ),
+            (
+                true,
+                json!({"id": "c", "triggers": [{"expect": ["a"]}, {"expect": ["b"]}], "require": "all", "tags": ["x"]}),
+            ),
+            (true, json!({"id": "s", "triggers": [{"expect": ["a"]}], "within": 30, "parameters": {"a": 1}})),
+            (true, json!({"id": "p", "expect": ["a"], "posture": "Proactive", "within": "0"})),
+            // No trigger member at all, flat or nested.
+            (false, json!({"id": "none", "parameters": {}})),
+            // `require` belongs to a compound trigger, which needs `triggers`.
+            (false, json!({"id": "r", "expect": ["a"], "require": "any"})),
+            // A sequence has no `require`; an event trigger no `triggers`.
+            (false, json!({"id": "s", "type": "sequence", "triggers": [{}], "require": "any"})),
+            (false, json!({"id": "e", "type": "event", "triggers": [{}]})),
+            (false, json!({"id": "x", "expect": ["a"], "colour": "red"})),
+            (false, json!({"expect": ["a"]})),
+            // A proactive window under 10 seconds, however small.
+            (false, json!({"id": "p", "expect": ["a"], "posture": "Proactive", "within": 1e-42})),
+            (false, json!({"id": "p", "expect": ["a"], "posture": "Proactive", "within": "5"})),
+        ],
+    );
 }
 
 #[test]
@@ -350,7 +374,12 @@ fn key_structural_facts() {
     assert_eq!(event["$defs"]["RelatedResource"]["required"], json!(["prefect.resource.id", "prefect.resource.role"]));
 
     let definition = generated("trigger-definition.json");
-    assert_eq!(definition["additionalProperties"], json!(false));
+    let forms = definition["anyOf"].as_array().expect("the nested form and three flat ones");
+    assert_eq!(forms.len(), 4);
+    for form in forms {
+        assert_eq!(form["additionalProperties"], json!(false), "{form}");
+    }
+    assert_eq!(forms[0]["required"], json!(["trigger"]));
     assert!(definition["description"].as_str().unwrap().contains("flat deployment-trigger form"));
     let defs = &definition["$defs"];
     for kind in ["EventTrigger", "CompoundTrigger", "SequenceTrigger"] {

@@ -123,7 +123,7 @@ async fn events_routes_accept_deduplicate_filter_and_page() {
     let paths: Vec<&str> =
         body["error"]["problems"].as_array().unwrap().iter().map(|p| p["path"].as_str().unwrap()).collect();
     assert_eq!(paths, ["$.filter.event.prefix", "$.filter.order", "$.limit"]);
-    assert_eq!(http.get("/events/filter/next?page-token=zz").await.0, 400);
+    assert_eq!(http.get("/events/filter/next?page-token=zz").await.0, 403, "as Prefect answers");
 
     // Bad input, each with a JSON error naming what to fix.
     let (status, body) = http.send(Method::POST, "/events", Some("{\"event\": ".into())).await;
@@ -197,9 +197,9 @@ async fn trigger_routes_create_upsert_list_patch_delete_and_reject_bad_definitio
     assert_eq!(paths, ["$.trigger.within", "$.trigger.colour"]);
     let (status, body) =
         http.post("/triggers", json!({"id": "tpl", "trigger": {}, "parameters": {"x": "{{ event.id "}})).await;
-    assert_eq!((status, body["error"]["problems"][0]["path"].as_str()), (400, Some("$.parameters.x")));
+    assert_eq!((status, body["error"]["problems"][0]["path"].as_str()), (422, Some("$.parameters.x")));
     let (status, body) = http.put("/triggers/a", json!({"id": "b", "trigger": {}})).await;
-    assert_eq!((status, body["error"]["problems"][0]["path"].as_str()), (400, Some("$.id")));
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("id_mismatch")));
     let (status, body) = http.send(Method::POST, "/triggers", Some("[1,".into())).await;
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("malformed_json")));
     let _ = std::fs::remove_dir_all(&data);
@@ -326,7 +326,7 @@ async fn scope_filters_gate_single_key_triggers_once_per_matching_filter() {
     assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
     let (status, body) =
         http.post("/filters", json!({"deployment": "reward-referral", "scope": "s", "expression": "input.x >"})).await;
-    assert_eq!((status, body["error"]["problems"][0]["path"].as_str()), (400, Some("$.expression")));
+    assert_eq!((status, body["error"]["problems"][0]["path"].as_str()), (422, Some("$.expression")));
     let (status, body) = http.post("/filters", json!({"scope": 1, "extra": true})).await;
     assert_eq!((status, body["error"]["problems"].as_array().unwrap().len()), (400, 4));
     let (status, body) =
@@ -374,6 +374,81 @@ async fn the_openapi_document_lists_every_route() {
     }
     for component in ["TriggerDefinition", "ClaimRequest", "HeartbeatReply", "TriggerSync", "LogBatch"] {
         assert!(doc["components"]["schemas"][component].is_object(), "{component} missing");
+    }
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+#[tokio::test]
+async fn every_refusal_is_json_with_the_status_the_document_gives() {
+    let data = temp_dir("refusals");
+    let server = Server::start(&data);
+    let http = Http::new(&server.api);
+    let code = |body: &serde_json::Value| body["error"]["code"].as_str().unwrap_or_default().to_owned();
+
+    // A method the path does not take: 405, JSON, and the methods it does take.
+    let resp = reqwest::Client::new().delete(format!("{}/health", server.api)).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 405);
+    let allow = resp.headers().get("allow").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    assert!(allow.contains("GET"), "Allow: {allow}");
+    let body: serde_json::Value = resp.json().await.expect("a JSON body");
+    assert_eq!(code(&body), "method_not_allowed", "{body}");
+
+    // The shape is wrong: 400. The shape is right and a rule no schema states is broken: 422.
+    let (status, body) = http.post("/triggers", json!({"id": "t", "trigger": {"threshold": "many"}})).await;
+    assert_eq!((status, code(&body).as_str()), (400, "invalid"), "{body}");
+    let two_of_one = json!({"id": "t", "trigger": {"type": "compound", "require": 2, "triggers": [{"expect": ["a"]}]}});
+    let (status, body) = http.post("/triggers", two_of_one).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["error"]["problems"][0]["path"] == "$.trigger.require", "{body}");
+    // Both at once: the shape decides.
+    let both = json!({"id": "t", "trigger": {"type": "compound", "require": 2, "triggers": [{"threshold": "x"}]}});
+    assert_eq!(http.post("/triggers", both).await.0, 400);
+
+    // A whole number may be written with a fraction of zero, as JSON Schema's integer allows.
+    let (status, body) =
+        http.post("/triggers", json!({"id": "eight", "trigger": {"expect": ["a"], "threshold": 8.0}})).await;
+    assert_eq!((status, body["trigger"]["threshold"].as_i64()), (201, Some(8)), "{body}");
+
+    // A body naming another thing than its URL conflicts with it.
+    let (status, body) = http.put("/triggers/eight", json!({"id": "nine", "trigger": {"expect": ["a"]}})).await;
+    assert_eq!((status, code(&body).as_str()), (409, "id_mismatch"), "{body}");
+    let (status, body) = http.put("/deployments/a", json!({"name": "b"})).await;
+    assert_eq!((status, code(&body).as_str()), (409, "name_mismatch"), "{body}");
+    assert_eq!(http.put("/deployments/a", json!({})).await.0, 201, "the URL names it");
+
+    // A page token this server did not issue: 403, as Prefect answers.
+    let (status, body) = http.get("/events/filter/next?page-token=bm90LWEtdG9rZW4").await;
+    assert_eq!((status, code(&body).as_str()), (403, "bad_page_token"), "{body}");
+    // A query value out of range: 400 naming it.
+    let (status, body) = http.get("/events?limit=0").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("limit"), "{body}");
+
+    // The document lists each of these statuses for its operation, with the error body.
+    let (_, doc) = http.get("/openapi.json").await;
+    for (path, method, status) in [
+        ("/api/triggers", "post", "400"),
+        ("/api/triggers", "post", "422"),
+        ("/api/triggers/{id}", "put", "409"),
+        ("/api/triggers/{id}", "put", "201"),
+        ("/api/deployments/{name}", "put", "409"),
+        ("/api/events/filter/next", "get", "403"),
+        ("/api/events", "get", "400"),
+    ] {
+        let response = &doc["paths"][path][method]["responses"][status];
+        assert!(response.is_object(), "{method} {path} does not document {status}");
+    }
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap().iter().filter(|(m, _)| *m != "parameters") {
+            let responses = op["responses"].as_object().unwrap();
+            assert!(!responses.contains_key("default"), "{method} {path}: every status is named");
+            for (status, response) in responses.iter().filter(|(s, _)| s.starts_with('4') || s.starts_with('5')) {
+                assert_eq!(
+                    response["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/Error",
+                    "{method} {path} {status}"
+                );
+            }
+        }
     }
     let _ = std::fs::remove_dir_all(&data);
 }

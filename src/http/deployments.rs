@@ -8,6 +8,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::Value;
 
+use crate::model::integral;
 use crate::model::{Deployment, JsonPath, Problems, Run, TriggerDefinition, TriggerRecord, TriggerSync};
 use crate::service::Service;
 
@@ -35,7 +36,18 @@ async fn upsert(
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Deployment>), ApiError> {
-    let d = Deployment::from_json(&json_body(body)?, &JsonPath::root(), Some(&name)).map_err(ApiError::invalid)?;
+    let value = json_body(body)?;
+    // The URL names the deployment; a body that names another conflicts with it.
+    if let Some(other) = value.get("name").and_then(Value::as_str).filter(|n| *n != name) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "name_mismatch",
+            format!(
+                "the body names deployment `{other}` but the URL names `{name}`; leave `name` out or make them equal"
+            ),
+        ));
+    }
+    let d = Deployment::from_json(&value, &JsonPath::root(), Some(&name)).map_err(ApiError::invalid)?;
     let (d, created) = service.put_deployment(d, false).await?;
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(d)))
 }
@@ -73,7 +85,7 @@ async fn create_run(
             }
             match o.get("priority") {
                 None | Some(Value::Null) => {}
-                Some(v) => match v.as_i64().and_then(|n| i32::try_from(n).ok()) {
+                Some(v) => match v.as_number().and_then(integral).and_then(|n| i32::try_from(n).ok()) {
                     Some(n) => priority = Some(n),
                     None => problems.add(&root.key("priority"), format!("expected a whole number, got {v}")),
                 },
@@ -117,7 +129,11 @@ async fn sync_triggers(
     if let Value::Array(items) = &mut value {
         for item in items.iter_mut() {
             if let Some(o) = item.as_object_mut() {
-                o.entry("deployment").or_insert_with(|| Value::String(name.clone()));
+                // Left out or null (as Prefect's clients send unset fields): this deployment.
+                let deployment = o.entry("deployment").or_insert(Value::Null);
+                if deployment.is_null() {
+                    *deployment = Value::String(name.clone());
+                }
             }
         }
     }

@@ -25,16 +25,13 @@ impl ApiError {
         ApiError { status, code, message: message.into(), problems: None, retry_after: None }
     }
 
-    /// 400 for input that failed validation, listing every problem.
+    /// 400 for input that does not have its documented shape, 422 for input that has it and
+    /// breaks a rule its schema cannot state (see [`crate::model::Problem::rule`]); both list
+    /// every problem.
     pub fn invalid(problems: Problems) -> ApiError {
         let message = format!("invalid input: {problems}");
-        ApiError {
-            status: StatusCode::BAD_REQUEST,
-            code: "invalid",
-            message,
-            problems: Some(problems),
-            retry_after: None,
-        }
+        let status = if problems.only_rules() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::BAD_REQUEST };
+        ApiError { status, code: "invalid", message, problems: Some(problems), retry_after: None }
     }
 
     /// 400 for a body that is not JSON.
@@ -55,6 +52,15 @@ impl ApiError {
             format!("no route for {method} {path}; all routes live under /api"),
         )
     }
+}
+
+/// 405 for a route that exists without this method (axum adds the `Allow` header).
+pub(super) async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} {} is not a route; the `Allow` header lists the methods it takes", method, uri.path()),
+    )
 }
 
 impl From<ServiceError> for ApiError {

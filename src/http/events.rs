@@ -4,12 +4,13 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::model::integral;
 use crate::model::{Event, JsonPath, Problems};
 use crate::service::{IngestReport, Order, Service, Stamper, EVENT_SCAN_LIMIT};
 
@@ -112,7 +113,7 @@ fn filter_request(value: &Value) -> Result<(EventFilter, bool, usize), Problems>
     };
     let limit = match object.get("limit") {
         None | Some(Value::Null) => 50,
-        Some(v) => match v.as_u64() {
+        Some(v) => match v.as_number().and_then(integral) {
             Some(n) if (1..=1000).contains(&n) => n as usize,
             _ => {
                 problems.add(&root.key("limit"), format!("must be from 1 to 1000, got {v}"));
@@ -190,10 +191,13 @@ async fn filter_next(
     headers: HeaderMap,
     Query(q): Query<NextQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    // 403, as Prefect answers a page token it did not issue.
     let Some((request, cursor)) = read_page_token(&q.page_token) else {
-        let mut p = Problems::default();
-        p.add(&JsonPath::root().key("page-token"), "is not a page token from this server");
-        return Err(ApiError::invalid(p));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "bad_page_token",
+            "`page-token` is not a page token from this server; use the `next_page` of a previous answer",
+        ));
     };
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
     filter_page(&service, host, request, Some(cursor)).await

@@ -61,13 +61,15 @@ pub fn router_with(service: Service, subscribers: SubscriberLimits, guard: Guard
         .merge(deployments::routes())
         .merge(runs::routes())
         .merge(keys::routes())
-        .merge(websocket::routes(subscribers));
+        .merge(websocket::routes(subscribers))
+        .method_not_allowed_fallback(error::method_not_allowed);
     let guard = axum::middleware::from_fn_with_state((service.clone(), Arc::new(guard)), access::guard);
     Router::new()
         .merge(dashboard::routes())
         .route("/metrics", get(metrics))
         .nest("/api", api)
         .fallback(|method: Method, uri: Uri| async move { ApiError::no_route(method.as_str(), uri.path()) })
+        .method_not_allowed_fallback(error::method_not_allowed)
         .layer(guard)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(service)

@@ -30,83 +30,241 @@ fn component(file: &str) -> &'static str {
     }
 }
 
-/// Moves every schema and its `$defs` into `components.schemas`, pointing `$ref`s there.
+/// Moves every schema and its `$defs` into `components.schemas`, pointing `$ref`s there. A
+/// `$defs` name that two files define differently (the input `Event` of `event.json` and the
+/// output `Event` inside `claimed-run.json`) gets the file's component name as a prefix.
 fn components() -> Map<String, Value> {
     let mut out = Map::new();
     for (file, mut schema) in schema::all() {
-        if let Some(Value::Object(defs)) = schema.as_object_mut().and_then(|o| o.remove("$defs")) {
-            for (name, def) in defs {
-                out.insert(name, def);
+        let owner = component(file);
+        let defs = match schema.as_object_mut().and_then(|o| o.remove("$defs")) {
+            Some(Value::Object(defs)) => defs,
+            _ => Map::new(),
+        };
+        let names: Map<String, Value> = defs
+            .iter()
+            .map(|(name, def)| {
+                let taken = out.get(name).is_some_and(|existing| existing != def) || name == owner && !defs.is_empty();
+                let unique = if taken { format!("{owner}{name}") } else { name.clone() };
+                (name.clone(), Value::String(unique))
+            })
+            .collect();
+        for (name, mut def) in defs {
+            retarget(&mut def, &names);
+            if let Some(Value::String(unique)) = names.get(&name) {
+                out.insert(unique.clone(), def);
             }
         }
         if let Some(o) = schema.as_object_mut() {
             o.remove("$schema");
         }
-        out.insert(component(file).to_owned(), schema);
+        retarget(&mut schema, &names);
+        out.insert(owner.to_owned(), schema);
     }
-    let mut all = Value::Object(out);
-    retarget(&mut all);
-    match all {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    }
+    out
 }
 
-fn retarget(value: &mut Value) {
+fn retarget(value: &mut Value, names: &Map<String, Value>) {
     match value {
         Value::Object(o) => {
             if let Some(Value::String(r)) = o.get_mut("$ref") {
                 if let Some(name) = r.strip_prefix("#/$defs/") {
-                    *r = format!("#/components/schemas/{name}");
+                    let unique = names.get(name).and_then(Value::as_str).unwrap_or(name);
+                    *r = format!("#/components/schemas/{unique}");
                 }
             }
-            o.values_mut().for_each(retarget);
+            o.values_mut().for_each(|v| retarget(v, names));
         }
-        Value::Array(a) => a.iter_mut().for_each(retarget),
+        Value::Array(a) => a.iter_mut().for_each(|v| retarget(v, names)),
         _ => {}
     }
-}
-
-fn body(schema: Value) -> Value {
-    json!({"required": true, "content": {"application/json": {"schema": schema}}})
 }
 
 fn reference(name: &str) -> Value {
     json!({"$ref": format!("#/components/schemas/{name}")})
 }
 
-fn ok(description: &str, schema: Value) -> Value {
-    json!({"description": description, "content": {"application/json": {"schema": schema}}})
-}
-
-fn errors() -> Value {
-    json!({"description": "An error: `{\"error\": {\"code\", \"message\", \"problems\"?}}`",
-           "content": {"application/json": {"schema": reference("Error")}}})
-}
-
-fn op(summary: &str, request: Option<Value>, status: &str, response: Value) -> Value {
-    let mut o = json!({"summary": summary, "responses": {status: response, "default": errors()}});
-    if let Some(r) = request {
-        o["requestBody"] = r;
-    }
-    o
-}
-
 fn list(name: &str) -> Value {
     json!({"type": "array", "items": reference(name)})
 }
 
-fn query(names: &[&str]) -> Value {
-    Value::Array(
-        names
-            .iter()
-            .map(|n| json!({"name": n, "in": "query", "required": false, "schema": {"type": "string"}}))
-            .collect(),
-    )
+/// What can go wrong, by status: each operation lists those it can answer.
+fn error_description(status: u16) -> &'static str {
+    match status {
+        400 => "The request does not have its documented shape (body, query or path), or its body is not JSON",
+        401 => "No valid credentials (when auth is on)",
+        403 => "The credentials' role may not do this, or the request came from another site",
+        404 => "No such thing",
+        408 => "The request took longer than the server's request timeout",
+        409 => "It conflicts with what is stored (a name or id taken, a run no longer the worker's)",
+        413 => "The body is over the size limit",
+        415 => "The body is not `Content-Type: application/json`",
+        422 => "The body has its documented shape and breaks a rule a schema cannot state (a compound trigger requiring more children than it has, a template reading a name no firing has, a size in bytes)",
+        500 => "The server could not read or write its data",
+        503 => "The server is overloaded (see `Retry-After`) or shutting down",
+        _ => "An error",
+    }
 }
 
-fn path_param(name: &str) -> Value {
-    json!([{"name": name, "in": "path", "required": true, "schema": {"type": "string"}}])
+/// An operation. `statuses` are the error statuses it can give beyond those every operation
+/// can (401, 403, 408, 500, 503).
+struct Op {
+    summary: &'static str,
+    parameters: Vec<Value>,
+    body: Option<(Value, bool)>,
+    success: (&'static str, Value),
+    statuses: Vec<u16>,
+    open: bool,
+    more: Vec<(&'static str, Value)>,
+}
+
+impl Op {
+    fn new(summary: &'static str, status: &'static str, description: &str, schema: Option<Value>) -> Op {
+        let response = match schema {
+            Some(schema) => json!({"description": description, "content": {"application/json": {"schema": schema}}}),
+            None => json!({"description": description}),
+        };
+        Op {
+            summary,
+            parameters: Vec::new(),
+            body: None,
+            success: (status, response),
+            statuses: Vec::new(),
+            open: false,
+            more: Vec::new(),
+        }
+    }
+
+    /// A JSON body (required or not): 400, 413, 415 and 422 become possible.
+    fn body(mut self, schema: Value, required: bool) -> Op {
+        self.body = Some((schema, required));
+        self.statuses.extend([400, 413, 415, 422]);
+        self
+    }
+
+    /// Query parameters: 400 becomes possible.
+    fn query(mut self, parameters: &[(&str, Value)]) -> Op {
+        for (name, schema) in parameters {
+            self.parameters.push(json!({"name": name, "in": "query", "required": false, "schema": schema}));
+        }
+        self.statuses.push(400);
+        self
+    }
+
+    /// A query parameter that must be given.
+    fn required(mut self, name: &str, schema: Value) -> Op {
+        self.parameters.push(json!({"name": name, "in": "query", "required": true, "schema": schema}));
+        self.statuses.push(400);
+        self
+    }
+
+    /// Another success status (a PUT that creates answers 201).
+    fn also(mut self, status: &'static str, description: &str, schema: Value) -> Op {
+        self.more
+            .push((status, json!({"description": description, "content": {"application/json": {"schema": schema}}})));
+        self
+    }
+
+    /// A repeatable query parameter (`?key=a&key=b`).
+    fn repeated(mut self, name: &str, description: &str) -> Op {
+        self.parameters.push(json!({"name": name, "in": "query", "required": false, "description": description,
+            "schema": {"type": "array", "items": {"type": "string"}}, "style": "form", "explode": true}));
+        self
+    }
+
+    fn errors(mut self, statuses: &[u16]) -> Op {
+        self.statuses.extend(statuses);
+        self
+    }
+
+    /// Needs no credentials, with auth on too (it still refuses other sites: 403).
+    fn open(mut self) -> Op {
+        self.open = true;
+        self
+    }
+
+    fn build(self) -> Value {
+        let mut responses = Map::new();
+        responses.insert(self.success.0.to_owned(), self.success.1);
+        for (status, response) in self.more {
+            responses.insert(status.to_owned(), response);
+        }
+        let mut statuses = self.statuses;
+        statuses.extend(if self.open { &[403, 408, 500, 503][..] } else { &[401, 403, 408, 500, 503][..] });
+        statuses.sort_unstable();
+        statuses.dedup();
+        for status in statuses {
+            responses.insert(
+                status.to_string(),
+                json!({"description": error_description(status), "content": {"application/json": {"schema": reference("Error")}}}),
+            );
+        }
+        let mut op = json!({"summary": self.summary, "responses": responses});
+        if !self.parameters.is_empty() {
+            op["parameters"] = Value::Array(self.parameters);
+        }
+        if let Some((schema, required)) = self.body {
+            op["requestBody"] = json!({"required": required, "content": {"application/json": {"schema": schema}}});
+        }
+        if self.open {
+            op["security"] = json!([]);
+        }
+        op
+    }
+}
+
+/// A path parameter: a UUID (400 when it is not one), or a name (any text).
+fn path(name: &str, schema: Value) -> Value {
+    json!([{"name": name, "in": "path", "required": true, "schema": schema}])
+}
+
+fn uuid() -> Value {
+    json!({"type": "string", "format": "uuid"})
+}
+
+fn limit(max: u64) -> Value {
+    json!({"type": "integer", "minimum": 1, "maximum": max})
+}
+
+/// A page cursor: a number the previous answer gave.
+fn cursor() -> Value {
+    json!({"type": "integer", "minimum": 0, "maximum": u64::MAX})
+}
+
+fn time() -> Value {
+    json!({"type": "string", "format": "date-time"})
+}
+
+/// Prefect's event filter, as far as tripwire reads it: an unknown member is refused unless it
+/// is null (Prefect's clients send unset fields as null).
+fn event_filter() -> Value {
+    let strings = json!({"type": ["array", "null"], "items": {"type": "string"}});
+    let labels = json!({"type": ["object", "null"], "additionalProperties": {"anyOf": [{"type": "string"}, strings]}});
+    let only_null = json!({"type": "null"});
+    let resource = json!({"type": ["object", "null"], "additionalProperties": only_null,
+        "properties": {"id": strings, "id_prefix": strings, "labels": labels, "distinct": {"enum": [false, null]}}});
+    let related = json!({"type": "object", "additionalProperties": only_null,
+        "properties": {"id": strings, "role": strings, "labels": labels,
+            "resources_in_roles": {"type": ["array", "null"], "items": {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 2}}}});
+    let one_or_many =
+        |one: &Value| json!({"anyOf": [one, {"type": "array", "items": {"anyOf": [one, only_null]}}, only_null]});
+    let any_resource = {
+        let mut r = resource.clone();
+        r["type"] = json!("object");
+        r
+    };
+    json!({"type": ["object", "null"], "additionalProperties": only_null, "properties": {
+        "occurred": {"type": ["object", "null"], "additionalProperties": only_null,
+                     "properties": {"since": {"type": ["string", "null"], "format": "date-time"}, "until": {"type": ["string", "null"], "format": "date-time"}}},
+        "event": {"type": ["object", "null"], "additionalProperties": only_null,
+                  "properties": {"prefix": strings, "name": strings, "exclude_prefix": strings, "exclude_name": strings}},
+        "resource": resource,
+        "related": one_or_many(&related),
+        "any_resource": one_or_many(&any_resource),
+        "id": {"type": ["object", "null"], "additionalProperties": only_null,
+               "properties": {"id": {"type": ["array", "null"], "items": {"type": "string", "format": "uuid"}}}},
+        "order": {"anyOf": [{"type": "string", "pattern": "^([aA][sS][cC]|[dD][eE][sS][cC])$"}, only_null]}
+    }})
 }
 
 /// The document.
@@ -116,125 +274,167 @@ pub fn document() -> Value {
         "Error".into(),
         json!({"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"],
             "properties": {"code": {"type": "string"}, "message": {"type": "string"},
-                           "problems": {"type": "array", "items": {"type": "object", "properties": {"path": {"type": "string"}, "message": {"type": "string"}}}}}}}}),
+                           "problems": {"type": "array", "items": {"type": "object", "required": ["path", "message"], "properties": {"path": {"type": "string"}, "message": {"type": "string"}}}}}}}}),
     );
     schemas.insert(
         "IngestReport".into(),
-        json!({"type": "object", "properties": {"ids": {"type": "array", "items": {"type": "string", "format": "uuid"}},
-                                                "duplicates": {"type": "array", "items": {"type": "string", "format": "uuid"}}}}),
+        json!({"type": "object", "required": ["ids", "duplicates"], "properties": {"ids": {"type": "array", "items": uuid()},
+                                                "duplicates": {"type": "array", "items": uuid()}}}),
     );
+    // What the triggers API answers: a definition in its nested form, with the server's
+    // bookkeeping.
+    let definition = &schemas["TriggerDefinition"]["anyOf"][0]["properties"];
+    let mut record_properties = definition.as_object().cloned().unwrap_or_default();
+    for (name, schema) in [
+        ("created", json!({"type": "string", "format": "date-time"})),
+        ("updated", json!({"type": "string", "format": "date-time"})),
+        ("error", json!({"type": "string", "description": "Why the server disabled it"})),
+        ("warning", json!({"type": "string", "description": "Why it cannot create runs now"})),
+        (
+            "origin",
+            json!({"type": "string", "enum": ["api", "worker"], "description": "Who installed it: the triggers API (and CLI), or a worker serving its deployment"}),
+        ),
+    ] {
+        record_properties.insert(name.to_owned(), schema);
+    }
     schemas.insert(
         "TriggerRecord".into(),
-        json!({"allOf": [reference("TriggerDefinition"), {"type": "object", "properties": {"created": {"type": "string", "format": "date-time"}, "updated": {"type": "string", "format": "date-time"},
-            "error": {"type": "string", "description": "Why the server disabled it"},
-            "warning": {"type": "string", "description": "Why it cannot create runs now"},
-            "origin": {"type": "string", "enum": ["api", "worker"], "description": "Who installed it: the triggers API (and CLI), or a worker serving its deployment"}}}]}),
+        json!({"type": "object", "required": ["id", "enabled", "trigger", "created", "updated"], "properties": record_properties}),
     );
-    let events_or_one = json!({"oneOf": [reference("Event"), list("Event")]});
-    let event_page = json!({"type": "object", "properties": {"events": list("Event"), "next_page": {}, "total": {"type": "integer"}}});
-    let record = || ok("The stored definition", reference("TriggerRecord"));
+    let events_or_one = json!({"oneOf": [reference("Event"), {"type": "array", "items": reference("Event"), "maxItems": super::MAX_BATCH_EVENTS}]});
+    let event_page = json!({"type": "object", "required": ["events"], "properties": {"events": list("Event"), "next_page": {"type": ["integer", "string", "null"]}, "total": {"type": "integer"}}});
+    let record = Some(reference("TriggerRecord"));
+    let deployment_name = json!({"type": "string", "pattern": "^[A-Za-z0-9_.:-]+$"});
+    let trigger_id = json!({"type": "string", "minLength": 1});
+    let mut put_deployment = schemas["Deployment"].clone();
+    if let Some(required) = put_deployment.get_mut("required").and_then(Value::as_array_mut) {
+        required.retain(|r| r != "name");
+    }
+    put_deployment["description"] = json!(
+        "A deployment; `name` may be left out (the URL names it), and must equal the URL's when given (409 otherwise)."
+    );
+    let new_run = json!({"type": "object", "additionalProperties": false, "properties": {
+        "parameters": {"type": ["object", "null"]}, "priority": {"type": ["integer", "null"], "minimum": i32::MIN, "maximum": i32::MAX}}});
+    let filter_request = json!({"type": "object", "additionalProperties": false, "properties": {
+        "filter": event_filter(), "limit": {"type": ["integer", "null"], "minimum": 1, "maximum": 1000}}});
+    let new_filter = json!({"type": "object", "additionalProperties": false, "required": ["deployment", "scope", "expression"],
+        "properties": {"deployment": {"type": "string", "minLength": 1}, "scope": {"type": "string", "minLength": 1},
+                       "expression": {"type": "string", "minLength": 1}, "payload": {"type": ["object", "null"]}}});
+    let paths = json!({
+        "/api/health": {"get": Op::new("Health: true while the server can take writes", "200", "Always true", Some(json!({"type": "boolean"}))).open().build()},
+        "/api/admin/version": {"get": Op::new("The Prefect API version spoken", "200", "A version string", Some(json!({"type": "string"}))).open().build()},
+        "/api/openapi.json": {"get": Op::new("This document", "200", "OpenAPI 3.1", Some(json!({"type": "object"}))).build()},
+        "/api/events": {
+            "post": Op::new("Accept events (one or an array; durable when answered)", "200", "Ids accepted", Some(reference("IngestReport")))
+                .body(events_or_one, true).errors(&[429]).build(),
+            "get": Op::new("Events, newest first (`page`: the previous answer's `next_page`)", "200", "A page", Some(event_page.clone()))
+                .query(&[("name", json!({"type": "string"})), ("prefix", json!({"type": "string"})), ("resource", json!({"type": "string"})),
+                         ("related", json!({"type": "string"})), ("since", time()), ("until", time()), ("limit", limit(1000)),
+                         ("page", cursor())]).build()
+        },
+        "/api/events/filter": {"post": Op::new("Prefect's event filter (an empty body: every event)", "200", "A page", Some(event_page.clone())).body(filter_request, false).build()},
+        "/api/events/filter/next": {"get": Op::new("The next page of a filter (403 for a token this server did not issue, as Prefect answers)", "200", "A page", Some(event_page))
+            .required("page-token", json!({"type": "string"})).build()},
+        "/api/firings": {"get": Op::new("Firings, newest first: what fired, when, with which parameters, or why no run was created (`page`: the previous answer's `next_page`)", "200", "A page",
+                Some(json!({"type": "object", "required": ["firings"], "properties": {"firings": list("Firing"), "next_page": {"type": ["integer", "null"]}}})))
+            .query(&[("trigger", json!({"type": "string"})), ("since", time()), ("until", time()), ("limit", limit(1000)), ("page", cursor())]).build()},
+        "/api/triggers": {
+            "get": Op::new("Trigger definitions", "200", "All", Some(list("TriggerRecord"))).build(),
+            "post": Op::new("Create a definition", "201", "The stored definition", record.clone()).body(reference("TriggerDefinition"), true).errors(&[409]).build()
+        },
+        "/api/triggers/{id}": {
+            "parameters": path("id", trigger_id.clone()),
+            "get": Op::new("One definition", "200", "The stored definition", record.clone()).errors(&[404]).build(),
+            "put": Op::new("Replace (200) or create (201) a definition; a body `id` other than the URL's is a conflict (409)", "200", "The stored definition", record.clone())
+                .also("201", "Created", reference("TriggerRecord")).body(reference("TriggerDefinition"), true).errors(&[409]).build(),
+            "patch": Op::new("Enable or disable", "200", "The stored definition", record.clone())
+                .body(json!({"type": "object", "additionalProperties": false, "required": ["enabled"], "properties": {"enabled": {"type": "boolean"}}}), true).errors(&[404]).build(),
+            "delete": Op::new("Remove a definition and its state", "204", "Removed", None).errors(&[404]).build()
+        },
+        "/api/triggers/{id}/buckets": {
+            "parameters": path("id", trigger_id.clone()),
+            "get": Op::new("A page of live buckets: why did or didn't it fire?", "200", "Buckets", Some(json!({"type": "object"})))
+                .repeated("key", "A bucket's value, once per `for_each` label in label order")
+                .query(&[("limit", limit(1000)), ("after", json!({"type": "string", "pattern": "^[0-9]{1,18}:", "description": "The previous page's `next`"}))])
+                .errors(&[404]).build()
+        },
+        "/api/triggers/{id}/firings": {
+            "parameters": path("id", trigger_id.clone()),
+            "get": Op::new("Latest firings, newest first, each with the error that kept it from creating a run", "200", "Firings", Some(list("Firing")))
+                .query(&[("limit", limit(1000))]).errors(&[404]).build()
+        },
+        "/api/deployments": {
+            "get": Op::new("Deployments", "200", "All", Some(list("Deployment"))).build(),
+            "post": Op::new("Create a deployment", "201", "Created", Some(reference("Deployment"))).body(reference("Deployment"), true).errors(&[409]).build()
+        },
+        "/api/deployments/{name}": {
+            "parameters": path("name", deployment_name.clone()),
+            "get": Op::new("One deployment", "200", "It", Some(reference("Deployment"))).errors(&[400, 404]).build(),
+            "put": Op::new("Replace (200) or create (201) a deployment; a body `name` other than the URL's is a conflict (409)", "200", "Stored", Some(reference("Deployment")))
+                .also("201", "Created", reference("Deployment")).body(put_deployment, true).errors(&[409]).build(),
+            "delete": Op::new("Remove a deployment", "204", "Removed", None).errors(&[400, 404]).build()
+        },
+        "/api/deployments/{name}/runs": {
+            "parameters": path("name", deployment_name.clone()),
+            "post": Op::new("Create a run by hand (an empty body: no parameters)", "201", "The run", Some(reference("Run"))).body(new_run, false).errors(&[404, 409]).build()
+        },
+        "/api/deployments/{name}/triggers": {
+            "parameters": path("name", deployment_name),
+            "get": Op::new("The triggers that run this deployment", "200", "Triggers", Some(list("TriggerRecord"))).errors(&[400, 404]).build(),
+            "put": Op::new("Make these exactly the deployment's triggers (unchanged ones keep their state; others are removed)", "200", "What changed", Some(reference("TriggerSync")))
+                .body(list("TriggerDefinition"), true).errors(&[404, 409]).build()
+        },
+        "/api/runs": {"get": Op::new("Runs, newest first", "200", "Runs", Some(list("Run")))
+            .query(&[("deployment", json!({"type": "string"})), ("state", json!({"type": "string", "enum": ["Scheduled", "Running", "Completed", "Failed", "Cancelled"]})), ("limit", limit(1000))]).build()},
+        "/api/runs/claim": {"post": Op::new("Worker: claim ready runs of its deployments (long-poll), leased to it", "200", "Claimed runs with their triggering events", Some(list("ClaimedRun")))
+            .body(reference("ClaimRequest"), true).build()},
+        "/api/runs/{id}": {"parameters": path("id", uuid()), "get": Op::new("One run", "200", "It", Some(reference("Run"))).errors(&[400, 404]).build()},
+        "/api/runs/{id}/heartbeat": {"parameters": path("id", uuid()), "post": Op::new("Worker: extend the lease; `cancel` says to stop", "200", "The run and whether to cancel it", Some(reference("HeartbeatReply")))
+            .body(reference("Heartbeat"), true).errors(&[404, 409]).build()},
+        "/api/runs/{id}/complete": {"parameters": path("id", uuid()), "post": Op::new("Worker: the flow returned (409 when the run is no longer the worker's)", "200", "The run", Some(reference("Run")))
+            .body(reference("Completion"), true).errors(&[404, 409]).build()},
+        "/api/runs/{id}/fail": {"parameters": path("id", uuid()), "post": Op::new("Worker: the attempt failed (retried while retries last)", "200", "The run", Some(reference("Run")))
+            .body(reference("FailureReport"), true).errors(&[404, 409]).build()},
+        "/api/runs/{id}/cancel": {"parameters": path("id", uuid()), "post": Op::new("Cancel a waiting or running run", "200", "The run", Some(reference("Run"))).errors(&[400, 404, 409]).build()},
+        "/api/runs/{id}/logs": {
+            "parameters": path("id", uuid()),
+            "get": Op::new("The run's log lines (`from`: the previous page's `next`)", "200", "A page",
+                    Some(json!({"type": "object", "required": ["lines"], "properties": {"lines": list("LogLine"), "next": {"type": ["integer", "null"]}}})))
+                .query(&[("from", cursor()), ("limit", limit(1000))]).errors(&[404]).build(),
+            "post": Op::new("Append log lines", "200", "How many", Some(json!({"type": "object", "properties": {"appended": {"type": "integer"}}})))
+                .body(reference("LogBatch"), true).errors(&[404, 409]).build()
+        },
+        "/api/filters": {
+            "get": Op::new("Scope filters", "200", "Filters", Some(list("ScopeFilter"))).query(&[("deployment", json!({"type": "string"})), ("scope", json!({"type": "string"}))]).build(),
+            "post": Op::new("Create a scope filter", "201", "Created", Some(reference("ScopeFilter"))).body(new_filter, true).errors(&[404, 409]).build()
+        },
+        "/api/filters/{id}": {
+            "parameters": path("id", uuid()),
+            "get": Op::new("One scope filter", "200", "It", Some(reference("ScopeFilter"))).errors(&[400, 404]).build(),
+            "delete": Op::new("Remove a scope filter", "204", "Removed", None).errors(&[400, 404]).build()
+        },
+        "/api/admin/keys": {
+            "get": Op::new("API keys, revoked ones last, without their secrets (admin)", "200", "All", Some(list("ApiKey"))).build(),
+            "post": Op::new("Make an API key (admin); the answer's token is its only showing", "201", "The key and its token", Some(reference("CreatedApiKey")))
+                .body(reference("NewApiKey"), true).errors(&[409]).build()
+        },
+        "/api/admin/keys/{name}/revoke": {"parameters": path("name", json!({"type": "string", "minLength": 1})),
+            "post": Op::new("Revoke an API key by name or id (admin), at once", "200", "The revoked key", Some(reference("ApiKey"))).errors(&[404, 409]).build()}
+    });
     let mut document = json!({
         "openapi": "3.1.0",
         "info": {"title": "tripwire", "version": env!("CARGO_PKG_VERSION"),
-                 "description": "Stateful sequence triggers with Prefect's semantics. WebSockets: /api/events/in (Prefect's emit_event protocol) and /api/events/out (subscriptions)."},
+                 "description": "Stateful sequence triggers with Prefect's semantics. Every error answers `{\"error\": {\"code\", \"message\", \"problems\"?}}`; a method a path does not take answers 405 with `Allow`, an unknown path 404. WebSockets: /api/events/in (Prefect's emit_event protocol) and /api/events/out (subscriptions). Metrics: GET /metrics (Prometheus)."},
         "servers": [{"url": "/"}],
-        "paths": {
-            "/api/health": {"get": open(op("Health", None, "200", ok("Always true", json!({"type": "boolean"}))))},
-            "/api/admin/version": {"get": open(op("The Prefect API version spoken", None, "200", ok("A version string", json!({"type": "string"}))))},
-
-            "/api/openapi.json": {"get": op("This document", None, "200", ok("OpenAPI 3.1", json!({"type": "object"})))},
-            "/api/events": {
-                "post": op("Accept events (one or an array; durable when answered)", Some(body(events_or_one)), "200", ok("Ids accepted", reference("IngestReport"))),
-                "get": {"parameters": query(&["name", "prefix", "resource", "related", "since", "until", "limit", "page"]),
-                        "summary": "Events, newest first", "responses": {"200": ok("A page", event_page.clone()), "default": errors()}}
-            },
-            "/api/events/filter": {"post": op("Prefect's event filter", Some(body(json!({"type": "object", "properties": {"filter": {"type": "object"}, "limit": {"type": "integer"}}}))), "200", ok("A page", event_page.clone()))},
-            "/api/events/filter/next": {"get": {"summary": "The next page of a filter", "parameters": query(&["page-token"]), "responses": {"200": ok("A page", event_page), "default": errors()}}},
-            "/api/triggers": {
-                "get": op("Trigger definitions", None, "200", ok("All", list("TriggerRecord"))),
-                "post": op("Create a definition", Some(body(reference("TriggerDefinition"))), "201", record())
-            },
-            "/api/triggers/{id}": {
-                "parameters": path_param("id"),
-                "get": op("One definition", None, "200", record()),
-                "put": op("Create or replace a definition", Some(body(reference("TriggerDefinition"))), "200", record()),
-                "patch": op("Enable or disable", Some(body(json!({"type": "object", "required": ["enabled"], "properties": {"enabled": {"type": "boolean"}}}))), "200", record()),
-                "delete": op("Remove a definition and its state", None, "204", json!({"description": "Removed"}))
-            },
-            "/api/triggers/{id}/buckets": {
-                "parameters": path_param("id"),
-                "get": {"summary": "A page of live buckets: why did or didn't it fire? (`key` once per for_each label, `limit` up to 1000, `after`: the previous page's `next`)", "parameters": query(&["key", "limit", "after"]), "responses": {"200": ok("Buckets", json!({"type": "object"})), "default": errors()}}
-            },
-            "/api/triggers/{id}/firings": {
-                "parameters": path_param("id"),
-                "get": {"summary": "Latest firings, newest first, each with the error that kept it from creating a run", "parameters": query(&["limit"]), "responses": {"200": ok("Firings", list("Firing")), "default": errors()}}
-            },
-            "/api/deployments": {
-                "get": op("Deployments", None, "200", ok("All", list("Deployment"))),
-                "post": op("Create a deployment", Some(body(reference("Deployment"))), "201", ok("Created", reference("Deployment")))
-            },
-            "/api/deployments/{name}": {
-                "parameters": path_param("name"),
-                "get": op("One deployment", None, "200", ok("It", reference("Deployment"))),
-                "put": op("Create or replace a deployment", Some(body(reference("Deployment"))), "200", ok("Stored", reference("Deployment"))),
-                "delete": op("Remove a deployment", None, "204", json!({"description": "Removed"}))
-            },
-            "/api/deployments/{name}/runs": {
-                "parameters": path_param("name"),
-                "post": op("Create a run by hand", Some(body(json!({"type": "object", "properties": {"parameters": {"type": "object"}, "priority": {"type": "integer"}}}))), "201", ok("The run", reference("Run")))
-            },
-            "/api/deployments/{name}/triggers": {
-                "parameters": path_param("name"),
-                "get": op("The triggers that run this deployment", None, "200", ok("Triggers", list("TriggerRecord"))),
-                "put": op("Make these exactly the deployment's triggers (unchanged ones keep their state; others are removed)", Some(body(list("TriggerDefinition"))), "200", ok("What changed", reference("TriggerSync")))
-            },
-            "/api/runs": {"get": {"summary": "Runs, newest first", "parameters": query(&["deployment", "state", "limit"]), "responses": {"200": ok("Runs", list("Run")), "default": errors()}}},
-            "/api/runs/claim": {"post": op("Worker: claim ready runs of its deployments (long-poll), leased to it", Some(body(reference("ClaimRequest"))), "200", ok("Claimed runs with their triggering events", list("ClaimedRun")))},
-            "/api/runs/{id}": {"parameters": path_param("id"), "get": op("One run", None, "200", ok("It", reference("Run")))},
-            "/api/runs/{id}/heartbeat": {"parameters": path_param("id"), "post": op("Worker: extend the lease; `cancel` says to stop", Some(body(reference("Heartbeat"))), "200", ok("The run and whether to cancel it", reference("HeartbeatReply")))},
-            "/api/runs/{id}/complete": {"parameters": path_param("id"), "post": op("Worker: the flow returned (409 when the run is no longer the worker's)", Some(body(reference("Completion"))), "200", ok("The run", reference("Run")))},
-            "/api/runs/{id}/fail": {"parameters": path_param("id"), "post": op("Worker: the attempt failed (retried while retries last)", Some(body(reference("FailureReport"))), "200", ok("The run", reference("Run")))},
-            "/api/runs/{id}/cancel": {"parameters": path_param("id"), "post": op("Cancel a waiting or running run", None, "200", ok("The run", reference("Run")))},
-            "/api/runs/{id}/logs": {
-                "parameters": path_param("id"),
-                "get": {"summary": "The run's log lines", "parameters": query(&["from", "limit"]), "responses": {"200": ok("A page", json!({"type": "object", "properties": {"lines": list("LogLine"), "next": {"type": "integer"}}})), "default": errors()}},
-                "post": op("Append log lines", Some(body(reference("LogBatch"))), "200", ok("How many", json!({"type": "object", "properties": {"appended": {"type": "integer"}}})))
-            },
-            "/api/filters": {
-                "get": {"summary": "Scope filters", "parameters": query(&["deployment", "scope"]), "responses": {"200": ok("Filters", list("ScopeFilter")), "default": errors()}},
-                "post": op("Create a scope filter", Some(body(json!({"type": "object", "required": ["deployment", "scope", "expression"],
-                    "properties": {"deployment": {"type": "string"}, "scope": {"type": "string"}, "expression": {"type": "string"}, "payload": {"type": "object"}}}))), "201", ok("Created", reference("ScopeFilter")))
-            },
-            "/api/filters/{id}": {
-                "parameters": path_param("id"),
-                "get": op("One scope filter", None, "200", ok("It", reference("ScopeFilter"))),
-                "delete": op("Remove a scope filter", None, "204", json!({"description": "Removed"}))
-            }
-        },
+        "paths": paths,
         "components": {"schemas": schemas}
     });
-    let paths = &mut document["paths"];
-    paths["/api/admin/keys"] = json!({
-        "get": op("API keys, revoked ones last, without their secrets (admin)", None, "200", ok("All", list("ApiKey"))),
-        "post": op("Make an API key (admin); the answer's token is its only showing", Some(body(reference("NewApiKey"))), "201", ok("The key and its token", reference("CreatedApiKey")))
-    });
-    paths["/api/admin/keys/{name}/revoke"] = json!({"parameters": path_param("name"),
-        "post": op("Revoke an API key by name or id (admin), at once", None, "200", ok("The revoked key", reference("ApiKey")))});
-    paths["/api/firings"] = json!({"get": {"summary": "Firings, newest first: what fired, when, with which parameters, or why no run was created (`page`: the previous answer's `next_page`)",
-        "parameters": query(&["trigger", "since", "until", "limit", "page"]),
-        "responses": {"200": ok("A page", json!({"type": "object", "properties": {"firings": list("Firing"), "next_page": {"type": ["integer", "null"]}}})), "default": errors()}}});
     document["components"]["securitySchemes"] = json!({
         "apiKey": {"type": "http", "scheme": "bearer", "description": "An API key (`tw_...`, from `tripwire keys create`); its role decides the routes it reaches"},
         "authString": {"type": "http", "scheme": "basic", "description": "Prefect's auth string (`--auth-string user:pass`): an administrator"}
     });
     document["security"] = json!([{"apiKey": []}, {"authString": []}]);
     document
-}
-
-/// An operation that needs no credentials, with auth on too.
-fn open(mut operation: Value) -> Value {
-    operation["security"] = json!([]);
-    operation
 }
 
 #[cfg(test)]

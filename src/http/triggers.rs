@@ -31,9 +31,14 @@ fn definition(value: &Value, id_from_path: Option<&str>) -> Result<TriggerDefini
                 object.insert("id".into(), Value::from(id));
             }
             Some(Value::String(given)) if given != id => {
-                let mut p = Problems::default();
-                p.add(&JsonPath::root().key("id"), format!("`{given}` differs from the id in the URL, `{id}`"));
-                return Err(ApiError::invalid(p));
+                // The URL names the trigger; a body that names another conflicts with it.
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "id_mismatch",
+                    format!(
+                        "the body names trigger `{given}` but the URL names `{id}`; leave `id` out or make them equal"
+                    ),
+                ));
             }
             Some(_) => {}
         }

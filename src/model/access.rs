@@ -120,6 +120,7 @@ pub struct ApiKey {
 #[serde(deny_unknown_fields)]
 pub struct NewApiKey {
     /// Unique among the keys not revoked: letters, digits, `_`, `.`, `:` and `-`, at most 64.
+    #[schemars(length(min = 1, max = MAX_KEY_NAME_CHARS), regex(pattern = r"^[A-Za-z0-9_.:-]+$"))]
     pub name: String,
     /// What it may do.
     pub role: Role,

@@ -59,7 +59,7 @@ pub struct Deployment {
     pub schedule_timeout_seconds: Option<f64>,
     /// Runs of this deployment that may run at once (the rest wait their turn).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = u32::MAX))]
     pub concurrency_limit: Option<u32>,
     /// A concurrency limit per key, as in Hatchet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -97,13 +97,15 @@ fn default_max_delay() -> f64 {
 pub struct Concurrency {
     /// A minijinja template over the run's parameters, e.g. `{{ params.user_id }}`
     /// (`parameters` and `input` name the same object).
+    #[schemars(length(min = 1))]
     pub key: String,
     /// Runs per key at once.
     #[serde(default = "one")]
-    #[schemars(with = "Option<u32>", range(min = 1))]
+    #[schemars(with = "Option<u32>", range(min = 1, max = u32::MAX))]
     pub max_runs: u32,
     /// What happens to runs beyond `max_runs`.
     #[serde(default)]
+    #[schemars(with = "Option<ConcurrencyStrategy>")]
     pub strategy: ConcurrencyStrategy,
 }
 

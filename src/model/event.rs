@@ -215,6 +215,7 @@ pub struct Event {
     /// tripwire's extension, Hatchet's push `scope`: an event with a scope runs a deployment's
     /// single-key triggers only through that deployment's filters for the scope.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
     pub scope: Option<String>,
     /// tripwire's extension, Hatchet's `additional_metadata`: free-form data that filters read.
     #[serde(default, skip_serializing_if = "Option::is_none")]

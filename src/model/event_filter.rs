@@ -130,8 +130,8 @@ impl NameFilter {
 impl ResourceIdFilter {
     fn from_json(fields: &mut Fields<'_, '_>) -> ResourceIdFilter {
         known(fields, &["id", "id_prefix", "labels", "distinct"]);
-        if fields.object.get("distinct").is_some_and(|d| *d == Value::Bool(true)) {
-            fields.problem("distinct", "`distinct: true` is not supported; leave it out or false");
+        if fields.object.get("distinct").is_some_and(|d| !matches!(d, Value::Null | Value::Bool(false))) {
+            fields.problem("distinct", "only `false` (or null) is supported; leave it out or false");
         }
         ResourceIdFilter {
             id: fields.strings("id"),
@@ -261,7 +261,7 @@ mod tests {
         assert!(EventFilter::from_json(&ok, &JsonPath::root()).is_ok());
         let text = problems(json!({"event": {"name": ["a"], "regex": "a.*"}, "resource": {"distinct": true}}));
         assert!(text.starts_with("$.event.regex: unknown or unsupported filter field; use prefix, name,"), "{text}");
-        assert!(text.contains("$.resource.distinct: `distinct: true` is not supported"), "{text}");
+        assert!(text.contains("$.resource.distinct: only `false` (or null) is supported"), "{text}");
         assert!(EventFilter::from_json(&Value::Null, &JsonPath::root()).is_ok());
     }
 }

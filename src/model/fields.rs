@@ -14,6 +14,16 @@ use super::limits;
 use super::problems::{kind_of, JsonPath, Problems};
 use super::time::{Span, Timestamp};
 
+/// A JSON number with no fractional part, as an integer: `8` and `8.0` alike (JSON Schema's
+/// `integer`, and Prefect's pydantic, take both).
+pub(crate) fn integral(n: &serde_json::Number) -> Option<i64> {
+    n.as_i64().or_else(|| {
+        let f = n.as_f64()?;
+        // i64::MAX as f64 rounds up to 2^63, which does not fit: the bound is exclusive.
+        (f.fract() == 0.0 && f >= i64::MIN as f64 && f < i64::MAX as f64).then_some(f as i64)
+    })
+}
+
 /// `value` as an object; otherwise records "`not_object`, got <kind>" at `path` (e.g.
 /// "an event must be a JSON object, got an array").
 pub(super) fn object_of<'a>(
@@ -66,6 +76,11 @@ impl<'a, 'p> Fields<'a, 'p> {
     /// Records a problem with member `key`.
     pub(super) fn problem(&mut self, key: &str, message: impl Into<String>) {
         self.problems.add(&self.path.key(key), message);
+    }
+
+    /// Records a problem with member `key` that breaks a rule the schema cannot state.
+    pub(super) fn rule(&mut self, key: &str, message: impl Into<String>) {
+        self.problems.add_rule(&self.path.key(key), message);
     }
 
     /// Records a problem with the object itself (at its own path), such as a required member
@@ -335,7 +350,8 @@ impl<'a, 'p> Fields<'a, 'p> {
     /// A whole number from `min` to `max`; absent or null is None.
     pub(super) fn whole(&mut self, key: &str, min: u64, max: u64) -> Option<u64> {
         let v = self.take_set(key)?;
-        match v.as_u64() {
+        let n = v.as_number().and_then(integral).and_then(|n| u64::try_from(n).ok());
+        match n {
             Some(n) if (min..=max).contains(&n) => Some(n),
             _ => {
                 self.problem(key, format!("expected a whole number from {min} to {max}, got {v}"));
@@ -347,7 +363,7 @@ impl<'a, 'p> Fields<'a, 'p> {
     /// A whole number that fits an `i32`; absent or null is None.
     pub(super) fn whole_signed(&mut self, key: &str) -> Option<i32> {
         let v = self.take_set(key)?;
-        match v.as_i64().and_then(|n| i32::try_from(n).ok()) {
+        match v.as_number().and_then(integral).and_then(|n| i32::try_from(n).ok()) {
             Some(n) => Some(n),
             None => {
                 self.problem(key, format!("expected a whole number, got {v}"));

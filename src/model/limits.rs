@@ -49,12 +49,12 @@ pub fn check_object(object: &Map<String, Value>, path: &JsonPath, max_bytes: usi
 
 fn check(depth: usize, value: &impl Serialize, path: &JsonPath, max_bytes: usize, problems: &mut Problems) {
     if depth > MAX_JSON_DEPTH {
-        problems.add(path, format!("is nested {depth} levels deep; at most {MAX_JSON_DEPTH} are allowed"));
+        problems.add_rule(path, format!("is nested {depth} levels deep; at most {MAX_JSON_DEPTH} are allowed"));
         // Too deep to serialize safely: the size is not measured.
         return;
     }
     if let Some(size) = size_past(value, max_bytes) {
-        problems.add(path, format!("is {size}+ bytes as JSON; at most {max_bytes} are allowed"));
+        problems.add_rule(path, format!("is {size}+ bytes as JSON; at most {max_bytes} are allowed"));
     }
 }
 

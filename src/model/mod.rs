@@ -8,6 +8,7 @@ pub mod deployment;
 pub mod event;
 pub mod event_filter;
 mod fields;
+pub(crate) use fields::integral;
 pub mod filter;
 pub mod firing;
 pub mod limits;

@@ -14,6 +14,11 @@ pub struct Problem {
     pub path: String,
     /// What is wrong and what is expected instead.
     pub message: String,
+    /// A rule the document's JSON Schema cannot state (a compound trigger requiring more
+    /// children than it has, a template reading a name no firing has, a size in bytes): the
+    /// HTTP API answers 422 when every problem is one, 400 when the document breaks its schema.
+    #[serde(skip)]
+    pub rule: bool,
 }
 
 impl fmt::Display for Problem {
@@ -42,7 +47,19 @@ impl fmt::Display for Problems {
 impl Problems {
     /// Records a problem at `path`.
     pub fn add(&mut self, path: &JsonPath, message: impl Into<String>) {
-        self.0.push(Problem { path: path.to_string(), message: message.into() });
+        self.0.push(Problem { path: path.to_string(), message: message.into(), rule: false });
+    }
+
+    /// Records a problem at `path` that breaks a rule the schema cannot state (see
+    /// [`Problem::rule`]).
+    pub fn add_rule(&mut self, path: &JsonPath, message: impl Into<String>) {
+        self.0.push(Problem { path: path.to_string(), message: message.into(), rule: true });
+    }
+
+    /// True when there are problems and each breaks a rule the schema cannot state: the
+    /// document has the documented shape, and is refused for what it says.
+    pub fn only_rules(&self) -> bool {
+        !self.0.is_empty() && self.0.iter().all(|p| p.rule)
     }
 
     /// True when nothing was recorded.

@@ -264,22 +264,36 @@ pub const DEFAULT_LEASE_SECONDS: f64 = 30.0;
 #[serde(deny_unknown_fields)]
 pub struct ClaimRequest {
     /// The worker's name (it must send it again with heartbeats and results).
+    #[schemars(length(min = 1, max = MAX_WORKER_NAME_CHARS), regex(pattern = NOT_ONLY_WHITESPACE))]
     pub worker: String,
     /// The deployments it serves.
+    #[schemars(length(min = 1))]
     pub deployments: Vec<String>,
     /// Most runs to return (1 to 100).
-    #[serde(default = "one")]
+    #[serde(default = "one", deserialize_with = "whole_u32")]
+    #[schemars(range(min = 1, max = MAX_CLAIM))]
     pub limit: u32,
     /// How long the worker holds a claimed run without a heartbeat, in seconds.
     #[serde(default = "default_lease")]
+    #[schemars(range(min = LEASE_SECONDS_RANGE.0, max = LEASE_SECONDS_RANGE.1))]
     pub lease_seconds: f64,
     /// Wait up to this long for a run when none is ready (long-poll), in seconds (0 to 60).
     #[serde(default)]
+    #[schemars(range(min = 0.0, max = MAX_CLAIM_WAIT_SECONDS))]
     pub wait_seconds: f64,
 }
 
 fn one() -> u32 {
     1
+}
+
+/// A whole number: `17` and `17.0` alike, as JSON Schema's `integer` (and the rest of the API)
+/// reads them.
+fn whole_u32<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    let n = serde_json::Number::deserialize(deserializer)?;
+    crate::model::integral(&n)
+        .and_then(|i| u32::try_from(i).ok())
+        .ok_or_else(|| serde::de::Error::custom(format!("expected a whole number from 0 to {}, got {n}", u32::MAX)))
 }
 
 fn default_lease() -> f64 {
@@ -288,13 +302,19 @@ fn default_lease() -> f64 {
 
 /// The longest worker name, in bytes (it is stored with every run the worker holds, and in
 /// its run-state events).
-pub const MAX_WORKER_NAME_BYTES: usize = 256;
+pub const MAX_WORKER_NAME_CHARS: usize = 256;
+
+/// A string with a character that is not whitespace (Unicode `White_Space`, as
+/// `char::is_whitespace` and `str::trim` read it): a worker's name.
+const NOT_ONLY_WHITESPACE: &str =
+    "[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
 
 fn check_worker(worker: &str, path: &JsonPath, problems: &mut Problems) {
     if worker.trim().is_empty() {
         problems.add(&path.key("worker"), "must name the worker");
-    } else if worker.len() > MAX_WORKER_NAME_BYTES {
-        problems.add(&path.key("worker"), format!("is {} bytes; at most {MAX_WORKER_NAME_BYTES}", worker.len()));
+    } else if worker.chars().count() > MAX_WORKER_NAME_CHARS {
+        let chars = worker.chars().count();
+        problems.add(&path.key("worker"), format!("is {chars} characters; at most {MAX_WORKER_NAME_CHARS}"));
     }
 }
 
@@ -354,9 +374,11 @@ pub struct ClaimedRun {
 #[serde(deny_unknown_fields)]
 pub struct Heartbeat {
     /// The worker holding the run.
+    #[schemars(length(min = 1, max = MAX_WORKER_NAME_CHARS), regex(pattern = NOT_ONLY_WHITESPACE))]
     pub worker: String,
     /// The new lease, from now, in seconds.
     #[serde(default = "default_lease")]
+    #[schemars(range(min = LEASE_SECONDS_RANGE.0, max = LEASE_SECONDS_RANGE.1))]
     pub lease_seconds: f64,
 }
 
@@ -385,6 +407,7 @@ pub struct HeartbeatReply {
 #[serde(deny_unknown_fields)]
 pub struct Completion {
     /// The worker holding the run.
+    #[schemars(length(min = 1, max = MAX_WORKER_NAME_CHARS), regex(pattern = NOT_ONLY_WHITESPACE))]
     pub worker: String,
     /// What the flow returned.
     #[serde(default)]
@@ -407,6 +430,7 @@ impl Completion {
 #[serde(deny_unknown_fields)]
 pub struct FailureReport {
     /// The worker holding the run.
+    #[schemars(length(min = 1, max = MAX_WORKER_NAME_CHARS), regex(pattern = NOT_ONLY_WHITESPACE))]
     pub worker: String,
     /// What went wrong.
     pub error: String,
@@ -424,7 +448,9 @@ fn yes() -> bool {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LogBatch {
-    /// The lines, oldest first. `at` may be left out: the server's time of receipt.
+    /// The lines, oldest first (at most 1,000 per request). `at` may be left out: the
+    /// server's time of receipt.
+    #[schemars(length(max = MAX_LOG_LINES_PER_REQUEST))]
     pub lines: Vec<NewLogLine>,
 }
 

@@ -18,7 +18,7 @@ use super::{
 pub fn all() -> Vec<(&'static str, Value)> {
     vec![
         ("event.json", input::<Event>()),
-        ("trigger-definition.json", input::<TriggerDefinition>()),
+        ("trigger-definition.json", super::trigger::with_flat_form(input::<TriggerDefinition>())),
         ("deployment.json", input::<Deployment>()),
         ("run.json", output::<Run>()),
         ("firing.json", output::<Firing>()),

@@ -29,7 +29,7 @@ impl Filter {
             Ok(expr) => {
                 let unknown = names::check(&expr.undeclared_variables(true), &names::FILTER);
                 for message in &unknown {
-                    problems.add(path, format!("unknown name in filter expression: {message}"));
+                    problems.add_rule(path, format!("unknown name in filter expression: {message}"));
                 }
                 unknown.is_empty().then(|| Filter {
                     source: Arc::from(source),
@@ -38,7 +38,7 @@ impl Filter {
                 })
             }
             Err(e) => {
-                problems.add(path, format!("invalid filter expression: {}", describe(&e, source)));
+                problems.add_rule(path, format!("invalid filter expression: {}", describe(&e, source)));
                 None
             }
         }

@@ -30,12 +30,12 @@ impl KeyTemplate {
             Ok((template, names)) => {
                 let unknown = names::check(&names, &names::KEY);
                 for message in &unknown {
-                    problems.add(path, format!("unknown name in key template: {message}"));
+                    problems.add_rule(path, format!("unknown name in key template: {message}"));
                 }
                 unknown.is_empty().then(|| KeyTemplate { source: Arc::from(source), template, path: path.to_string() })
             }
             Err(e) => {
-                problems.add(path, format!("invalid key template: {}", describe(&e, source)));
+                problems.add_rule(path, format!("invalid key template: {}", describe(&e, source)));
                 None
             }
         }

@@ -95,7 +95,7 @@ fn compile_node(value: &Json, path: &JsonPath, problems: &mut Problems, used: &m
                 }
                 Err(e) => {
                     let message = format!("invalid template: {}", describe(&e, s));
-                    problems.add(path, message.clone());
+                    problems.add_rule(path, message.clone());
                     Node::Broken { path: path.to_string(), message }
                 }
             }
@@ -127,7 +127,7 @@ fn compile_node(value: &Json, path: &JsonPath, problems: &mut Problems, used: &m
 fn read(names: &HashSet<String>, path: &JsonPath, problems: &mut Problems, used: &mut BTreeSet<String>) {
     used.extend(names.iter().map(|name| name.split('.').next().unwrap_or_default().to_owned()));
     for message in names::check(names, &names::PARAMETERS) {
-        problems.add(path, format!("unknown name in template: {message}"));
+        problems.add_rule(path, format!("unknown name in template: {message}"));
     }
 }
 

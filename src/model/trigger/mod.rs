@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use super::time::Span;
+pub(crate) use schema::with_flat_form;
 use schema::{compound_trigger_schema, definition_schema, event_trigger_schema, sequence_trigger_schema, Seconds};
 
 /// Prefect's minimum `within` for proactive triggers; `0` becomes this.

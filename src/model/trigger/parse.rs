@@ -9,7 +9,7 @@ use super::{
     CompoundTrigger, EventTrigger, LabelValues, Posture, RelatedSpec, Require, ResourceSpec, SequenceTrigger, Trigger,
     TriggerDefinition, PROACTIVE_MIN_WITHIN,
 };
-use crate::model::fields::{object_of, Fields};
+use crate::model::fields::{integral, object_of, Fields};
 use crate::model::limits;
 use crate::model::problems::{kind_of, JsonPath, Problems};
 use crate::model::time::Span;
@@ -40,7 +40,7 @@ impl TriggerDefinition {
         let mut seen = std::collections::HashMap::new();
         for (i, d) in &defs {
             if let Some(first) = seen.insert(d.id.as_str(), *i) {
-                problems.add(
+                problems.add_rule(
                     &root.index(*i).key("id"),
                     format!("duplicate id `{}` (also used by definition {first})", d.id),
                 );
@@ -226,17 +226,15 @@ impl Trigger {
                     let require = match fields.take("require") {
                         Some(Value::String(s)) if s == "any" => Some(Require::Any),
                         Some(Value::String(s)) if s == "all" => Some(Require::All),
-                        Some(Value::Number(num)) => match num.as_i64() {
+                        Some(Value::Number(num)) => match integral(num) {
                             Some(r) if r >= 1 && (r as usize) <= n.max(1) => Some(Require::AtLeast(r as usize)),
                             Some(r) if r < 1 => {
                                 fields.problem("require", format!("must be at least 1, got {r}"));
                                 None
                             }
                             Some(r) => {
-                                fields.problem(
-                                    "require",
-                                    format!("must be at most the number of triggers ({n}), got {r}"),
-                                );
+                                fields
+                                    .rule("require", format!("must be at most the number of triggers ({n}), got {r}"));
                                 None
                             }
                             None => {
@@ -319,7 +317,7 @@ fn event_fields(fields: &mut Fields<'_, '_>) -> EventTrigger {
     };
     let threshold = match fields.take("threshold") {
         None => 1,
-        Some(Value::Number(n)) => match n.as_i64() {
+        Some(Value::Number(n)) => match integral(n) {
             Some(t) if t >= 0 => t,
             Some(t) => {
                 fields.problem("threshold", format!("must be zero or more, got {t}"));
@@ -335,6 +333,13 @@ fn event_fields(fields: &mut Fields<'_, '_>) -> EventTrigger {
             1
         }
     };
+    // A window of a few nanoseconds rounds to zero; a proactive trigger still refuses it
+    // (it asked for a window under 10 seconds), as its schema says.
+    let asked_for_some = fields.object.get("within").is_some_and(|w| match w {
+        Value::Number(n) => n.as_f64().is_some_and(|f| f > 0.0),
+        Value::String(s) => s.trim().parse::<f64>().is_ok_and(|f| f > 0.0),
+        _ => false,
+    });
     let within = match fields.seconds("within") {
         None => Span::ZERO,
         Some(Some(w)) => w,
@@ -346,7 +351,7 @@ fn event_fields(fields: &mut Fields<'_, '_>) -> EventTrigger {
         }
     };
     let within = if posture == Posture::Proactive {
-        if within == Span::ZERO {
+        if within == Span::ZERO && !asked_for_some {
             PROACTIVE_MIN_WITHIN
         } else {
             if within < PROACTIVE_MIN_WITHIN {

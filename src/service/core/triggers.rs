@@ -115,10 +115,10 @@ impl Core {
             let path = JsonPath::root().index(i);
             let id = &definition.id;
             if !seen.insert(id.clone()) {
-                problems.add(&path.key("id"), format!("`{id}` appears twice in the list"));
+                problems.add_rule(&path.key("id"), format!("`{id}` appears twice in the list"));
             }
             if definition.deployment.as_deref() != Some(deployment) {
-                problems.add(
+                problems.add_rule(
                     &path.key("deployment"),
                     format!("trigger `{id}`: must be `{deployment}` (or left out), got {:?}", definition.deployment),
                 );
@@ -133,7 +133,7 @@ impl Core {
             definitions.iter().filter_map(|d| existing.iter().find(|r| r.definition.id == d.id).map(|r| (d, r)))
         {
             if record.definition.deployment.as_deref() != Some(deployment) {
-                problems.add(
+                problems.add_rule(
                     &JsonPath::root(),
                     format!(
                         "trigger `{}` already exists for {}; give this one another id",
