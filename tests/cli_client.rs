@@ -172,11 +172,11 @@ fn the_order_example_runs_once_for_user_123() {
     let names: Vec<&str> = page.events.iter().map(|e| e.event.as_str()).collect();
     assert_eq!(names, ["order.complete", "order.created"]);
 
-    // `events tail` prints them oldest first, filtered.
-    let tailed = json_lines(&ok(server.cli(&["events", "tail", "--name", "order.created"])));
+    // `events tail --json` prints them oldest first, filtered, as JSON lines.
+    let tailed = json_lines(&ok(server.cli(&["events", "tail", "--json", "--name", "order.created"])));
     let tailed_ids: Vec<&str> = tailed.iter().map(|e| e["id"].as_str().unwrap()).collect();
     assert_eq!(tailed_ids, [ids[0].as_str(), ids[1].as_str()]);
-    let all = json_lines(&ok(server.cli(&["events", "tail", "--prefix", "order."])));
+    let all = json_lines(&ok(server.cli(&["events", "tail", "--prefix", "order.", "--json"])));
     assert_eq!(all.iter().map(|e| e["id"].as_str().unwrap()).collect::<Vec<_>>(), ids);
 
     // A worker's log lines show with `runs logs`; `runs cancel` cancels the waiting run once.
@@ -429,7 +429,7 @@ fn events_tail_follow_prints_new_events_once() {
     let server = Server::start("follow");
     ok(server.cli(&["emit", "old.one", "-r", "x"]));
     let mut follow = Command::new(BIN)
-        .args(["events", "tail", "--follow", "--interval", "0.2", "--api", &server.api])
+        .args(["events", "tail", "--follow", "--json", "--interval", "0.2", "--api", &server.api])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -465,6 +465,38 @@ fn events_tail_follow_prints_new_events_once() {
     // Nothing is printed twice.
     assert!(rx.recv_timeout(std::time::Duration::from_millis(800)).is_err());
     drop(guard);
+}
+
+#[test]
+fn events_tail_prints_a_readable_line_per_event_by_default() {
+    let server = Server::start("readable");
+    let client = server.client();
+    let at = tripwire::model::Timestamp::parse("2026-11-30T12:00:00.123Z").unwrap();
+    let order = NewEvent::new("order.created", Resource::new("123"))
+        .occurred(at)
+        .related(Resource::new("c-9").with("prefect.resource.role", "customer"))
+        .payload(json!({"amount": 5}));
+    let plain = NewEvent::new("order.complete", Resource::new("123")).occurred(at);
+    runtime().block_on(client.emit_many([order, plain])).unwrap();
+
+    let text = ok(server.cli(&["events", "tail"]));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            r#"2026-11-30T12:00:00.123Z  order.created  resource=123  related=customer:c-9  {"amount":5}"#,
+            "2026-11-30T12:00:00.123Z  order.complete  resource=123",
+        ],
+        "{text}"
+    );
+    assert!(lines.iter().all(|l| serde_json::from_str::<Value>(l).is_err()), "not JSON: {text}");
+    // The same events as JSON with --json.
+    let raw = json_lines(&ok(server.cli(&["events", "tail", "--json"])));
+    assert_eq!(
+        raw.iter().map(|e| e["event"].as_str().unwrap()).collect::<Vec<_>>(),
+        ["order.created", "order.complete"]
+    );
+    assert_eq!(raw[0]["payload"], json!({"amount": 5}));
 }
 
 #[test]

@@ -1,9 +1,11 @@
-//! The `tripwire` command line: data to stdout, diagnostics to stderr.
+//! The `tripwire` command line: data to stdout, diagnostics (and progress, on a terminal) to
+//! stderr.
 
 mod bench;
 mod emit;
 mod events;
 mod keys;
+mod progress;
 mod remote;
 mod replay;
 mod runs;
@@ -30,7 +32,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Send one event to a server and print the accepted id as JSON.
     Emit(emit::EmitArgs),
-    /// Read a server's events: `events tail [--follow]` prints them as JSON lines.
+    /// Read a server's events: `events tail [--follow]` prints one readable line each
+    /// (`--json` for JSON lines).
     Events(events::EventsArgs),
     /// Manage API keys: `keys create --role emit --name NAME`, `keys list`, `keys revoke NAME`,
     /// on a running server (`--api`, with an admin key) or a data directory (`--data DIR`).

@@ -1,6 +1,10 @@
 //! `tripwire replay --triggers FILE --events FILE [--until RFC3339]`.
+//!
+//! The events file is read line by line and each event goes through the engine as it is read,
+//! under a bar of the bytes read (on a terminal); firings are printed once every line has been
+//! read and found valid.
 
-use std::io::{BufWriter, Write};
+use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -8,9 +12,12 @@ use clap::Args;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::engine::compile_document;
-use crate::engine::replay::replay;
+use crate::engine::compile::CompiledDefinition;
+use crate::engine::replay::Replay;
+use crate::engine::{compile_document, EngineConfig};
 use crate::model::{Event, EventDefaults, Firing, JsonPath, Timestamp};
+
+use super::progress::{Progress, Unit};
 
 /// Arguments of `tripwire replay`.
 #[derive(Debug, Args)]
@@ -44,17 +51,21 @@ struct Line<'a> {
     error: Option<&'a str>,
 }
 
+/// Runs `tripwire replay`.
 pub fn run(args: ReplayArgs) -> ExitCode {
     let mut errors = Vec::new();
     let definitions = read_triggers(&args.triggers, &mut errors);
-    let events = read_events(&args.events, &mut errors);
+    let mut replay = Replay::new(definitions, EngineConfig::default());
+    let mut firings = replay_events(&args.events, &mut replay, &mut errors);
     if !errors.is_empty() {
         for e in errors {
             eprintln!("error: {e}");
         }
         return ExitCode::from(2);
     }
-    let firings = replay(definitions, events, args.until);
+    if let Some(until) = args.until {
+        firings.extend(replay.finish(until));
+    }
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     for f in &firings {
@@ -81,7 +92,7 @@ fn write_line(out: &mut impl Write, f: &Firing) -> std::io::Result<()> {
     out.write_all(b"\n")
 }
 
-fn read_triggers(path: &Path, errors: &mut Vec<String>) -> Vec<crate::engine::compile::CompiledDefinition> {
+fn read_triggers(path: &Path, errors: &mut Vec<String>) -> Vec<CompiledDefinition> {
     let shown = path.display();
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
@@ -106,23 +117,38 @@ fn read_triggers(path: &Path, errors: &mut Vec<String>) -> Vec<crate::engine::co
     }
 }
 
-fn read_events(path: &Path, errors: &mut Vec<String>) -> Vec<Event> {
+/// Reads the events file line by line, pushing each event into `replay` while there are no
+/// `errors` (of either file), and returns the firings; every problem of every line is added to
+/// `errors`.
+fn replay_events(path: &Path, replay: &mut Replay, errors: &mut Vec<String>) -> Vec<Firing> {
     let shown = path.display();
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
         Err(e) => {
             errors.push(format!("{shown}: cannot read the events file: {e}"));
             return Vec::new();
         }
     };
-    let mut events = Vec::new();
+    // A file of known size gets a bar; a pipe or a device, a spinner.
+    let progress = match file.metadata() {
+        Ok(m) if m.is_file() => Progress::bar("replaying", m.len(), Unit::Bytes),
+        _ => Progress::spinner("replaying", Unit::Bytes),
+    };
+    let mut firings = Vec::new();
     let mut last_occurred: Option<Timestamp> = None;
-    for (n, line) in text.lines().enumerate() {
+    for (n, line) in BufReader::new(progress.wrap_read(file)).lines().enumerate() {
         let line_no = n + 1;
+        let line = match line {
+            Ok(l) => l,
+            Err(e) => {
+                errors.push(format!("{shown}:{line_no}: cannot read the events file: {e}"));
+                break;
+            }
+        };
         if line.trim().is_empty() {
             continue;
         }
-        let value: serde_json::Value = match serde_json::from_str(line) {
+        let value: serde_json::Value = match serde_json::from_str(&line) {
             Ok(v) => v,
             Err(e) => {
                 errors.push(format!("{shown}:{line_no}:{}: not valid JSON: {e}", e.column()));
@@ -146,10 +172,13 @@ fn read_events(path: &Path, errors: &mut Vec<String>) -> Vec<Event> {
         match Event::from_json(&value, &JsonPath::root(), Some(defaults)) {
             Ok(e) => {
                 last_occurred = Some(last_occurred.map_or(e.occurred, |t| t.max(e.occurred)));
-                events.push(e);
+                // Once anything is wrong nothing is printed: the rest is only checked.
+                if errors.is_empty() {
+                    firings.extend(replay.push(e));
+                }
             }
             Err(problems) => errors.extend(problems.0.iter().map(|p| format!("{shown}:{line_no}: {p}"))),
         }
     }
-    events
+    firings
 }

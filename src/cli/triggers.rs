@@ -12,6 +12,7 @@ use crate::client::{Client, TriggerRecord};
 use crate::engine::{compile, compile_document};
 use crate::model::{JsonPath, Trigger, TriggerDefinition};
 
+use super::progress::{Progress, Unit};
 use super::remote::{self, ApiArgs, Failure};
 
 /// Arguments of `tripwire triggers`.
@@ -26,7 +27,8 @@ pub struct TriggersArgs {
 #[derive(Debug, Subcommand)]
 enum TriggersCommand {
     /// Check a file of definitions (a JSON array, or one definition) and install each, creating
-    /// or replacing it by id; nothing is sent when any definition has a problem.
+    /// or replacing it by id; nothing is sent when any definition has a problem. A bar on
+    /// stderr counts them when there are several and stderr is a terminal.
     Apply {
         /// The definitions file.
         #[arg(value_name = "FILE")]
@@ -126,15 +128,24 @@ fn read_definitions(path: &Path) -> Result<Vec<TriggerDefinition>, Vec<String>> 
     compiled.map_err(|problems| problems.0.iter().map(|p| format!("{shown}: {p}")).collect())
 }
 
+/// Installs the definitions one by one, printing `created ID` or `updated ID` for each; more
+/// than one are counted on a bar (on a terminal).
 async fn apply(client: Client, definitions: Vec<TriggerDefinition>) -> Result<(), Failure> {
+    let progress = match definitions.len() {
+        0 | 1 => Progress::hidden(),
+        n => Progress::bar("applying", n as u64, Unit::Items("triggers")),
+    };
     for (i, definition) in definitions.iter().enumerate() {
+        progress.message(definition.id.clone());
         let saved = client.put_trigger(definition).await.inspect_err(|_| {
+            progress.finish();
             let rest = definitions.len() - i - 1;
             let others = if rest > 0 { format!(" (nor the {rest} after it)") } else { String::new() };
             eprintln!("error: trigger `{}` was not applied{others}:", definition.id);
         })?;
         let verb = if saved.created { "created" } else { "updated" };
-        remote::line(&format!("{verb} {}", saved.value.definition.id))?;
+        progress.suspend(|| remote::line(&format!("{verb} {}", saved.value.definition.id)))?;
+        progress.inc(1);
     }
     Ok(())
 }
