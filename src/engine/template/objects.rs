@@ -26,7 +26,6 @@ pub fn event_value(event: &Arc<Event>) -> Value {
 #[derive(Debug)]
 pub(super) struct EventObject(pub(super) Arc<Event>, Arc<PayloadObject>);
 
-const EVENT_FIELDS: &[&str] = &["id", "occurred", "event", "resource", "related", "payload", "follows"];
 /// Every name `event.X` resolves (the fields, and Prefect's `Event` properties): what a
 /// template may read of an event, checked when the template is defined.
 pub(super) const EVENT_ATTRIBUTES: &[&str] = &[
@@ -41,8 +40,9 @@ pub(super) const EVENT_ATTRIBUTES: &[&str] = &[
     "involved_resources",
     "resource_in_role",
 ];
-const RECEIVED_EVENT_FIELDS: &[&str] =
-    &["id", "occurred", "event", "resource", "related", "payload", "follows", "received"];
+/// What `event | items` lists: the fields, `received` only once the server has stamped it.
+const EVENT_FIELDS: &[&str] = EVENT_ATTRIBUTES.split_at(7).0;
+const RECEIVED_EVENT_FIELDS: &[&str] = EVENT_ATTRIBUTES.split_at(8).0;
 
 impl Object for EventObject {
     fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
