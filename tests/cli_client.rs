@@ -203,13 +203,17 @@ fn triggers_are_listed_shown_disabled_and_deleted() {
     let listed = json_lines(&ok(server.cli(&["triggers", "list", "--json"])));
     assert_eq!(
         listed,
-        [json!({"id": "post-order", "enabled": true, "type": "event", "deployment": "post-order-complete"})]
+        [json!({"id": "post-order", "enabled": true, "type": "event", "deployment": "post-order-complete",
+                "live_buckets": 0, "firings_last_hour": 0})]
     );
     let table = ok(server.cli(&["triggers", "list"]));
     let rows: Vec<Vec<&str>> = table.lines().map(|l| l.split_whitespace().collect()).collect();
     assert_eq!(
         rows,
-        [vec!["ID", "ENABLED", "TYPE", "DEPLOYMENT"], vec!["post-order", "true", "event", "post-order-complete"]]
+        [
+            vec!["ID", "ENABLED", "TYPE", "DEPLOYMENT", "BUCKETS", "FIRINGS/1H"],
+            vec!["post-order", "true", "event", "post-order-complete", "0", "0"]
+        ]
     );
 
     let shown: Value = serde_json::from_str(&ok(server.cli(&["triggers", "show", "post-order"]))).unwrap();

@@ -1,8 +1,8 @@
 //! The dashboard in a real headless browser (Chromium, driven over the DevTools protocol): the
 //! order example against a server with auth on. The page asks for a key; then it shows the
 //! trigger, the open bucket for 456 saying why it has not fired, the run for 123 with its log,
-//! and the live tail receiving a new event. Screenshots of each page are written to
-//! `target/tmp/dashboard-*.png`.
+//! the worker serving the deployment, and the live tail receiving a new event. Screenshots of
+//! each page are written to `target/tmp/dashboard-*.png`.
 //!
 //! It needs Chromium: `TRIPWIRE_CHROMIUM`, or `chromium` on the PATH (Debian's package;
 //! `.ci/run` installs it when it is missing). It fails, saying so, without one.
@@ -248,6 +248,19 @@ async fn the_dashboard_explains_the_order_example_and_tails_events_live() {
     browser.goto(&format!("{origin}/#/runs/{}", run["id"].as_str().unwrap())).await;
     browser.wait_for_text(&["User 123 has completed an order -- doing stuff now", "Completed", "order-complete"]).await;
     browser.screenshot("run", 900).await;
+
+    // The worker serving the deployment: online, with its slots, holding nothing now.
+    let workers: Value =
+        http.get(format!("{}/workers", server.api)).bearer_auth(&read).send().await.unwrap().json().await.unwrap();
+    let w = &workers[0];
+    assert_eq!(
+        (&w["state"], &w["deployments"], &w["slots"], &w["running"]),
+        (&json!("online"), &json!(["post-order-complete"]), &json!(8), &json!([])),
+        "{workers}"
+    );
+    browser.goto(&format!("{origin}/#/deployments")).await;
+    browser.wait_for_text(&[w["name"].as_str().unwrap(), "online", "0 / 8", "post-order-complete"]).await;
+    browser.screenshot("deployments", 800).await;
 
     // The live tail receives an event sent now.
     browser.goto(&format!("{origin}/#/events")).await;

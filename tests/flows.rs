@@ -472,6 +472,44 @@ async fn the_worker_protocol_rejects_bad_input_with_what_to_fix() {
 }
 
 #[tokio::test]
+async fn the_workers_view_shows_what_each_worker_serves_and_holds() {
+    let data = temp_dir("flow-workers");
+    let server = Server::start(&data);
+    let http = common::Http::new(&server.api);
+    let (status, body) = http.get("/workers").await;
+    assert_eq!((status, body), (200, json!([])), "no worker yet");
+    for (slots, why) in
+        [(json!(0), "from 1 to 10000"), (json!(10_001), "from 1 to 10000"), (json!(2.5), "whole number")]
+    {
+        let (status, body) =
+            http.post("/runs/claim", json!({"worker": "a", "deployments": ["w"], "slots": slots})).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body["error"].to_string().contains(why) && body["error"].to_string().contains("slots"), "{body}");
+    }
+    assert_eq!(http.post("/deployments", json!({"name": "w"})).await.0, 201);
+    let (_, run) = http.post("/deployments/w/runs", json!({})).await;
+    let claim = json!({"worker": "a", "deployments": ["w", "other"], "slots": 4.0, "lease_seconds": 60});
+    let (status, claimed) = http.post("/runs/claim", claim).await;
+    assert_eq!((status, claimed[0]["run"]["id"].clone()), (200, run["id"].clone()));
+    let (_, workers) = http.get("/workers").await;
+    let a = &workers[0];
+    assert_eq!(workers.as_array().unwrap().len(), 1, "{workers}");
+    assert_eq!(
+        (&a["name"], &a["state"], &a["deployments"], &a["slots"], &a["running"], &a["lease_seconds"]),
+        (&json!("a"), &json!("online"), &json!(["other", "w"]), &json!(4), &json!([run["id"]]), &json!(60.0)),
+        "{workers}"
+    );
+    // Another worker's heartbeat on a run it does not hold does not list it; the holder's
+    // completion releases the run.
+    let id = run["id"].as_str().unwrap();
+    let (_, reply) = http.post(&format!("/runs/{id}/heartbeat"), json!({"worker": "b"})).await;
+    assert_eq!(reply["cancel"], true);
+    assert_eq!(http.post(&format!("/runs/{id}/complete"), json!({"worker": "a"})).await.0, 200);
+    let (_, workers) = http.get("/workers").await;
+    assert_eq!((workers.as_array().unwrap().len(), &workers[0]["running"]), (1, &json!([])), "{workers}");
+}
+
+#[tokio::test]
 async fn a_stopping_worker_finishes_its_runs_in_flight_first() {
     let data = temp_dir("flow-graceful");
     let server = Server::start(&data);

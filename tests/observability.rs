@@ -85,6 +85,24 @@ async fn metrics_move_as_events_arrive_fire_and_run() {
     assert_eq!(value(&fired, "tripwire_events_accepted_total", ""), 3.0);
     assert!(value(&fired, "tripwire_batch_commands_count", "") >= 3.0);
 
+    // The triggers list with stats says the same: one bucket left (456's), one firing this hour.
+    let mut stats = Value::Null;
+    for _ in 0..100 {
+        let (status, records) = http.get("/triggers?stats=true").await;
+        assert_eq!(status, 200, "{records}");
+        stats = records[0]["stats"].clone();
+        if stats["live_buckets"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!((&stats["live_buckets"], &stats["firings_last_hour"]), (&json!(1), &json!(1)), "{stats}");
+    assert!(stats["last_firing"].is_string() && stats.get("firings_partial").is_none(), "{stats}");
+    let (_, plain) = http.get("/triggers").await;
+    assert!(plain[0].get("stats").is_none(), "only when asked for: {plain}");
+    let (status, body) = http.get("/triggers?stats=maybe").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad_query")), "{body}");
+
     // A resend is a duplicate; an invalid event a rejection with its reason.
     let (_, report) = http.get("/events?limit=1").await;
     let id = report["events"][0]["id"].clone();

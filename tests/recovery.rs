@@ -298,6 +298,7 @@ async fn clock_scenario(crashes: bool) -> (Vec<Firing>, Vec<Run>) {
         limit: 1,
         lease_seconds: 300.0,
         wait_seconds: 0.0,
+        slots: None,
     };
     assert_eq!(s.claim(claim.clone()).await.unwrap().len(), 1, "the go run is claimed");
     rig.clock.set(at(30));

@@ -36,7 +36,8 @@ enum TriggersCommand {
     },
     /// List the installed definitions (a table, or JSON lines with --json).
     List {
-        /// One JSON object per line: id, enabled, type, deployment.
+        /// One JSON object per line: id, enabled, type, deployment, live buckets, firings in the
+        /// last hour.
         #[arg(long)]
         json: bool,
     },
@@ -157,6 +158,8 @@ struct Row<'a> {
     enabled: bool,
     r#type: &'static str,
     deployment: Option<&'a str>,
+    live_buckets: Option<u64>,
+    firings_last_hour: Option<u64>,
 }
 
 fn row(record: &TriggerRecord) -> Row<'_> {
@@ -166,20 +169,38 @@ fn row(record: &TriggerRecord) -> Row<'_> {
         Trigger::Compound(_) => "compound",
         Trigger::Sequence(_) => "sequence",
     };
-    Row { id: &d.id, enabled: d.enabled, r#type: kind, deployment: d.deployment.as_deref() }
+    let stats = record.stats.as_ref();
+    Row {
+        id: &d.id,
+        enabled: d.enabled,
+        r#type: kind,
+        deployment: d.deployment.as_deref(),
+        live_buckets: stats.map(|s| s.live_buckets),
+        firings_last_hour: stats.map(|s| s.firings_last_hour),
+    }
 }
 
 async fn list(client: &Client, json: bool) -> Result<(), Failure> {
-    let records = client.triggers().await?;
+    let records = client.triggers_with_stats().await?;
     if json {
         return records.iter().try_for_each(|r| remote::json_line(&row(r)));
     }
     let rows: Vec<Vec<String>> = records
         .iter()
-        .map(|r| {
-            let r = row(r);
-            vec![r.id.to_owned(), r.enabled.to_string(), r.r#type.to_owned(), r.deployment.unwrap_or("-").to_owned()]
+        .map(|record| {
+            let r = row(record);
+            let partial = record.stats.as_ref().is_some_and(|s| s.firings_partial);
+            let count =
+                |n: Option<u64>, plus: bool| n.map_or("-".into(), |n| format!("{n}{}", if plus { "+" } else { "" }));
+            vec![
+                r.id.to_owned(),
+                r.enabled.to_string(),
+                r.r#type.to_owned(),
+                r.deployment.unwrap_or("-").to_owned(),
+                count(r.live_buckets, false),
+                count(r.firings_last_hour, partial),
+            ]
         })
         .collect();
-    remote::table(&["ID", "ENABLED", "TYPE", "DEPLOYMENT"], &rows)
+    remote::table(&["ID", "ENABLED", "TYPE", "DEPLOYMENT", "BUCKETS", "FIRINGS/1H"], &rows)
 }

@@ -196,6 +196,13 @@ impl Client {
         self.get(&["triggers"]).await
     }
 
+    /// `GET /triggers?stats=true`: every definition with what it does now (its `stats`: live
+    /// buckets and firings in the last hour).
+    pub async fn triggers_with_stats(&self) -> Result<Vec<TriggerRecord>, ClientError> {
+        let request = self.request(Method::GET, &["triggers"]).query(&[("stats", true)]);
+        decode(self.send(request).await?, "the triggers").await
+    }
+
     /// `GET /triggers/{id}`.
     pub async fn trigger(&self, id: &str) -> Result<TriggerRecord, ClientError> {
         self.get(&["triggers", id]).await

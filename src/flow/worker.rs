@@ -128,9 +128,9 @@ impl Worker {
         self
     }
 
-    /// Runs at once.
+    /// Runs at once (1 to 10,000); shown in `GET /api/workers`.
     pub fn slots(mut self, slots: usize) -> Worker {
-        self.slots = slots.max(1);
+        self.slots = slots.clamp(1, crate::model::run::MAX_WORKER_SLOTS as usize);
         self
     }
 
@@ -237,6 +237,7 @@ impl Worker {
             request.limit = free.min(crate::model::run::MAX_CLAIM as usize) as u32;
             request.lease_seconds = self.lease.as_secs_f64();
             request.wait_seconds = CLAIM_WAIT.as_secs_f64();
+            request.slots = Some(self.slots.min(crate::model::run::MAX_WORKER_SLOTS as usize) as u32);
             let claim = self.backend.claim(&request);
             tokio::pin!(claim);
             // A claim in flight is finished even when asked to stop: the runs it takes are

@@ -112,9 +112,16 @@ fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
 /// field is reported as a problem naming it.
 fn typed_body<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
     let value = json_body(body)?;
-    serde_json::from_value(value).map_err(|e| {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        use serde_path_to_error::Segment;
+        let path = e.path().iter().fold(crate::model::JsonPath::root(), |path, segment| match segment {
+            Segment::Seq { index } => path.index(*index),
+            Segment::Map { key } => path.key(key),
+            Segment::Enum { variant } => path.key(variant),
+            Segment::Unknown => path,
+        });
         let mut problems = crate::model::Problems::default();
-        problems.add(&crate::model::JsonPath::root(), e.to_string());
+        problems.add(&path, e.into_inner().to_string());
         ApiError::invalid(problems)
     })
 }

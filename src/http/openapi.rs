@@ -26,6 +26,7 @@ fn component(file: &str) -> &'static str {
         "new-api-key.json" => "NewApiKey",
         "api-key.json" => "ApiKey",
         "created-api-key.json" => "CreatedApiKey",
+        "worker-status.json" => "WorkerStatus",
         _ => "Unknown",
     }
 }
@@ -294,6 +295,16 @@ pub fn document() -> Value {
             "origin",
             json!({"type": "string", "enum": ["api", "worker"], "description": "Who installed it: the triggers API (and CLI), or a worker serving its deployment"}),
         ),
+        (
+            "stats",
+            json!({"type": "object", "description": "With `?stats=true`: what it does now",
+                   "required": ["live_buckets", "firings_last_hour"],
+                   "properties": {
+                       "live_buckets": {"type": "integer", "minimum": 0, "description": "Live for_each buckets, counted every second"},
+                       "firings_last_hour": {"type": "integer", "minimum": 0, "description": "Firings in the hour before the answer"},
+                       "firings_partial": {"type": "boolean", "description": "The hour held more firings than one answer reads (100,000): a lower bound"},
+                       "last_firing": {"type": "string", "format": "date-time", "description": "Its latest firing's processing time, within the hour"}}}),
+        ),
     ] {
         record_properties.insert(name.to_owned(), schema);
     }
@@ -339,7 +350,8 @@ pub fn document() -> Value {
                 Some(json!({"type": "object", "required": ["firings"], "properties": {"firings": list("Firing"), "next_page": {"type": ["integer", "null"]}}})))
             .query(&[("trigger", json!({"type": "string"})), ("since", time()), ("until", time()), ("limit", limit(1000)), ("page", cursor())]).build()},
         "/api/triggers": {
-            "get": Op::new("Trigger definitions", "200", "All", Some(list("TriggerRecord"))).build(),
+            "get": Op::new("Trigger definitions (`stats=true`: with each one's live buckets and firings in the last hour)", "200", "All", Some(list("TriggerRecord")))
+                .query(&[("stats", json!({"type": "boolean"}))]).build(),
             "post": Op::new("Create a definition", "201", "The stored definition", record.clone()).body(reference("TriggerDefinition"), true).errors(&[409]).build()
         },
         "/api/triggers/{id}": {
@@ -404,6 +416,7 @@ pub fn document() -> Value {
             "post": Op::new("Append log lines", "200", "How many", Some(json!({"type": "object", "properties": {"appended": {"type": "integer"}}})))
                 .body(reference("LogBatch"), true).errors(&[404, 409]).build()
         },
+        "/api/workers": {"get": Op::new("Workers heard from in the last hour, online first: what each serves, its slots, the runs it holds", "200", "Workers", Some(list("WorkerStatus"))).build()},
         "/api/filters": {
             "get": Op::new("Scope filters", "200", "Filters", Some(list("ScopeFilter"))).query(&[("deployment", json!({"type": "string"})), ("scope", json!({"type": "string"}))]).build(),
             "post": Op::new("Create a scope filter", "201", "Created", Some(reference("ScopeFilter"))).body(new_filter, true).errors(&[404, 409]).build()

@@ -1,5 +1,5 @@
 //! Runs: listing and reading them, their logs, and the worker protocol (claim, heartbeat,
-//! complete, fail) plus cancelling.
+//! complete, fail) plus cancelling; the workers heard from (`GET /workers`).
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::model::{
     ClaimRequest, ClaimedRun, Completion, FailureReport, Heartbeat, HeartbeatReply, JsonPath, LogBatch, Problems, Run,
-    RunState,
+    RunState, WorkerStatus,
 };
 use crate::service::{LogPage, Service};
 
@@ -30,6 +30,11 @@ pub(super) fn routes() -> Router<Service> {
         .route("/runs/{id}/fail", post(fail))
         .route("/runs/{id}/cancel", post(cancel))
         .route("/runs/{id}/logs", get(logs).post(append_logs))
+        .route("/workers", get(workers))
+}
+
+async fn workers(State(service): State<Service>) -> Json<Vec<WorkerStatus>> {
+    Json(service.workers())
 }
 
 fn run_id(id: &str) -> Result<Uuid, ApiError> {

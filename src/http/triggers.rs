@@ -66,8 +66,19 @@ async fn upsert(
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(record)))
 }
 
-async fn list(State(service): State<Service>) -> Result<Json<Vec<TriggerRecord>>, ApiError> {
-    Ok(Json(service.triggers().await?))
+/// `?stats=true` adds each trigger's live buckets and firings in the last hour.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    #[serde(default)]
+    stats: bool,
+}
+
+async fn list(
+    State(service): State<Service>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<TriggerRecord>>, ApiError> {
+    Ok(Json(if q.stats { service.triggers_with_stats().await? } else { service.triggers().await? }))
 }
 
 async fn show(State(service): State<Service>, Path(id): Path<String>) -> Result<Json<TriggerRecord>, ApiError> {

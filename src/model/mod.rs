@@ -19,6 +19,7 @@ mod run_event;
 pub mod schema;
 pub mod time;
 pub mod trigger;
+pub mod worker;
 
 pub use access::{ApiKey, CreatedApiKey, NewApiKey, Permission, Role};
 pub use deployment::{Concurrency, ConcurrencyStrategy, Deployment};
@@ -34,5 +35,6 @@ pub use run::{
 pub use time::{Span, Timestamp};
 pub use trigger::{
     CompoundTrigger, EventTrigger, Posture, Require, ResourceSpec, SequenceTrigger, Trigger, TriggerDefinition,
-    TriggerOrigin, TriggerRecord,
+    TriggerOrigin, TriggerRecord, TriggerStats,
 };
+pub use worker::{WorkerState, WorkerStatus};

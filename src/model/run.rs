@@ -254,6 +254,8 @@ pub const MAX_LOG_LINE_BYTES: usize = 16 * 1024;
 pub const MAX_CLAIM: u32 = 100;
 /// Longest a claim may wait for runs.
 pub const MAX_CLAIM_WAIT_SECONDS: f64 = 60.0;
+/// The most slots a worker may say it has.
+pub const MAX_WORKER_SLOTS: u32 = 10_000;
 /// Shortest and longest lease a worker may take.
 pub const LEASE_SECONDS_RANGE: (f64, f64) = (1.0, 3600.0);
 /// Lease when the worker names none.
@@ -281,6 +283,11 @@ pub struct ClaimRequest {
     #[serde(default)]
     #[schemars(range(min = 0.0, max = MAX_CLAIM_WAIT_SECONDS))]
     pub wait_seconds: f64,
+    /// The runs the worker can hold at once (1 to 10,000), shown in `GET /api/workers`.
+    /// Optional: claims are limited by `limit`, not by this.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "whole_u32_opt")]
+    #[schemars(range(min = 1, max = MAX_WORKER_SLOTS))]
+    pub slots: Option<u32>,
 }
 
 fn one() -> u32 {
@@ -294,6 +301,13 @@ fn whole_u32<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u32, D
     crate::model::integral(&n)
         .and_then(|i| u32::try_from(i).ok())
         .ok_or_else(|| serde::de::Error::custom(format!("expected a whole number from 0 to {}, got {n}", u32::MAX)))
+}
+
+/// [`whole_u32`], or `null`.
+fn whole_u32_opt<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
+    Option::<serde_json::Number>::deserialize(deserializer)?
+        .map(|n| whole_u32(n).map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 fn default_lease() -> f64 {
@@ -334,6 +348,7 @@ impl ClaimRequest {
             limit: 1,
             lease_seconds: DEFAULT_LEASE_SECONDS,
             wait_seconds: 0.0,
+            slots: None,
         }
     }
 
@@ -349,6 +364,9 @@ impl ClaimRequest {
             problems.add(&root.key("limit"), format!("must be from 1 to {MAX_CLAIM}, got {}", self.limit));
         }
         check_lease(self.lease_seconds, &root, &mut problems);
+        if let Some(slots) = self.slots.filter(|s| !(1..=MAX_WORKER_SLOTS).contains(s)) {
+            problems.add(&root.key("slots"), format!("must be from 1 to {MAX_WORKER_SLOTS}, got {slots}"));
+        }
         if !(0.0..=MAX_CLAIM_WAIT_SECONDS).contains(&self.wait_seconds) {
             problems.add(
                 &root.key("wait_seconds"),

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use super::{
     ApiKey, ClaimRequest, ClaimedRun, Completion, CreatedApiKey, Deployment, Event, FailureReport, Firing, Heartbeat,
-    HeartbeatReply, LogBatch, LogLine, NewApiKey, Run, ScopeFilter, TriggerDefinition, TriggerSync,
+    HeartbeatReply, LogBatch, LogLine, NewApiKey, Run, ScopeFilter, TriggerDefinition, TriggerSync, WorkerStatus,
 };
 
 /// Every schema, as `(file name, schema)`: the inputs (events, trigger definitions,
@@ -33,6 +33,7 @@ pub fn all() -> Vec<(&'static str, Value)> {
         ("completion.json", input::<Completion>()),
         ("failure-report.json", input::<FailureReport>()),
         ("log-batch.json", input::<LogBatch>()),
+        ("worker-status.json", output::<WorkerStatus>()),
         // API keys (admin only).
         ("new-api-key.json", input::<NewApiKey>()),
         ("api-key.json", output::<ApiKey>()),

@@ -105,6 +105,12 @@ impl Metrics {
         text
     }
 
+    /// A trigger's live buckets as last counted (0 before the first count).
+    pub fn live_buckets_of(&self, trigger: &str) -> u64 {
+        let labels = vec![("trigger", trigger.to_owned())];
+        self.live_buckets.get(&labels).map_or(0, |g| g.get().max(0) as u64)
+    }
+
     /// One request of events refused with `reason`.
     pub fn reject(&self, reason: &str) {
         self.events_rejected.get_or_create(&vec![("reason", reason.to_owned())]).inc();

@@ -8,6 +8,7 @@ mod core;
 pub mod metrics;
 mod read;
 mod runs;
+pub mod workers;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,6 +34,7 @@ use self::clock::Clock;
 use self::core::{Command, Core};
 use self::metrics::Metrics;
 pub use self::read::{BucketsPage, EventPage, LogPage, Order, EVENT_SCAN_LIMIT};
+use self::workers::Workers;
 
 /// Service settings.
 #[derive(Clone)]
@@ -222,6 +224,7 @@ struct Inner {
     core_failure: watch::Receiver<Option<String>>,
     access: Access,
     metrics: Arc<Metrics>,
+    workers: Workers,
 }
 
 /// Encodes events for storage here, on the request's thread, so that the single writer only
@@ -279,6 +282,7 @@ impl Service {
                 core_failure,
                 access,
                 metrics,
+                workers: Workers::default(),
             }),
         };
         if service.inner.config.clock.is_wall_clock() {
@@ -412,18 +416,24 @@ impl Service {
     /// worker for `lease_seconds`.
     pub async fn claim(&self, request: ClaimRequest) -> Result<Vec<ClaimedRun>, ServiceError> {
         request.validate().map_err(ServiceError::Invalid)?;
+        self.inner.workers.claiming(&request, self.now());
         let wait = Duration::from_secs_f64(request.wait_seconds);
         let deadline = tokio::time::Instant::now() + wait;
         let mut changed = self.inner.runs_changed.subscribe();
         loop {
             changed.mark_unchanged();
-            let request = request.clone();
-            let claimed = self.call(|reply| Command::Claim { request, reply }).await?;
+            let asked = request.clone();
+            let claimed = self.call(|reply| Command::Claim { request: asked, reply }).await?;
             let now = tokio::time::Instant::now();
             if !claimed.is_empty() || now >= deadline {
                 let outcome = if claimed.is_empty() { "empty" } else { "runs" };
                 self.inner.metrics.claims.get_or_create(&vec![("outcome", outcome.to_owned())]).inc();
                 self.inner.metrics.claimed_runs.inc_by(claimed.len() as u64);
+                let now = self.now();
+                self.inner.workers.claiming(&request, now);
+                for c in &claimed {
+                    self.inner.workers.holds(&request.worker, c.run.id, c.run.lease_expires, now);
+                }
                 return Ok(claimed);
             }
             // Wake on any run change; look again at least every 250 ms for retries whose
@@ -436,12 +446,19 @@ impl Service {
     /// Extends a run's lease; the answer says whether the worker must cancel the run.
     pub async fn heartbeat(&self, id: Uuid, heartbeat: Heartbeat) -> Result<HeartbeatReply, ServiceError> {
         heartbeat.validate().map_err(ServiceError::Invalid)?;
-        self.call(|reply| Command::Heartbeat { id, heartbeat, reply }).await
+        let worker = heartbeat.worker.clone();
+        let reply = self.call(|reply| Command::Heartbeat { id, heartbeat, reply }).await;
+        match &reply {
+            Ok(r) if !r.cancel => self.inner.workers.holds(&worker, id, r.run.lease_expires, self.now()),
+            _ => self.inner.workers.released(&worker, id, self.now()),
+        }
+        reply
     }
 
     /// The run's worker reports its output: the run is Completed.
     pub async fn complete(&self, id: Uuid, completion: Completion) -> Result<Run, ServiceError> {
         completion.validate().map_err(ServiceError::Invalid)?;
+        self.inner.workers.released(&completion.worker, id, self.now());
         self.call(|reply| Command::Complete { id, completion, reply }).await
     }
 
@@ -449,6 +466,7 @@ impl Service {
     /// retries remain, otherwise Failed.
     pub async fn fail(&self, id: Uuid, mut failure: FailureReport) -> Result<Run, ServiceError> {
         failure.error = crate::model::limits::clip_error(failure.error);
+        self.inner.workers.released(&failure.worker, id, self.now());
         self.call(|reply| Command::Fail { id, failure, reply }).await
     }
 
@@ -461,6 +479,12 @@ impl Service {
     pub async fn append_logs(&self, id: Uuid, batch: LogBatch) -> Result<usize, ServiceError> {
         batch.validate().map_err(ServiceError::Invalid)?;
         self.call(|reply| Command::AppendLogs { id, batch, reply }).await
+    }
+
+    /// The workers heard from in the last hour: what each serves, its slots, the runs it holds,
+    /// whether it is online (see [`workers`]).
+    pub fn workers(&self) -> Vec<crate::model::WorkerStatus> {
+        self.inner.workers.list(self.now())
     }
 
     /// The service clock's "now".

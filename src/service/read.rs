@@ -1,7 +1,7 @@
 //! The read side: every read the API needs, as service methods that do their own blocking
 //! and answer service errors. The edges never touch the store.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -11,7 +11,8 @@ use uuid::Uuid;
 use crate::engine::compile::NodeKind;
 use crate::engine::{BucketKey, BucketQuery, BucketView};
 use crate::model::{
-    Deployment, Event, Firing, JsonPath, LogLine, Problems, Run, ScopeFilter, Timestamp, TriggerRecord,
+    Deployment, Event, Firing, JsonPath, LogLine, Problems, Run, ScopeFilter, Span, Timestamp, TriggerRecord,
+    TriggerStats,
 };
 use crate::store::{Store, StoreError};
 
@@ -150,6 +151,41 @@ impl Service {
     /// Every definition, each with a warning when its deployment does not exist (yet).
     pub async fn triggers(&self) -> Result<Vec<TriggerRecord>, ServiceError> {
         self.read(|store| records_with_warnings(store, store.triggers()?)).await
+    }
+
+    /// Every definition, each with its warning and what it does now ([`TriggerStats`]): its
+    /// live buckets as last counted, and its firings in the last hour, from one newest-first
+    /// pass over the stored firings that stops at the first older than an hour (or after
+    /// 100,000 firings, then marked partial).
+    pub async fn triggers_with_stats(&self) -> Result<Vec<TriggerRecord>, ServiceError> {
+        let since = self.now().minus(Span::minutes(60));
+        let (mut records, fired, partial) = self
+            .read(move |store| {
+                let records = records_with_warnings(store, store.triggers()?)?;
+                let mut fired: HashMap<String, (u64, Timestamp)> = HashMap::new();
+                let partial = store.firings_while(|f| {
+                    if f.triggered < since {
+                        return false;
+                    }
+                    let (count, last) = fired.entry(f.trigger.clone()).or_insert((0, f.triggered));
+                    *count += 1;
+                    *last = (*last).max(f.triggered);
+                    true
+                })?;
+                Ok((records, fired, partial))
+            })
+            .await?;
+        for record in &mut records {
+            let (firings_last_hour, last_firing) =
+                fired.get(&record.definition.id).map_or((0, None), |(n, last)| (*n, Some(*last)));
+            record.stats = Some(TriggerStats {
+                live_buckets: self.inner.metrics.live_buckets_of(&record.definition.id),
+                firings_last_hour,
+                firings_partial: partial,
+                last_firing,
+            });
+        }
+        Ok(records)
     }
 
     /// One definition, with its warning.

@@ -436,6 +436,23 @@ impl Store {
         }
         Ok((out, next))
     }
+
+    /// Firings newest first, while `go_on` answers true, looking at most at
+    /// [`MAX_LISTING_SCAN`]. Answers true when it stopped at that bound.
+    pub fn firings_while(&self, mut go_on: impl FnMut(&Firing) -> bool) -> Result<bool, StoreError> {
+        let rx = self.read()?;
+        let table = rx.open_table(FIRINGS)?;
+        for (scanned, item) in table.iter()?.rev().enumerate() {
+            if scanned == MAX_LISTING_SCAN {
+                return Ok(true);
+            }
+            let firing: Firing = decode("firing", item?.1.value())?;
+            if !go_on(&firing) {
+                break;
+            }
+        }
+        Ok(false)
+    }
 }
 
 /// Rewrites a data file of redb's file format 2 (tripwire before redb 4) in format 3, in place,

@@ -277,14 +277,6 @@ function renderSession() {
   sessionBox.replaceChildren(...items);
 }
 
-/** Runs `fn` over `items` with at most `n` at once. */
-async function mapLimit(items, n, fn) {
-  const queue = [...items];
-  await Promise.all(Array.from({length: Math.min(n, queue.length)}, async () => {
-    while (queue.length) await fn(queue.shift());
-  }));
-}
-
 // ---------------------------------------------------------------- routing
 
 let page = null; // the current page's context
@@ -463,24 +455,6 @@ function enabledButton(record, after) {
   return btn;
 }
 
-/** Live buckets (up to 1000, "1000+") and firings in the last hour of one trigger. */
-async function triggerStats(id) {
-  const [b, f] = await Promise.allSettled([
-    api(`/api/triggers/${enc(id)}/buckets?limit=1000`, {quiet: true}),
-    api(`/api/triggers/${enc(id)}/firings?limit=1000`, {quiet: true}),
-  ]);
-  const stats = {};
-  if (b.status === 'fulfilled') stats.buckets = b.value.buckets.length + (b.value.next ? '+' : '');
-  else stats.bucketsError = b.reason.message;
-  if (f.status === 'fulfilled') {
-    const since = serverNow() - 3600e3;
-    const recent = f.value.filter((x) => Date.parse(x.triggered || x.at) >= since).length;
-    stats.firings = recent + (recent === 1000 ? '+' : '');
-    stats.lastFiring = f.value[0] && (f.value[0].triggered || f.value[0].at);
-  } else stats.firingsError = f.reason.message;
-  return stats;
-}
-
 // ---------------------------------------------------------------- page: triggers
 
 function triggersPage(ctx) {
@@ -488,29 +462,26 @@ function triggersPage(ctx) {
   main.append(el('div', {class: 'head'}, el('h1', null, 'Triggers')),
     el('p', {class: 'muted'}, 'Buckets: live for_each windows now (click a trigger to see why it did or did not fire). Firings: in the last hour.'),
     body);
-  const stats = new Map();
   let records = null;
   const draw = () => swap(body, table(
     ['Enabled', 'Trigger', 'Kind', 'Deployment', 'Buckets', 'Firings 1 h', 'Origin', 'Updated', 'Problems'],
     records.map((r) => {
-      const s = stats.get(r.id) || {};
+      const s = r.stats || {};
+      const firings = s.firings_last_hour == null ? '…' : s.firings_last_hour + (s.firings_partial ? '+' : '');
       return tr(
         enabledButton(r, refresh),
         [triggerLink(r.id), r.name ? el('div', {class: 'muted small'}, r.name) : null],
         [kindPills(r.trigger), el('div', {class: 'small mono'}, describeTrigger(r.trigger || {}))],
         r.deployment ? link('#/deployments', el('span', {class: 'mono'}, r.deployment)) : el('span', {class: 'muted'}, 'none'),
-        td({class: 'right', title: s.bucketsError || null}, s.bucketsError ? el('span', {class: 'err'}, '?') : s.buckets ?? '…'),
-        td({class: 'right', title: s.firingsError || (s.lastFiring ? 'last ' + s.lastFiring : null)}, s.firingsError ? el('span', {class: 'err'}, '?') : s.firings ?? '…'),
+        td({class: 'right'}, s.live_buckets ?? '…'),
+        td({class: 'right', title: s.last_firing ? 'last ' + fmtTime(s.last_firing) : null}, firings),
         r.origin || '—',
         when(r.updated),
         [r.error ? el('div', {class: 'err'}, '⚠ ', r.error) : null, r.warning ? el('div', {class: 'warn'}, r.warning) : null]);
     }),
     'No triggers. Serve a flow with triggers, or PUT /api/triggers/{id}.'));
   const refresh = ctx.poll(async () => {
-    records = await api('/api/triggers');
-    if (!ctx.alive) return;
-    draw();
-    await mapLimit(records, 6, async (r) => { stats.set(r.id, await triggerStats(r.id)); });
+    records = await api('/api/triggers?stats=true');
     if (ctx.alive) draw();
   });
 }
@@ -1062,24 +1033,6 @@ function liveTail(filter, onEvent, onStatus) {
 
 // ---------------------------------------------------------------- page: deployments and workers
 
-/** Workers and what they hold. There is no GET /api/workers yet: this derives them from the
- *  runs that are Running (each names its worker). When the endpoint exists, fetch it here and
- *  merge its entries (idle workers, last heartbeat, deployments served) into the same shape:
- *  [{name, runs: [run], deployments: [name], started, lease}]. */
-async function loadWorkers(runningRuns) {
-  const byWorker = new Map();
-  for (const r of runningRuns) {
-    const name = r.worker || '(unknown worker)';
-    if (!byWorker.has(name)) byWorker.set(name, {name, runs: [], deployments: new Set(), started: null, lease: null});
-    const w = byWorker.get(name);
-    w.runs.push(r);
-    w.deployments.add(r.deployment);
-    if (r.started && (!w.started || r.started < w.started)) w.started = r.started;
-    if (r.lease_expires && (!w.lease || r.lease_expires < w.lease)) w.lease = r.lease_expires;
-  }
-  return [...byWorker.values()].map((w) => ({...w, deployments: [...w.deployments].sort()})).sort((a, b) => a.name.localeCompare(b.name));
-}
-
 function deploymentSettings(d) {
   const rows = [];
   const add = (k, v) => rows.push(el('dt', null, k), el('dd', null, v));
@@ -1098,22 +1051,24 @@ function deploymentSettings(d) {
 function deploymentsPage(ctx) {
   const workersBox = el('div'), depBox = el('div');
   main.append(el('div', {class: 'head'}, el('h1', null, 'Deployments and workers')),
-    el('h2', null, 'Workers holding runs'), el('p', {class: 'muted small'}, 'Workers with Running runs now (idle workers are not listed yet).'), workersBox,
+    el('h2', null, 'Workers'),
+    el('p', {class: 'muted small'}, 'Workers heard from in the last hour. Online: it claimed, heartbeat or reported within its lease and claim wait.'),
+    workersBox,
     el('h2', null, 'Deployments'), depBox);
   ctx.poll(async () => {
-    const [deployments, triggers, running, scheduled] = await Promise.all([
+    const [deployments, triggers, running, scheduled, workers] = await Promise.all([
       api('/api/deployments'), api('/api/triggers'),
-      api('/api/runs?state=Running&limit=1000'), api('/api/runs?state=Scheduled&limit=1000')]);
-    const workers = await loadWorkers(running);
+      api('/api/runs?state=Running&limit=1000'), api('/api/runs?state=Scheduled&limit=1000'), api('/api/workers')]);
     if (!ctx.alive) return;
-    const now = serverNow();
-    swap(workersBox, table(['Worker', 'Runs', 'Deployments', 'Oldest started', 'Next lease expiry'],
+    swap(workersBox, table(['Worker', 'State', 'Deployments', 'Running / slots', 'Last heard', 'Last claim', 'First seen'],
       workers.map((w) => tr(el('span', {class: 'mono'}, w.name),
-        [el('strong', null, w.runs.length), ' ', w.runs.slice(0, 8).map((r) => [runLink(r.id), ' ']), w.runs.length > 8 ? '…' : null],
-        w.deployments.map((d) => el('div', {class: 'mono'}, d)),
-        when(w.started, {rel: true}),
-        w.lease ? [when(w.lease, {rel: true}), Date.parse(w.lease) < now ? [' ', pill('lapsed', 'warning')] : null] : '—')),
-      'No worker is running anything right now.'));
+        pill(w.state),
+        w.deployments.length ? w.deployments.map((d) => el('div', {class: 'mono'}, d)) : el('span', {class: 'muted'}, 'not claimed yet'),
+        [el('strong', null, `${w.running.length} / ${w.slots ?? '?'}`), ' ', w.running.slice(0, 8).map((id) => [runLink(id), ' ']), w.running.length > 8 ? '…' : null],
+        when(w.last_seen, {rel: true}),
+        w.last_claim ? when(w.last_claim, {rel: true}) : '—',
+        when(w.first_seen, {rel: true}))),
+      'No worker has been heard from in the last hour. Serve a flow (see the quickstart).'));
     const count = (list, name) => { const n = list.filter((r) => r.deployment === name).length; return n + (list.length >= 1000 && n ? '+' : ''); };
     const byDeployment = new Map();
     for (const t of triggers) if (t.deployment) (byDeployment.get(t.deployment) || byDeployment.set(t.deployment, []).get(t.deployment)).push(t);
@@ -1121,7 +1076,7 @@ function deploymentsPage(ctx) {
     const orphans = [...byDeployment.keys()].filter((n) => !known.has(n)).sort();
     swap(depBox, deployments.length ? el('div', {class: 'cards'}, deployments.map((d) => {
       const ts = byDeployment.get(d.name) || [];
-      const holders = workers.filter((w) => w.deployments.includes(d.name)).map((w) => w.name);
+      const serving = workers.filter((w) => w.deployments.includes(d.name));
       return el('div', {class: 'panel'},
         el('div', {class: 'head'}, el('h3', {class: 'mono'}, d.name), el('span', {class: 'spacer'}),
           ['Scheduled', 'Running'].map((s) => {
@@ -1134,7 +1089,9 @@ function deploymentsPage(ctx) {
           el('span', {class: 'muted small mono'}, describeTrigger(t.trigger || {})), t.error ? el('span', {class: 'err small'}, ' ⚠ ' + t.error) : null))
           : el('p', {class: 'muted small'}, 'No triggers: runs only by hand.'),
         el('h3', null, 'Workers'),
-        el('p', {class: 'small'}, holders.length ? holders.map((h, i) => [i ? ', ' : '', el('span', {class: 'mono'}, h)]) : el('span', {class: 'muted'}, 'none running its runs now')));
+        el('p', {class: 'small'}, serving.length
+          ? serving.map((w, i) => [i ? ', ' : '', el('span', {class: 'mono'}, w.name), ' ', pill(w.state)])
+          : el('span', {class: 'muted'}, 'no worker has served it in the last hour: its runs wait')));
     })) : el('p', {class: 'muted'}, 'No deployments. Serve a flow, or POST /api/deployments.'),
     orphans.length ? el('p', {class: 'warn'}, 'Triggers name deployments that do not exist: ', orphans.join(', ')) : null);
   });

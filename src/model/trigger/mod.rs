@@ -21,6 +21,14 @@ use super::time::Span;
 pub(crate) use schema::with_flat_form;
 use schema::{compound_trigger_schema, definition_schema, event_trigger_schema, sequence_trigger_schema, Seconds};
 
+/// Fields that mark a definition as Prefect's flat form (the trigger's fields beside `id`).
+const FLAT_FORM_MARKS: &[&str] =
+    &["type", "match", "match_related", "after", "expect", "for_each", "posture", "threshold", "within", "triggers"];
+
+/// Prefect's deployment-trigger fields that the flat form may carry: accepted and ignored.
+const IGNORED_DEPLOYMENT_TRIGGER_FIELDS: &[&str] =
+    &["job_variables", "schedule_after", "tags", "actions_on_trigger", "actions_on_resolve"];
+
 /// Prefect's minimum `within` for proactive triggers; `0` becomes this.
 pub const PROACTIVE_MIN_WITHIN: Span = Span::seconds(10);
 
@@ -80,6 +88,26 @@ pub struct TriggerRecord {
     /// deployment. Unknown for triggers stored before this was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<TriggerOrigin>,
+    /// Set in answers when asked for (`GET /api/triggers?stats=true`), not stored: what it
+    /// does now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<TriggerStats>,
+}
+
+/// What a trigger does now: its live buckets and its firings in the last hour.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriggerStats {
+    /// Live `for_each` buckets (counted every second).
+    pub live_buckets: u64,
+    /// Firings in the hour before the answer (by their processing time, `triggered`).
+    pub firings_last_hour: u64,
+    /// True when the hour held more firings (of every trigger) than one answer reads
+    /// (100,000): `firings_last_hour` is then a lower bound.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub firings_partial: bool,
+    /// Its latest firing's processing time, within the hour.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_firing: Option<super::time::Timestamp>,
 }
 
 /// Who installed a trigger: serving a deployment replaces the triggers its workers

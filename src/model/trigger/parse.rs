@@ -131,7 +131,7 @@ impl TriggerDefinition {
             let t = Trigger::from_json(inner, &p, fields.problems);
             fields.finish();
             t
-        } else if !FLAT_TRIGGER_FIELDS.iter().any(|k| object.contains_key(*k)) {
+        } else if !super::FLAT_FORM_MARKS.iter().any(|k| object.contains_key(*k)) {
             // Without a trigger the definition would match every event, its own runs' events
             // included: a cascade of runs from one event.
             fields.problem_here(
@@ -142,7 +142,7 @@ impl TriggerDefinition {
         } else {
             // Prefect's flat DeploymentTrigger form: these fields belong to the deployment
             // trigger and have no effect here.
-            for ignored in ["job_variables", "schedule_after", "tags", "actions_on_trigger", "actions_on_resolve"] {
+            for &ignored in super::IGNORED_DEPLOYMENT_TRIGGER_FIELDS {
                 fields.take(ignored);
             }
             let remaining = fields.remaining();
@@ -160,10 +160,6 @@ impl TriggerDefinition {
         })
     }
 }
-
-/// Fields that mark a definition as Prefect's flat form (the trigger's fields beside `id`).
-const FLAT_TRIGGER_FIELDS: &[&str] =
-    &["type", "match", "match_related", "after", "expect", "for_each", "posture", "threshold", "within", "triggers"];
 
 impl Trigger {
     /// Reads a trigger (`event`, `compound` or `sequence`), reporting problems into `problems`.

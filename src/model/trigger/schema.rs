@@ -166,7 +166,7 @@ pub(crate) fn with_flat_form(mut root: Value) -> Value {
     nested.insert("anyOf".into(), id_or_name.clone());
     let mut definition = nested.get("properties").and_then(Value::as_object).cloned().unwrap_or_default();
     definition.remove("trigger");
-    for ignored in ["job_variables", "schedule_after", "tags", "actions_on_trigger", "actions_on_resolve"] {
+    for &ignored in super::IGNORED_DEPLOYMENT_TRIGGER_FIELDS {
         definition.insert(
             ignored.to_owned(),
             serde_json::json!({"description": "Prefect's deployment-trigger field: accepted and ignored."}),
@@ -189,12 +189,11 @@ pub(crate) fn with_flat_form(mut root: Value) -> Value {
             }
             None => {
                 // An event trigger has no required member: one of its own marks the form.
-                let marks: Vec<Value> =
-                    ["type", "match", "match_related", "after", "expect", "for_each", "posture", "threshold", "within"]
-                        .iter()
-                        .filter(|m| properties.contains_key(**m))
-                        .map(|m| serde_json::json!({"required": [m]}))
-                        .collect();
+                let marks: Vec<Value> = super::FLAT_FORM_MARKS
+                    .iter()
+                    .filter(|m| properties.contains_key(**m))
+                    .map(|m| serde_json::json!({"required": [m]}))
+                    .collect();
                 all_of.push(serde_json::json!({"anyOf": marks}));
             }
         }

@@ -48,6 +48,7 @@ impl Core {
             definition,
             error: None,
             warning: None,
+            stats: None,
             origin: Some(TriggerOrigin::Api),
         };
         tx.put_trigger(&record)?;
@@ -181,6 +182,7 @@ impl Core {
                 definition,
                 error: None,
                 warning: None,
+                stats: None,
                 origin: Some(TriggerOrigin::Worker),
             };
             tx.put_trigger(&record)?;
