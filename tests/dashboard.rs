@@ -1,8 +1,8 @@
 //! The dashboard in a real headless browser (Chromium, driven over the DevTools protocol): the
 //! order example against a server with auth on. The page asks for a key; then it shows the
 //! trigger, the open bucket for 456 saying why it has not fired, the run for 123 with its log,
-//! the worker serving the deployment, and the live tail receiving a new event. Screenshots of
-//! each page are written to `target/tmp/dashboard-*.png`.
+//! the worker serving the deployment, a compound trigger's progress, and the live tail
+//! receiving a new event. Screenshots of each page are written to `target/tmp/dashboard-*.png`.
 //!
 //! It needs Chromium: `TRIPWIRE_CHROMIUM`, or `chromium` on the PATH (Debian's package;
 //! `.ci/run` installs it when it is missing). It fails, saying so, without one.
@@ -199,6 +199,7 @@ impl Drop for Example {
 async fn the_dashboard_explains_the_order_example_and_tails_events_live() {
     let data = temp_dir("dashboard");
     let (read, worker, emit) = (make_key(&data, "read"), make_key(&data, "worker"), make_key(&data, "emit"));
+    let admin = make_key(&data, "admin");
     let server = Server::start(&data);
     let _worker = Example::start("post_order_complete", &server.api, &worker);
     let http = reqwest::Client::new();
@@ -248,6 +249,19 @@ async fn the_dashboard_explains_the_order_example_and_tails_events_live() {
     browser.goto(&format!("{origin}/#/runs/{}", run["id"].as_str().unwrap())).await;
     browser.wait_for_text(&["User 123 has completed an order -- doing stuff now", "Completed", "order-complete"]).await;
     browser.screenshot("run", 900).await;
+
+    // A compound trigger's progress: one child fired and counts, the other not yet.
+    let both = json!({"trigger": {"type": "compound", "require": "all", "within": 600,
+        "triggers": [{"expect": ["payment.received"]}, {"expect": ["invoice.sent"]}]}});
+    let put = http.put(format!("{}/triggers/paid-and-invoiced", server.api)).bearer_auth(&admin).json(&both);
+    assert_eq!(put.send().await.unwrap().status(), 201);
+    let paid = json!({"event": "payment.received", "resource": {"prefect.resource.id": "inv-9"}});
+    let sent = http.post(format!("{}/events", server.api)).bearer_auth(&emit).json(&paid).send().await.unwrap();
+    assert_eq!(sent.status(), 200);
+    browser.goto(&format!("{origin}/#/triggers/paid-and-invoiced")).await;
+    let text = browser.wait_for_text(&["Progress", "1 of 2 needed", "counting", "not yet"]).await;
+    assert!(text.contains("within 10 min"), "{text}");
+    browser.screenshot("compound", 700).await;
 
     // The worker serving the deployment: online, with its slots, holding nothing now.
     let workers: Value =

@@ -54,6 +54,43 @@ async fn the_order_example_over_http_gives_one_run_for_user_123() {
 }
 
 #[tokio::test]
+async fn the_buckets_view_shows_a_compound_triggers_progress() {
+    let data = temp_dir("compound-progress");
+    let server = Server::start(&data);
+    let http = Http::new(&server.api);
+    let both = json!({"id": "both", "trigger": {"type": "compound", "require": "all", "within": 60,
+        "triggers": [{"expect": ["a"]}, {"expect": ["b"]}]}});
+    assert_eq!(http.put("/triggers/both", both).await.0, 201);
+    let (_, page) = http.get("/triggers/both/buckets").await;
+    let c = &page["composites"][0];
+    assert_eq!(
+        (&c["node"], &c["kind"], &c["required"], &c["within"]),
+        (&json!(0), &json!("compound"), &json!(2), &json!(60.0))
+    );
+    assert_eq!(
+        (&c["counting"], &c["children"]),
+        (&json!(0), &json!([{"node": 1, "fired": null}, {"node": 2, "fired": null}]))
+    );
+
+    let event = |name: &str| json!({"event": name, "resource": {"prefect.resource.id": "x"}});
+    assert_eq!(http.post("/events", event("a")).await.0, 200);
+    let (_, page) = http.get("/triggers/both/buckets").await;
+    let c = &page["composites"][0];
+    assert_eq!(c["counting"], 1, "{page}");
+    let a = &c["children"][0];
+    assert!(a["fired"].is_string() && a["counts_until"].is_string() && a["expired"] == false, "{page}");
+    assert_eq!((a["events"].as_array().map(Vec::len), &c["children"][1]["fired"]), (Some(1), &Value::Null));
+
+    // The second child completes it: the firing is recorded and the progress starts over.
+    assert_eq!(http.post("/events", event("b")).await.0, 200);
+    let (_, firings) = http.get("/triggers/both/firings").await;
+    assert_eq!(firings.as_array().map(Vec::len), Some(1), "{firings}");
+    let (_, page) = http.get("/triggers/both/buckets").await;
+    assert_eq!(page["composites"][0]["counting"], 0, "{page}");
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+#[tokio::test]
 async fn events_routes_accept_deduplicate_filter_and_page() {
     let data = temp_dir("events");
     let server = Server::start(&data);
@@ -367,14 +404,43 @@ async fn the_openapi_document_lists_every_route() {
         "/api/runs/{id}/logs",
         "/api/filters",
         "/api/filters/{id}",
+        "/api/workers",
         "/api/health",
         "/api/admin/version",
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} missing");
     }
-    for component in ["TriggerDefinition", "ClaimRequest", "HeartbeatReply", "TriggerSync", "LogBatch"] {
+    for component in ["TriggerDefinition", "ClaimRequest", "HeartbeatReply", "TriggerSync", "LogBatch", "WorkerStatus"]
+    {
         assert!(doc["components"]["schemas"][component].is_object(), "{component} missing");
     }
+    // Every link leads to an operation of the document, naming one of its parameters.
+    let mut links = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap().iter().filter(|(_, op)| op.get("responses").is_some()) {
+            for (status, response) in op["responses"].as_object().unwrap() {
+                for (name, link) in response.get("links").and_then(Value::as_object).into_iter().flatten() {
+                    let at = format!("{method} {path} {status} link {name}");
+                    let target = doc.pointer(link["operationRef"].as_str().unwrap().trim_start_matches('#'));
+                    let target =
+                        target.unwrap_or_else(|| panic!("{at}: {} is not in the document", link["operationRef"]));
+                    // The operation's own parameters, and those of its path.
+                    let target_path =
+                        link["operationRef"].as_str().unwrap().split('/').nth(2).unwrap().replace("~1", "/");
+                    let parameters: Vec<&Value> = [&target["parameters"], &doc["paths"][&target_path]["parameters"]]
+                        .into_iter()
+                        .filter_map(Value::as_array)
+                        .flatten()
+                        .collect();
+                    for parameter in link["parameters"].as_object().unwrap().keys() {
+                        assert!(parameters.iter().any(|p| p["name"] == *parameter), "{at}: no `{parameter}`");
+                    }
+                    links += 1;
+                }
+            }
+        }
+    }
+    assert!(links >= 20, "the creating answers link to what takes their ids: {links}");
     let _ = std::fs::remove_dir_all(&data);
 }
 

@@ -55,7 +55,8 @@ use crate::model::{Event, Firing};
 
 use self::bucket::{BucketFiring, Buckets};
 use self::compile::{NodeId, NodeKind};
-use self::composite::{ChildFiring, ChildFirings};
+pub use self::composite::ChildFiring;
+use self::composite::ChildFirings;
 use self::index::{NameIndex, NodeRef};
 use self::ordering::Ordering;
 
@@ -803,7 +804,28 @@ impl Engine {
             })
             .collect();
         let next = if more { buckets.last().map(|b| (b.node, b.key.clone())) } else { None };
-        Some(BucketPage { definition: s.compiled.clone(), buckets, next })
+        let composites = s
+            .compiled
+            .nodes
+            .iter()
+            .zip(&s.nodes)
+            .enumerate()
+            .filter_map(|(node, (compiled, state))| {
+                let (NodeKind::Composite(c), NodeState::Composite(kept)) = (&compiled.kind, state) else { return None };
+                let mut children = kept.0.clone();
+                children.resize(c.children.len(), None);
+                Some(CompositeView {
+                    node,
+                    children: c.children.clone(),
+                    sequence: c.sequence,
+                    required: c.required,
+                    within: c.within,
+                    fired: children,
+                    clock,
+                })
+            })
+            .collect();
+        Some(BucketPage { definition: s.compiled.clone(), buckets, next, composites })
     }
 
     /// Physically drops buckets the sweep has deleted (they are already invisible).
@@ -880,6 +902,29 @@ pub struct BucketPage {
     pub buckets: Vec<BucketView>,
     /// Where the next page starts, when there is one.
     pub next: Option<(usize, BucketKey)>,
+    /// Each compound and sequence trigger's progress.
+    pub composites: Vec<CompositeView>,
+}
+
+/// A compound or sequence trigger's progress: the latest firing it keeps of each child
+/// (Prefect keeps one per child, and forgets those older than `within` at the next child
+/// firing).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompositeView {
+    /// The composite inside the definition (0 is the root).
+    pub node: usize,
+    /// Its children's nodes, in declaration order.
+    pub children: Vec<usize>,
+    /// A sequence (children in order) or a compound.
+    pub sequence: bool,
+    /// Child firings needed (with `1`, any child's firing fires it and nothing is kept).
+    pub required: usize,
+    /// Child firings older than this (processing time) no longer count.
+    pub within: Option<Span>,
+    /// The kept firing of each child, by position.
+    pub fired: Vec<Option<ChildFiring>>,
+    /// The engine's clock when it was read.
+    pub clock: Timestamp,
 }
 
 /// Where a bucket's window stands.

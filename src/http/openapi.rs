@@ -117,7 +117,11 @@ struct Op {
     statuses: Vec<u16>,
     open: bool,
     more: Vec<(&'static str, Value)>,
+    links: Vec<(&'static str, &'static str, Value)>,
 }
+
+/// A link's target: `(name, path, method, parameter, runtime expression)`.
+type Link = (&'static str, &'static str, &'static str, &'static str, &'static str);
 
 impl Op {
     fn new(summary: &'static str, status: &'static str, description: &str, schema: Option<Value>) -> Op {
@@ -133,6 +137,7 @@ impl Op {
             statuses: Vec::new(),
             open: false,
             more: Vec::new(),
+            links: Vec::new(),
         }
     }
 
@@ -173,6 +178,16 @@ impl Op {
         self
     }
 
+    /// OpenAPI links from the answer with `status` to the operations that take what it returns,
+    /// so that a stateful test (schemathesis) goes on with a real id.
+    fn links(mut self, status: &'static str, links: &[Link]) -> Op {
+        for &(name, path, method, parameter, expression) in links {
+            let target = format!("#/paths/{}/{method}", path.replace('~', "~0").replace('/', "~1"));
+            self.links.push((status, name, json!({"operationRef": target, "parameters": {parameter: expression}})));
+        }
+        self
+    }
+
     fn errors(mut self, statuses: &[u16]) -> Op {
         self.statuses.extend(statuses);
         self
@@ -189,6 +204,11 @@ impl Op {
         responses.insert(self.success.0.to_owned(), self.success.1);
         for (status, response) in self.more {
             responses.insert(status.to_owned(), response);
+        }
+        for (status, name, link) in self.links {
+            if let Some(response) = responses.get_mut(status) {
+                response["links"][name] = link;
+            }
         }
         let mut statuses = self.statuses;
         statuses.extend(if self.open { &[403, 408, 500, 503][..] } else { &[401, 403, 408, 500, 503][..] });
@@ -343,7 +363,8 @@ pub fn document() -> Value {
                          ("related", json!({"type": "string"})), ("since", time()), ("until", time()), ("limit", limit(1000)),
                          ("page", cursor())]).build()
         },
-        "/api/events/filter": {"post": Op::new("Prefect's event filter (an empty body: every event)", "200", "A page", Some(event_page.clone())).body(filter_request, false).build()},
+        "/api/events/filter": {"post": Op::new("Prefect's event filter (an empty body: every event)", "200", "A page", Some(event_page.clone())).body(filter_request, false)
+            .links("200", &[("Next", "/api/events/filter/next", "get", "page-token", "$response.body#/next_page")]).build()},
         "/api/events/filter/next": {"get": Op::new("The next page of a filter (403 for a token this server did not issue, as Prefect answers)", "200", "A page", Some(event_page))
             .required("page-token", json!({"type": "string"})).build()},
         "/api/firings": {"get": Op::new("Firings, newest first: what fired, when, with which parameters, or why no run was created (`page`: the previous answer's `next_page`)", "200", "A page",
@@ -352,7 +373,12 @@ pub fn document() -> Value {
         "/api/triggers": {
             "get": Op::new("Trigger definitions (`stats=true`: with each one's live buckets and firings in the last hour)", "200", "All", Some(list("TriggerRecord")))
                 .query(&[("stats", json!({"type": "boolean"}))]).build(),
-            "post": Op::new("Create a definition", "201", "The stored definition", record.clone()).body(reference("TriggerDefinition"), true).errors(&[409]).build()
+            "post": Op::new("Create a definition", "201", "The stored definition", record.clone()).body(reference("TriggerDefinition"), true).errors(&[409])
+                .links("201", &[("Show", "/api/triggers/{id}", "get", "id", "$response.body#/id"),
+                                ("Buckets", "/api/triggers/{id}/buckets", "get", "id", "$response.body#/id"),
+                                ("Firings", "/api/triggers/{id}/firings", "get", "id", "$response.body#/id"),
+                                ("Enable", "/api/triggers/{id}", "patch", "id", "$response.body#/id"),
+                                ("Delete", "/api/triggers/{id}", "delete", "id", "$response.body#/id")]).build()
         },
         "/api/triggers/{id}": {
             "parameters": path("id", trigger_id.clone()),
@@ -377,7 +403,10 @@ pub fn document() -> Value {
         },
         "/api/deployments": {
             "get": Op::new("Deployments", "200", "All", Some(list("Deployment"))).build(),
-            "post": Op::new("Create a deployment", "201", "Created", Some(reference("Deployment"))).body(reference("Deployment"), true).errors(&[409]).build()
+            "post": Op::new("Create a deployment", "201", "Created", Some(reference("Deployment"))).body(reference("Deployment"), true).errors(&[409])
+                .links("201", &[("Show", "/api/deployments/{name}", "get", "name", "$response.body#/name"),
+                                ("CreateRun", "/api/deployments/{name}/runs", "post", "name", "$response.body#/name"),
+                                ("Triggers", "/api/deployments/{name}/triggers", "put", "name", "$response.body#/name")]).build()
         },
         "/api/deployments/{name}": {
             "parameters": path("name", deployment_name.clone()),
@@ -388,7 +417,13 @@ pub fn document() -> Value {
         },
         "/api/deployments/{name}/runs": {
             "parameters": path("name", deployment_name.clone()),
-            "post": Op::new("Create a run by hand (an empty body: no parameters)", "201", "The run", Some(reference("Run"))).body(new_run, false).errors(&[404, 409]).build()
+            "post": Op::new("Create a run by hand (an empty body: no parameters)", "201", "The run", Some(reference("Run"))).body(new_run, false).errors(&[404, 409])
+                .links("201", &[("Show", "/api/runs/{id}", "get", "id", "$response.body#/id"),
+                                ("Cancel", "/api/runs/{id}/cancel", "post", "id", "$response.body#/id"),
+                                ("Heartbeat", "/api/runs/{id}/heartbeat", "post", "id", "$response.body#/id"),
+                                ("Complete", "/api/runs/{id}/complete", "post", "id", "$response.body#/id"),
+                                ("Fail", "/api/runs/{id}/fail", "post", "id", "$response.body#/id"),
+                                ("Logs", "/api/runs/{id}/logs", "get", "id", "$response.body#/id")]).build()
         },
         "/api/deployments/{name}/triggers": {
             "parameters": path("name", deployment_name),
@@ -399,7 +434,11 @@ pub fn document() -> Value {
         "/api/runs": {"get": Op::new("Runs, newest first", "200", "Runs", Some(list("Run")))
             .query(&[("deployment", json!({"type": "string"})), ("state", json!({"type": "string", "enum": ["Scheduled", "Running", "Completed", "Failed", "Cancelled"]})), ("limit", limit(1000))]).build()},
         "/api/runs/claim": {"post": Op::new("Worker: claim ready runs of its deployments (long-poll), leased to it", "200", "Claimed runs with their triggering events", Some(list("ClaimedRun")))
-            .body(reference("ClaimRequest"), true).build()},
+            .body(reference("ClaimRequest"), true)
+            .links("200", &[("Heartbeat", "/api/runs/{id}/heartbeat", "post", "id", "$response.body#/0/run/id"),
+                            ("Complete", "/api/runs/{id}/complete", "post", "id", "$response.body#/0/run/id"),
+                            ("Fail", "/api/runs/{id}/fail", "post", "id", "$response.body#/0/run/id"),
+                            ("AppendLogs", "/api/runs/{id}/logs", "post", "id", "$response.body#/0/run/id")]).build()},
         "/api/runs/{id}": {"parameters": path("id", uuid()), "get": Op::new("One run", "200", "It", Some(reference("Run"))).errors(&[400, 404]).build()},
         "/api/runs/{id}/heartbeat": {"parameters": path("id", uuid()), "post": Op::new("Worker: extend the lease; `cancel` says to stop", "200", "The run and whether to cancel it", Some(reference("HeartbeatReply")))
             .body(reference("Heartbeat"), true).errors(&[404, 409]).build()},
@@ -419,7 +458,9 @@ pub fn document() -> Value {
         "/api/workers": {"get": Op::new("Workers heard from in the last hour, online first: what each serves, its slots, the runs it holds", "200", "Workers", Some(list("WorkerStatus"))).build()},
         "/api/filters": {
             "get": Op::new("Scope filters", "200", "Filters", Some(list("ScopeFilter"))).query(&[("deployment", json!({"type": "string"})), ("scope", json!({"type": "string"}))]).build(),
-            "post": Op::new("Create a scope filter", "201", "Created", Some(reference("ScopeFilter"))).body(new_filter, true).errors(&[404, 409]).build()
+            "post": Op::new("Create a scope filter", "201", "Created", Some(reference("ScopeFilter"))).body(new_filter, true).errors(&[404, 409])
+                .links("201", &[("Show", "/api/filters/{id}", "get", "id", "$response.body#/id"),
+                                ("Delete", "/api/filters/{id}", "delete", "id", "$response.body#/id")]).build()
         },
         "/api/filters/{id}": {
             "parameters": path("id", uuid()),

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::engine::compile::NodeKind;
-use crate::engine::{BucketKey, BucketQuery, BucketView};
+use crate::engine::{BucketKey, BucketQuery, BucketView, CompositeView};
 use crate::model::{
     Deployment, Event, Firing, JsonPath, LogLine, Problems, Run, ScopeFilter, Span, Timestamp, TriggerRecord,
     TriggerStats,
@@ -49,6 +49,11 @@ pub struct BucketsPage {
     pub buckets: Vec<Value>,
     /// The cursor of the next page (`after=`), when there is one.
     pub next: Option<String>,
+    /// Each compound and sequence trigger's progress, on the first page: which children
+    /// fired (the latest firing kept of each), how many are needed, and until when each
+    /// counts.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub composites: Vec<Value>,
 }
 
 /// A page of a run's log.
@@ -246,9 +251,10 @@ impl Service {
                 }
             },
         };
+        let first_page = after.is_none();
         let query = BucketQuery { key, after, limit };
         let Some(page) = self.bucket_page(id.clone(), query).await? else {
-            return Ok(BucketsPage { trigger: id, buckets: Vec::new(), next: None });
+            return Ok(BucketsPage { trigger: id, buckets: Vec::new(), next: None, composites: Vec::new() });
         };
         let mut buckets = Vec::with_capacity(page.buckets.len());
         for chunk in page.buckets.chunks(EVIDENCE_CHUNK) {
@@ -261,7 +267,8 @@ impl Service {
             }
         }
         let next = page.next.map(|(node, key)| format!("{node}:{}", key.as_str()));
-        Ok(BucketsPage { trigger: id, buckets, next })
+        let composites = if first_page { page.composites.iter().map(progress).collect() } else { Vec::new() };
+        Ok(BucketsPage { trigger: id, buckets, next, composites })
     }
 
     /// Every deployment.
@@ -327,6 +334,39 @@ fn records_with_warnings(store: &Store, mut records: Vec<TriggerRecord>) -> Resu
 }
 
 /// One bucket as the explain view shows it, with its last event as evidence.
+/// A compound or sequence trigger's progress, for people: each child with its kept firing,
+/// when that firing stops counting, and whether it already has.
+fn progress(c: &CompositeView) -> Value {
+    let children: Vec<Value> = c
+        .children
+        .iter()
+        .zip(&c.fired)
+        .map(|(node, fired)| match fired {
+            None => json!({"node": node, "fired": null}),
+            Some(f) => {
+                let until = c.within.map(|w| f.triggered.plus(w));
+                json!({
+                    "node": node,
+                    "fired": f.triggered,
+                    "at": f.at,
+                    "events": f.events,
+                    "counts_until": until,
+                    "expired": until.is_some_and(|u| u < c.clock),
+                })
+            }
+        })
+        .collect();
+    let counting = c.fired.iter().flatten().filter(|f| c.within.is_none_or(|w| f.triggered.plus(w) >= c.clock)).count();
+    json!({
+        "node": c.node,
+        "kind": if c.sequence { "sequence" } else { "compound" },
+        "required": c.required,
+        "within": c.within.map(Span::as_secs_f64),
+        "counting": counting,
+        "children": children,
+    })
+}
+
 fn explained(b: &BucketView, event: Option<Event>, nodes: &[crate::engine::compile::Node]) -> Value {
     let evidence: Vec<Value> = event
         .map(Arc::new)

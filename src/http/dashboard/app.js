@@ -490,7 +490,7 @@ function triggersPage(ctx) {
 
 function triggerPage(ctx, id, query) {
   const base = `/api/triggers/${enc(id)}`;
-  const head = el('div'), buckets = el('div'), firings = el('div');
+  const head = el('div'), buckets = el('div'), firings = el('div'), progress = el('div');
   const keyInput = el('input', {type: 'search', class: 'wide', placeholder: 'a for_each value, e.g. 123', value: query.get('key') || '', 'data-key': 'bucket-key'});
   let cursors = [null]; // the `after` of each page seen; the last one is shown
   let record = null;
@@ -504,6 +504,7 @@ function triggerPage(ctx, id, query) {
   head.append(el('div', {class: 'head'}, el('h1', {class: 'mono'}, id)), el('p', {class: 'muted loading'}, 'Loading…'));
   main.append(head, rest);
   rest.append(
+    progress,
     el('h2', null, 'Live buckets'),
     el('p', {class: 'muted small'}, 'One per for_each value: where its window stands, what it counted, and the evidence it keeps. A trigger without buckets is waiting for its first event (or has fired and reset).'),
     el('form', {class: 'bar', onsubmit: (e) => { e.preventDefault(); setKeyFilter(keyInput.value.trim()); }},
@@ -565,6 +566,29 @@ function triggerPage(ctx, id, query) {
         el('button', {disabled: !pageData.next, 'data-key': 'next', onclick: () => { cursors.push(pageData.next); refresh(); }}, 'Next →')));
   };
 
+  /** Compound and sequence triggers: which children fired, and until when each counts. */
+  const drawProgress = (composites) => {
+    const nodes = triggerNodes(record ? record.trigger : null);
+    const nodePath = (n) => (nodes[n] ? nodes[n].path.replace(/^trigger\.?/, '') : '?') || 'the trigger';
+    swap(progress, composites.length ? [
+      el('h2', null, 'Progress'),
+      el('p', {class: 'muted small'}, 'A compound or sequence trigger keeps the latest firing of each child; it fires when enough children have fired within its window (a sequence: in order), then starts over.'),
+      composites.map((c) => {
+        const need = c.required <= 1 ? 'any child firing fires it (nothing is kept)'
+          : `${c.counting} of ${c.required} needed` + (c.kind === 'sequence' ? ', in order' : '');
+        return el('div', {class: 'panel'},
+          el('div', {class: 'head'}, el('h3', {class: 'mono'}, nodePath(c.node)), pill(c.kind), ' ',
+            el('span', null, need), ' ', el('span', {class: 'muted'}, c.within == null ? 'no time limit' : `within ${seconds(c.within)}`)),
+          table(['Child', 'Fired', 'Counts until', ''], c.children.map((k) => {
+            const child = nodes[k.node] ? nodes[k.node].trigger : {};
+            return tr([el('span', {class: 'muted mono small'}, nodePath(k.node) + ' '), el('span', {class: 'mono small'}, describeTrigger(child || {}))],
+              k.fired ? when(k.fired, {ms: true, rel: true}) : el('span', {class: 'muted'}, 'not yet'),
+              k.counts_until ? when(k.counts_until, {ms: true}) : '—',
+              k.fired ? pill(k.expired ? 'expired' : 'counting', k.expired ? 'warning' : 'open') : pill('waiting', 'zero'));
+          })));
+      })] : []);
+  };
+
   const drawFirings = (list) => swap(firings, table(['Fired', 'At', 'Bucket', 'Triggering events', 'Parameters / error', 'Run'],
     list.map((f) => tr(when(f.triggered, {ms: true, rel: true}), when(f.at, {ms: true}), labelsView(f.bucket),
       (f.triggering_events && f.triggering_events.length ? f.triggering_events : [f.triggering_event]).filter(Boolean)
@@ -585,7 +609,9 @@ function triggerPage(ctx, id, query) {
     if (after) q.set('after', after);
     if (keyInput.value.trim()) q.set('key', keyInput.value.trim());
     const b = await api(`${base}/buckets?${q}`);
-    if (ctx.alive) drawBuckets(b);
+    if (!ctx.alive) return;
+    if (!after) drawProgress(b.composites || []);
+    drawBuckets(b);
   });
 }
 
