@@ -22,7 +22,12 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into())).init();
+    // Warnings to stderr, coloured only on a terminal.
+    tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     let flow = Flow::new("post-order-complete", |_: FlowContext, params: OrderParams| async move {
         println!("User {} has completed an order -- doing stuff now", params.user_id);
         Ok(())

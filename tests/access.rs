@@ -165,6 +165,12 @@ async fn missing_wrong_and_malformed_credentials_get_401_naming_the_credential_a
         let secret = header.split(' ').nth(1).unwrap();
         assert!(!message.contains(secret), "the credential is echoed: {message}");
     }
+    // A scheme with nothing after it (a script whose key variable is empty) is no credential.
+    for header in ["Bearer ", "Bearer", "basic "] {
+        let (status, answer) = call(api, Some(header), Method::GET, "/triggers", None).await;
+        assert_eq!((status, answer["error"]["code"].as_str()), (401, Some("unauthorized")), "{header:?}: {answer}");
+        assert!(answer["error"]["message"].as_str().unwrap().contains("requires credentials"), "{header:?}: {answer}");
+    }
     // The auth string is an administrator; the admin key too.
     assert_eq!(call(api, Some(&basic("alice:s3cret")), Method::GET, "/admin/keys", None).await.0, 200);
     assert_eq!(call(api, Some(&bearer(&admin)), Method::GET, "/admin/keys", None).await.0, 200);
@@ -180,6 +186,53 @@ async fn missing_wrong_and_malformed_credentials_get_401_naming_the_credential_a
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.code() == Some(1) && stderr.contains("not one of this server's keys"), "{stderr}");
     assert!(!stderr.contains(&wrong), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_auth_off_credentials_are_not_read_and_the_first_key_must_be_an_admin_key() {
+    let data = temp_dir("access-off");
+    let server = Server::start(&data);
+    let api = &server.api;
+    // The README's curl alias with TRIPWIRE_API_KEY unset sends `Bearer ` and nothing else.
+    for header in ["Bearer ", "Bearer tw_not_a_key", "Token abc", "Basic !!!"] {
+        assert_eq!(call(api, Some(header), Method::GET, "/triggers", None).await.0, 200, "{header}");
+    }
+    // A first key of any other role would turn auth on and leave nobody able to manage keys.
+    let (status, answer) =
+        call(api, None, Method::POST, "/admin/keys", Some(json!({"name": "checkout", "role": "emit"}))).await;
+    assert_eq!(status, 422, "{answer}");
+    let problem = &answer["error"]["problems"][0];
+    assert_eq!(problem["path"], "$.role", "{answer}");
+    assert!(problem["message"].as_str().unwrap().contains("the first key must be an `admin` key"), "{answer}");
+    assert_eq!(call(api, None, Method::GET, "/triggers", None).await.0, 200, "auth is still off");
+    let (status, created) =
+        call(api, None, Method::POST, "/admin/keys", Some(json!({"name": "ops", "role": "admin"}))).await;
+    assert_eq!(status, 201, "{created}");
+    let admin = created["token"].as_str().unwrap().to_owned();
+    let said = |server: &Server| server.logs().iter().any(|l| l.contains("auth is on from now"));
+    for _ in 0..100 {
+        if said(&server) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(said(&server), "the server says so: {:?}", server.logs());
+    // Now auth is on: no key, 401 (and a refused request of events is counted as refused);
+    // the admin makes the emit key.
+    let event = json!({"event": "x", "resource": {"prefect.resource.id": "1"}});
+    assert_eq!(call(api, None, Method::POST, "/events", Some(event)).await.0, 401);
+    let (_, metrics) = call(&api.replace("/api", ""), Some(&bearer(&admin)), Method::GET, "/metrics", None).await;
+    let metrics = metrics.as_str().unwrap_or_default().to_owned();
+    assert!(metrics.contains("tripwire_events_rejected_total{reason=\"unauthorized\"} 1"), "{metrics}");
+    let (status, _) = call(
+        api,
+        Some(&bearer(&admin)),
+        Method::POST,
+        "/admin/keys",
+        Some(json!({"name": "checkout", "role": "emit"})),
+    )
+    .await;
+    assert_eq!(status, 201);
 }
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;

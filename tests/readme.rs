@@ -6,7 +6,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{temp_dir, Http, Server};
+use common::{temp_dir, Server};
 use serde_json::{json, Value};
 
 const README: &str = include_str!("../README.md");
@@ -18,15 +18,21 @@ fn block_after(heading: &str) -> &'static str {
     README[start..].split("```sh\n").nth(1).unwrap().split("\n```").next().unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_curl_session_runs_as_written_with_auth_on_beside_the_quickstart() {
+/// Runs the README's curl session as written against a server beside the quickstart's
+/// trigger, with `TRIPWIRE_API_KEY` set to an admin key (auth on) or unset (auth off).
+async fn curl_session(auth: bool) {
     let data = temp_dir("readme-curl");
-    let out =
-        Command::new(BIN).args(["keys", "create", "--role", "admin", "--name", "me", "--data"]).arg(&*data).output();
-    let key = String::from_utf8(out.unwrap().stdout).unwrap().trim().to_owned();
+    let key = if auth {
+        let out = Command::new(BIN)
+            .args(["keys", "create", "--role", "admin", "--name", "me", "--data"])
+            .arg(&*data)
+            .output();
+        String::from_utf8(out.unwrap().stdout).unwrap().trim().to_owned()
+    } else {
+        String::new()
+    };
     let server = Server::start(&data);
     // The quickstart's trigger, as its worker registers it: the session must not fire it.
-    let http = Http::new(&server.api);
     let quickstart = json!({"id": "order-complete", "trigger": {"after": ["order.created"],
         "expect": ["order.complete"], "for_each": ["prefect.resource.id"]}, "deployment": "post-order-complete"});
     let admin = reqwest::Client::new();
@@ -35,10 +41,22 @@ async fn the_curl_session_runs_as_written_with_auth_on_beside_the_quickstart() {
 
     let session = block_after("A session with curl").replace("http://127.0.0.1:4200/api", &server.api);
     let script = format!("shopt -s expand_aliases\nset -e\n{session}\n");
-    let out = Command::new("bash").arg("-c").arg(&script).env("TRIPWIRE_API_KEY", &key).output().unwrap();
+    let mut bash = Command::new("bash");
+    bash.arg("-c").arg(&script);
+    if auth {
+        bash.env("TRIPWIRE_API_KEY", &key);
+    } else {
+        bash.env_remove("TRIPWIRE_API_KEY");
+    }
+    let out = bash.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "the session failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(!stdout.contains("\"error\""), "a command of the session was refused:\n{stdout}");
+    // Its last command shows inv-2's window, still open.
+    let last = stdout.rfind("{\"trigger\":\"invoice-paid\"").expect("the buckets answer");
+    let buckets: Value = serde_json::from_str(stdout[last..].trim()).unwrap();
+    let b = &buckets["buckets"][0];
+    assert_eq!((&b["labels"]["prefect.resource.id"], &b["phase"]), (&json!("inv-2"), &json!("open")), "{buckets}");
 
     let runs: Value =
         admin.get(format!("{}/runs", server.api)).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
@@ -46,7 +64,16 @@ async fn the_curl_session_runs_as_written_with_auth_on_beside_the_quickstart() {
     assert_eq!(runs.len(), 1, "one run, of the session's own deployment: {runs:?}");
     assert_eq!(runs[0]["deployment"], "thank-payer");
     assert_eq!(runs[0]["parameters"]["invoice"], "inv-1");
-    drop(http);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_curl_session_runs_as_written_with_auth_on_beside_the_quickstart() {
+    curl_session(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_curl_session_runs_as_written_with_auth_off_and_no_key_set() {
+    curl_session(false).await;
 }
 
 #[test]

@@ -42,7 +42,7 @@ async fn the_order_example_over_http_gives_one_run_for_user_123() {
         (b["count"].as_i64(), b["threshold"].as_i64(), b["posture"].as_str()),
         (Some(0), Some(1), Some("Reactive"))
     );
-    assert_eq!(b["phase"], "closed", "within 0: the window has ended and waits for the sweep");
+    assert_eq!(b["phase"], "open", "within 0: the window counts order.complete until the sweep");
     assert!(b["sweep_at"].is_string());
     let seen = b["events"].as_array().unwrap();
     assert_eq!(seen.len(), 1, "{b}");

@@ -784,9 +784,11 @@ impl Engine {
             .take(limit)
             .filter_map(|((node, key), b)| {
                 let NodeKind::Event(e) = &s.compiled.nodes[node].kind else { return None };
+                // A zero-length window (`within: 0`) counts expected events until the sweep
+                // deletes it: open until then.
                 let phase = if clock < b.start {
                     BucketPhase::CoolingDown
-                } else if clock < b.end {
+                } else if clock < b.end || b.start == b.end {
                     BucketPhase::Open
                 } else {
                     BucketPhase::Closed
@@ -933,7 +935,7 @@ pub struct CompositeView {
 pub enum BucketPhase {
     /// Before the window starts: the cooldown after a firing; events are ignored.
     CoolingDown,
-    /// Counting events.
+    /// Counting events (a `within: 0` window: until the sweep deletes it).
     Open,
     /// The window has ended: the next event or proactive pass decides, or the sweep deletes it.
     Closed,

@@ -564,9 +564,28 @@ impl Service {
     /// Makes an API key; the answer holds its token, which is shown this once (only its
     /// digest is stored). Refused with `Conflict` when a key not revoked has the name.
     pub async fn create_key(&self, new: NewApiKey) -> Result<CreatedApiKey, ServiceError> {
+        // The first key turns auth on: any other role would leave nobody able to manage keys
+        // (and would cut off every client that has none, without a way back short of a
+        // restart with `keys create --data`).
+        let turns_auth_on = !self.inner.access.is_on();
+        if turns_auth_on && new.role != crate::model::Role::Admin {
+            let mut problems = Problems::default();
+            problems.add_rule(
+                &JsonPath::root().key("role"),
+                format!(
+                    "the first key must be an `admin` key: it turns auth on, and with only a `{}` key nobody could \
+                     make or revoke keys; make an admin key first",
+                    new.role
+                ),
+            );
+            return Err(ServiceError::Invalid(problems));
+        }
         let (key, token) = self.inner.access.mint(&new, self.now())?;
         let stored = self.call(|reply| Command::PutKey { key, reply }).await?;
         self.inner.access.record(stored.clone())?;
+        if turns_auth_on {
+            tracing::warn!(key = %stored.key.name, "auth is on from now: the first API key was made; every request needs a key");
+        }
         Ok(CreatedApiKey { key: stored.key, token })
     }
 
