@@ -35,8 +35,9 @@ enum Command {
     /// Read a server's events: `events tail [--follow]` prints one readable line each
     /// (`--json` for JSON lines).
     Events(events::EventsArgs),
-    /// Manage API keys: `keys create --role emit --name NAME`, `keys list`, `keys revoke NAME`,
-    /// on a running server (`--api`, with an admin key) or a data directory (`--data DIR`).
+    /// Manage API keys: `keys create --role admin --name NAME` (the first key must be admin),
+    /// `keys list`, `keys revoke NAME`, on a running server (`--api`, with an admin key) or a
+    /// data directory (`--data DIR`).
     Keys(keys::KeysArgs),
     /// Run trigger definitions over a file of past events on a virtual clock and print one JSON
     /// line per firing ("what would have fired").

@@ -199,7 +199,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         tracing::info!("auth is on: requests need an API key or the auth string");
     } else {
         tracing::warn!(
-            "auth is off: anyone who can reach {addr} may do anything (make a key with `tripwire keys create`)"
+            "auth is off: anyone who can reach {addr} may do anything (make an admin key with `tripwire keys create --role admin --name NAME`)"
         );
     }
     let shutdown = shutdown_signal();

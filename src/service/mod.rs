@@ -573,8 +573,8 @@ impl Service {
             problems.add_rule(
                 &JsonPath::root().key("role"),
                 format!(
-                    "the first key must be an `admin` key: it turns auth on, and with only a `{}` key nobody could \
-                     make or revoke keys; make an admin key first",
+                    "the first key must be an `admin` key: it turns auth on, and with only a key of role `{}` nobody \
+                     could make or revoke keys; make an admin key first",
                     new.role
                 ),
             );
