@@ -21,7 +21,7 @@ fn block_after(heading: &str) -> &'static str {
 /// Runs the README's curl session as written against a server beside the quickstart's
 /// trigger, with `TRIPWIRE_API_KEY` set to an admin key (auth on) or unset (auth off).
 async fn curl_session(auth: bool) {
-    let data = temp_dir("readme-curl");
+    let data = temp_dir(if auth { "readme-curl-auth" } else { "readme-curl-open" });
     let key = if auth {
         let out = Command::new(BIN)
             .args(["keys", "create", "--role", "admin", "--name", "me", "--data"])

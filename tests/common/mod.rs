@@ -12,7 +12,11 @@ use std::time::Duration;
 /// alive for as long as anything uses the directory: a test that restarts a server on the same
 /// data holds it across the restart.
 pub fn temp_dir(tag: &str) -> TempDir {
-    let dir = std::env::temp_dir().join(format!("tripwire-test-{tag}-{}", std::process::id()));
+    // The process id and a count: `cargo test` runs a harness's tests as threads of one
+    // process, and two of them may use the same tag.
+    static MADE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("tripwire-test-{tag}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     TempDir(dir)
