@@ -100,6 +100,7 @@ async fn each_role_reaches_its_routes_and_gets_403_for_the_rest() {
         (Method::GET, "/runs".into(), None, Need::R),
         (Method::GET, "/filters".into(), None, Need::R),
         (Method::GET, "/openapi.json".into(), None, Need::R),
+        (Method::POST, "/backtest".into(), Some(json!({"definitions": [{"id": "b", "trigger": {}}]})), Need::R),
         (Method::PUT, "/deployments/greet".into(), Some(json!({})), Need::S),
         (Method::PUT, "/deployments/greet/triggers".into(), Some(json!([])), Need::S),
         (Method::POST, "/runs/claim".into(), Some(claim), Need::S),

@@ -405,6 +405,10 @@ async fn the_openapi_document_lists_every_route() {
         "/api/filters",
         "/api/filters/{id}",
         "/api/workers",
+        "/api/backtest",
+        "/api/backtest/{id}",
+        "/api/backtest/{id}/firings",
+        "/api/backtest/{id}/buckets",
         "/api/health",
         "/api/admin/version",
     ] {

@@ -41,6 +41,9 @@ pub enum Failure {
     Client(ClientError),
     /// Stdout was closed (e.g. piped into `head`): stop quietly (exit 0).
     Closed,
+    /// The work did not finish: interrupted, or it failed on the server; the message says
+    /// which (exit 1).
+    Unfinished(String),
 }
 
 impl From<ClientError> for Failure {
@@ -98,6 +101,10 @@ pub fn report(failure: Failure) -> ExitCode {
             ExitCode::FAILURE
         }
         Failure::Closed => ExitCode::SUCCESS,
+        Failure::Unfinished(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -94,8 +94,8 @@ fn parse_seconds(text: &str) -> Result<i64, String> {
     Ok(secs)
 }
 
-/// A retention: see [`parse_seconds`].
-fn parse_span(text: &str) -> Result<Span, String> {
+/// A span such as a retention: see [`parse_seconds`].
+pub(super) fn parse_span(text: &str) -> Result<Span, String> {
     let secs = parse_seconds(text)?;
     // Spans count microseconds.
     if secs > i64::MAX / 1_000_000 {

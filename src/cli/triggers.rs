@@ -1,5 +1,5 @@
-//! `tripwire triggers apply|list|show|buckets|delete|enable|disable`: trigger definitions on
-//! a server.
+//! `tripwire triggers apply|list|show|buckets|firings|test|delete|enable|disable`: trigger
+//! definitions on a server (`test`: a backtest over the events it holds).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -10,10 +10,14 @@ use serde_json::Value;
 
 use crate::client::{Client, TriggerRecord};
 use crate::engine::{compile, compile_document};
-use crate::model::{JsonPath, Trigger, TriggerDefinition};
+use crate::model::{
+    Backtest, BacktestRequest, BacktestState, Firing, JsonPath, Span, Timestamp, Trigger, TriggerDefinition,
+};
 
 use super::progress::{Progress, Unit};
 use super::remote::{self, ApiArgs, Failure};
+use super::serve::parse_span;
+use crate::service::clock::{Clock, SystemClock};
 
 /// Arguments of `tripwire triggers`.
 #[derive(Debug, Args)]
@@ -63,6 +67,27 @@ enum TriggersCommand {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
+    /// Try definitions over the events the server holds, without installing them (a
+    /// backtest): print what would have fired, then a summary. A bar on stderr follows the
+    /// events read (on a terminal); Ctrl-C cancels it on the server.
+    Test {
+        /// The definitions file (a JSON array, or one definition), checked here first.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Only events that arrived in this last span (`90s`, `30m`, `24h`, `7d`).
+        #[arg(long, value_name = "SPAN", value_parser = parse_span, conflicts_with = "from")]
+        since: Option<Span>,
+        /// Only events that arrived from this instant (RFC 3339).
+        #[arg(long, value_name = "RFC3339", value_parser = Timestamp::parse)]
+        from: Option<Timestamp>,
+        /// Only events that arrived until this instant (RFC 3339; default: now); the virtual
+        /// clock runs on to it, so that proactive windows closing before it fire.
+        #[arg(long, value_name = "RFC3339", value_parser = Timestamp::parse)]
+        until: Option<Timestamp>,
+        /// Print the firings as JSON lines (as `tripwire replay` does), and no summary.
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove a definition.
     Delete {
         /// The definition's id.
@@ -89,9 +114,24 @@ pub fn run(args: TriggersArgs) -> ExitCode {
             Err(problems) => remote::report(Failure::Usage(problems)),
         };
     }
+    if let TriggersCommand::Test { file, since, from, until, json } = &args.command {
+        let definitions = match read_definitions(file) {
+            Ok(definitions) => definitions,
+            Err(problems) => return remote::report(Failure::Usage(problems)),
+        };
+        let from = since.map(|span| SystemClock.now().minus(span)).or(*from);
+        let request = BacktestRequest {
+            definitions: definitions.iter().map(|d| serde_json::to_value(d).unwrap_or_default()).collect(),
+            from,
+            until: *until,
+            ..BacktestRequest::default()
+        };
+        let json = *json;
+        return remote::run(&args.api, |client| backtest(client, request, json));
+    }
     remote::run(&args.api, |client| async move {
         match args.command {
-            TriggersCommand::Apply { .. } => Ok(()),
+            TriggersCommand::Apply { .. } | TriggersCommand::Test { .. } => Ok(()),
             TriggersCommand::List { json } => list(&client, json).await,
             TriggersCommand::Show { id } => remote::json_pretty(&client.trigger(&id).await?),
             TriggersCommand::Buckets { id, key } => remote::json_pretty(&client.buckets(&id, key.as_deref()).await?),
@@ -203,4 +243,128 @@ async fn list(client: &Client, json: bool) -> Result<(), Failure> {
         })
         .collect();
     remote::table(&["ID", "ENABLED", "TYPE", "DEPLOYMENT", "BUCKETS", "FIRINGS/1H"], &rows)
+}
+
+/// How often a running backtest is looked at.
+const BACKTEST_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Starts a backtest, follows it on a bar, then prints its firings and summary; Ctrl-C
+/// cancels it on the server.
+async fn backtest(client: Client, request: BacktestRequest, json: bool) -> Result<(), Failure> {
+    let started = client.start_backtest(&request).await?;
+    let id = started.id;
+    let progress = Progress::bar("testing", started.events_stored.max(1), Unit::Items("events"));
+    let mut shown = 0;
+    let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
+    let record = loop {
+        let record = client.backtest(id).await?;
+        progress.inc(record.events_read.saturating_sub(shown));
+        shown = record.events_read;
+        if record.state != BacktestState::Running {
+            break record;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(BACKTEST_POLL) => {}
+            _ = &mut interrupted => {
+                progress.finish();
+                client.cancel_backtest(id).await?;
+                return Err(Failure::Unfinished(format!("interrupted: backtest {id} cancelled on the server")));
+            }
+        }
+    };
+    progress.finish();
+    let mut from = 0;
+    loop {
+        let (firings, next) = client.backtest_firings(id, from).await?;
+        for firing in &firings {
+            if json {
+                remote::json_line(&ReplayLine::of(firing))?;
+            } else {
+                remote::line(&readable(firing))?;
+            }
+        }
+        match next {
+            Some(next) => from = next,
+            None => break,
+        }
+    }
+    if !json {
+        summary(&record)?;
+    }
+    match record.state {
+        BacktestState::Failed => Err(Failure::Unfinished(format!(
+            "backtest {id} failed: {}",
+            record.error.as_deref().unwrap_or("no reason given")
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// A firing as `tripwire replay` prints it.
+#[derive(Serialize)]
+struct ReplayLine<'a> {
+    trigger: &'a str,
+    bucket: &'a std::collections::BTreeMap<String, String>,
+    at: Timestamp,
+    triggering_event: Option<uuid::Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+impl ReplayLine<'_> {
+    fn of(firing: &Firing) -> ReplayLine<'_> {
+        ReplayLine {
+            trigger: &firing.trigger,
+            bucket: &firing.bucket,
+            at: firing.at,
+            triggering_event: firing.triggering_event,
+            parameters: firing.parameters.as_ref(),
+            error: firing.error.as_deref(),
+        }
+    }
+}
+
+/// `TIME  TRIGGER  [label=value ...]  PARAMETERS or error: ...`.
+fn readable(firing: &Firing) -> String {
+    let bucket: Vec<String> = firing.bucket.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut line = format!("{}  {}", firing.at.to_datetime().format("%Y-%m-%dT%H:%M:%S%.3fZ"), firing.trigger);
+    if !bucket.is_empty() {
+        line.push_str(&format!("  {}", bucket.join(" ")));
+    }
+    match (&firing.error, &firing.parameters) {
+        (Some(error), _) => line.push_str(&format!("  error: {error}")),
+        (None, Some(parameters)) => line.push_str(&format!("  {parameters}")),
+        (None, None) => {}
+    }
+    line
+}
+
+/// The summary, after the firings: per definition, and what stayed open.
+fn summary(record: &Backtest) -> Result<(), Failure> {
+    let s = &record.summary;
+    let total: u64 = s.firings.values().sum();
+    let state = match record.state {
+        BacktestState::Cancelled => " (cancelled: what it found until then)",
+        _ => "",
+    };
+    remote::line(&format!(
+        "\n{total} firings over {} events{state}, clock at {}; {} rendering errors",
+        record.events_read,
+        s.clock.map_or("-".to_owned(), |c| c.to_rfc3339()),
+        s.errors
+    ))?;
+    for id in &record.triggers {
+        let open = s.open_buckets.get(id).copied().unwrap_or(0);
+        let fired = s.firings.get(id).copied().unwrap_or(0);
+        remote::line(&format!("  {id}: {fired} firings, {open} buckets still open at the end"))?;
+    }
+    if s.firings_kept < total {
+        remote::line(&format!("  (the first {} firings are listed above)", s.firings_kept))?;
+    }
+    if s.overflows > 0 {
+        remote::line(&format!("  {} events not counted: a definition's buckets were full", s.overflows))?;
+    }
+    Ok(())
 }

@@ -10,8 +10,8 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use crate::model::{
-    ApiKey, ClaimRequest, ClaimedRun, Completion, CreatedApiKey, Deployment, FailureReport, Firing, Heartbeat,
-    HeartbeatReply, LogBatch, NewApiKey, Run, ScopeFilter, TriggerDefinition, TriggerSync,
+    ApiKey, Backtest, BacktestRequest, ClaimRequest, ClaimedRun, Completion, CreatedApiKey, Deployment, FailureReport,
+    Firing, Heartbeat, HeartbeatReply, LogBatch, NewApiKey, Run, ScopeFilter, TriggerDefinition, TriggerSync,
 };
 
 use super::subscription::Subscription;
@@ -234,6 +234,39 @@ impl Client {
     pub async fn firings(&self, id: &str, limit: usize) -> Result<Vec<Firing>, ClientError> {
         let request = self.request(Method::GET, &["triggers", id, "firings"]).query(&[("limit", limit)]);
         decode(self.send(request).await?, "the firings").await
+    }
+
+    /// `POST /backtest`: starts trying definitions over the stored events; answers at once
+    /// with the backtest's record (`running`).
+    pub async fn start_backtest(&self, request: &BacktestRequest) -> Result<Backtest, ClientError> {
+        let response = self.send(self.request(Method::POST, &["backtest"]).json(request)).await?;
+        decode(response, "the backtest").await
+    }
+
+    /// `GET /backtest/{id}`: how far a backtest got, and what it found.
+    pub async fn backtest(&self, id: Uuid) -> Result<Backtest, ClientError> {
+        self.get(&["backtest", &id.to_string()]).await
+    }
+
+    /// `DELETE /backtest/{id}`: cancels a running backtest (what it found is kept).
+    pub async fn cancel_backtest(&self, id: Uuid) -> Result<Backtest, ClientError> {
+        let response = self.send(self.request(Method::DELETE, &["backtest", &id.to_string()])).await?;
+        decode(response, "the backtest").await
+    }
+
+    /// `GET /backtest/{id}/firings`: a page of what would have fired, in order, from position
+    /// `from`; with the position of the next page.
+    pub async fn backtest_firings(&self, id: Uuid, from: usize) -> Result<(Vec<Firing>, Option<usize>), ClientError> {
+        #[derive(Deserialize)]
+        struct Page {
+            firings: Vec<Firing>,
+            next: Option<usize>,
+        }
+        let request = self
+            .request(Method::GET, &["backtest", &id.to_string(), "firings"])
+            .query(&[("from", from), ("limit", 1000)]);
+        let page: Page = decode(self.send(request).await?, "the backtest's firings").await?;
+        Ok((page.firings, page.next))
     }
 
     /// `PUT /deployments/{name}`: creates or replaces a deployment.

@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::model::{JsonPath, Problems, ScopeFilter};
+use crate::model::{JsonPath, ScopeFilter};
 use crate::service::clock::new_id;
 use crate::service::Service;
 
@@ -21,11 +21,7 @@ pub(super) fn routes() -> Router<Service> {
 }
 
 fn filter_id(text: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(text).map_err(|_| {
-        let mut p = Problems::default();
-        p.add(&JsonPath::root().key("id"), format!("`{text}` is not a filter id (a UUID)"));
-        ApiError::invalid(p)
-    })
+    super::uuid_in_path(text, "a filter id")
 }
 
 async fn create(

@@ -2,6 +2,7 @@
 //! so that Prefect clients pointed at `http://HOST:PORT/api` find them.
 
 pub mod access;
+mod backtest;
 mod dashboard;
 mod deployments;
 mod error;
@@ -54,6 +55,7 @@ pub fn router_with(service: Service, subscribers: SubscriberLimits, guard: Guard
         .route("/health", get(health))
         .route("/admin/version", get(|| async { Json(PREFECT_API_VERSION) }))
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
+        .merge(backtest::routes())
         .merge(events::routes())
         .merge(filters::routes())
         .merge(firings::routes())
@@ -106,6 +108,15 @@ fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "empty_body", "the request needs a JSON body"));
     }
     serde_json::from_slice(&bytes).map_err(|e| ApiError::malformed(&e))
+}
+
+/// A UUID from the path (`id`), or 400 saying what it should have been (`what`: "a run id").
+fn uuid_in_path(text: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::parse_str(text).map_err(|_| {
+        let mut p = crate::model::Problems::default();
+        p.add(&crate::model::JsonPath::root().key("id"), format!("`{text}` is not {what} (a UUID)"));
+        ApiError::invalid(p)
+    })
 }
 
 /// Reads a JSON body into a typed request; a field of the wrong type, a missing or an unknown

@@ -27,6 +27,8 @@ fn component(file: &str) -> &'static str {
         "api-key.json" => "ApiKey",
         "created-api-key.json" => "CreatedApiKey",
         "worker-status.json" => "WorkerStatus",
+        "backtest-request.json" => "BacktestRequest",
+        "backtest.json" => "Backtest",
         _ => "Unknown",
     }
 }
@@ -454,6 +456,33 @@ pub fn document() -> Value {
                 .query(&[("from", cursor()), ("limit", limit(1000))]).errors(&[404]).build(),
             "post": Op::new("Append log lines", "200", "How many", Some(json!({"type": "object", "properties": {"appended": {"type": "integer"}}})))
                 .body(reference("LogBatch"), true).errors(&[404, 409]).build()
+        },
+        "/api/backtest": {
+            "get": Op::new("Backtests kept (running, and ended in the last hour), newest first", "200", "All", Some(list("Backtest"))).build(),
+            "post": Op::new("Try definitions (drafts, or an installed one with changes) over the stored events in the background; 503 while two run", "202", "Started: follow it at /api/backtest/{id}", Some(reference("Backtest")))
+                .body(reference("BacktestRequest"), true).errors(&[404])
+                .links("202", &[("Show", "/api/backtest/{id}", "get", "id", "$response.body#/id"),
+                                ("Firings", "/api/backtest/{id}/firings", "get", "id", "$response.body#/id"),
+                                ("Cancel", "/api/backtest/{id}", "delete", "id", "$response.body#/id")]).build()
+        },
+        "/api/backtest/{id}": {
+            "parameters": path("id", uuid()),
+            "get": Op::new("A backtest: progress, then what it found", "200", "It", Some(reference("Backtest"))).errors(&[400, 404]).build(),
+            "delete": Op::new("Cancel a running backtest (what it found is kept)", "200", "It", Some(reference("Backtest"))).errors(&[400, 404]).build()
+        },
+        "/api/backtest/{id}/firings": {
+            "parameters": path("id", uuid()),
+            "get": Op::new("What would have fired, in order (`from`: the previous page's `next`)", "200", "A page",
+                    Some(json!({"type": "object", "required": ["firings"], "properties": {"firings": list("Firing"), "next": {"type": "integer"}}})))
+                .query(&[("from", cursor()), ("limit", limit(1000))]).errors(&[404]).build()
+        },
+        "/api/backtest/{id}/buckets": {
+            "parameters": path("id", uuid()),
+            "get": Op::new("A tried definition's buckets at the end: why the rest would not have fired (409 while it runs)", "200", "Buckets", Some(json!({"type": "object"})))
+                .required("trigger", json!({"type": "string"}))
+                .repeated("key", "A bucket's value, once per `for_each` label in label order")
+                .query(&[("limit", limit(1000)), ("after", json!({"type": "string", "pattern": "^[0-9]{1,18}:", "description": "The previous page's `next`"}))])
+                .errors(&[404, 409]).build()
         },
         "/api/workers": {"get": Op::new("Workers heard from in the last hour, online first: what each serves, its slots, the runs it holds", "200", "Workers", Some(list("WorkerStatus"))).build()},
         "/api/filters": {

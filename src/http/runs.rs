@@ -38,11 +38,7 @@ async fn workers(State(service): State<Service>) -> Json<Vec<WorkerStatus>> {
 }
 
 fn run_id(id: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(id).map_err(|_| {
-        let mut p = Problems::default();
-        p.add(&JsonPath::root().key("id"), format!("`{id}` is not a run id (a UUID)"));
-        ApiError::invalid(p)
-    })
+    super::uuid_in_path(id, "a run id")
 }
 
 #[derive(Deserialize)]

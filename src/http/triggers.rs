@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use serde_json::Value;
 
 use crate::model::{JsonPath, Problems, TriggerDefinition, TriggerRecord};
-use crate::service::{BucketsPage, Service};
+use crate::service::{BucketsPage, BucketsRequest, Service};
 
 use super::{json_body, ApiError, Query};
 
@@ -128,16 +128,10 @@ async fn patch(
 /// Buckets per page by default, and at most.
 const BUCKET_PAGE: (usize, usize) = (100, 1000);
 
-/// `?key=V` (repeat it for each `for_each` label, in sorted-label order), `?limit=N`,
+/// Reads `?key=V` (repeat it for each `for_each` label, in sorted-label order), `?limit=N`,
 /// `?after=CURSOR` (the previous page's `next`).
-struct BucketParams {
-    key: Option<Vec<String>>,
-    after: Option<String>,
-    limit: usize,
-}
-
-fn bucket_params(pairs: Vec<(String, String)>) -> Result<BucketParams, ApiError> {
-    let mut params = BucketParams { key: None, after: None, limit: BUCKET_PAGE.0 };
+pub(super) fn bucket_params(pairs: Vec<(String, String)>) -> Result<BucketsRequest, ApiError> {
+    let mut params = BucketsRequest { key: None, after: None, limit: BUCKET_PAGE.0 };
     let mut problems = Problems::default();
     let root = JsonPath::root();
     for (name, value) in pairs {
@@ -161,8 +155,7 @@ async fn buckets(
     Path(id): Path<String>,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Json<BucketsPage>, ApiError> {
-    let BucketParams { key, after, limit } = bucket_params(pairs)?;
-    Ok(Json(service.explain(id, key, after, limit).await?))
+    Ok(Json(service.explain(id, bucket_params(pairs)?).await?))
 }
 
 #[derive(serde::Deserialize)]

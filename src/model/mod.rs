@@ -4,6 +4,7 @@
 //! Nothing here does I/O or reads a clock.
 
 pub mod access;
+pub mod backtest;
 pub mod deployment;
 pub mod event;
 pub mod event_filter;
@@ -22,6 +23,7 @@ pub mod trigger;
 pub mod worker;
 
 pub use access::{ApiKey, CreatedApiKey, NewApiKey, Permission, Role};
+pub use backtest::{Backtest, BacktestRequest, BacktestState, BacktestSummary};
 pub use deployment::{Concurrency, ConcurrencyStrategy, Deployment};
 pub use event::{Event, EventDefaults, Resource};
 pub use filter::ScopeFilter;

@@ -8,8 +8,9 @@ use schemars::JsonSchema;
 use serde_json::{Map, Value};
 
 use super::{
-    ApiKey, ClaimRequest, ClaimedRun, Completion, CreatedApiKey, Deployment, Event, FailureReport, Firing, Heartbeat,
-    HeartbeatReply, LogBatch, LogLine, NewApiKey, Run, ScopeFilter, TriggerDefinition, TriggerSync, WorkerStatus,
+    ApiKey, Backtest, BacktestRequest, ClaimRequest, ClaimedRun, Completion, CreatedApiKey, Deployment, Event,
+    FailureReport, Firing, Heartbeat, HeartbeatReply, LogBatch, LogLine, NewApiKey, Run, ScopeFilter,
+    TriggerDefinition, TriggerSync, WorkerStatus,
 };
 
 /// Every schema, as `(file name, schema)`: the inputs (events, trigger definitions,
@@ -34,11 +35,27 @@ pub fn all() -> Vec<(&'static str, Value)> {
         ("failure-report.json", input::<FailureReport>()),
         ("log-batch.json", input::<LogBatch>()),
         ("worker-status.json", output::<WorkerStatus>()),
+        // Backtests.
+        ("backtest-request.json", with_flat_definitions(input::<BacktestRequest>())),
+        ("backtest.json", output::<Backtest>()),
         // API keys (admin only).
         ("new-api-key.json", input::<NewApiKey>()),
         ("api-key.json", output::<ApiKey>()),
         ("created-api-key.json", output::<CreatedApiKey>()),
     ]
+}
+
+/// A schema whose `TriggerDefinition` takes Prefect's flat form too, as the parser does
+/// wherever it reads a definition.
+fn with_flat_definitions(mut root: Value) -> Value {
+    let Some(mut definition) = root.pointer("/$defs/TriggerDefinition").cloned() else { return root };
+    definition["$defs"] = root["$defs"].clone();
+    let mut flat = super::trigger::with_flat_form(definition);
+    if let Some(members) = flat.as_object_mut() {
+        members.remove("$defs");
+    }
+    root["$defs"]["TriggerDefinition"] = flat;
+    root
 }
 
 /// A schema as it is stored in a file: pretty-printed JSON and a trailing newline.

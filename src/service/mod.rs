@@ -3,6 +3,7 @@
 //! requests reach it through a bounded channel, and it commits many of them at once.
 
 pub mod access;
+pub mod backtest;
 pub mod clock;
 mod core;
 pub mod metrics;
@@ -30,10 +31,11 @@ pub use crate::store::StoreError;
 use crate::store::{PreparedEvent, Store, TriggerRecord};
 
 use self::access::Access;
+use self::backtest::Backtests;
 use self::clock::Clock;
 use self::core::{Command, Core};
 use self::metrics::Metrics;
-pub use self::read::{BucketsPage, EventPage, LogPage, Order, EVENT_SCAN_LIMIT};
+pub use self::read::{BucketsPage, BucketsRequest, EventPage, LogPage, Order, EVENT_SCAN_LIMIT};
 use self::workers::Workers;
 
 /// Service settings.
@@ -87,6 +89,9 @@ pub enum ServiceError {
         /// Its id or name.
         id: String,
     },
+    /// It exists, but cannot answer that yet (a backtest still running).
+    #[error("{0}")]
+    NotReady(String),
     /// Too much work queued: retry later.
     #[error("tripwire is busy; retry after {retry_after_secs} s")]
     Overloaded {
@@ -112,13 +117,14 @@ pub enum ServiceError {
 
 impl ServiceError {
     /// A stable code for the error, as both the HTTP API and the embedded client report it:
-    /// `invalid`, `not_found`, `conflict`, `run_finished`, `run_not_held`, `overloaded`,
-    /// `shutting_down` or `storage`.
+    /// `invalid`, `not_found`, `conflict`, `not_ready`, `run_finished`, `run_not_held`,
+    /// `overloaded`, `shutting_down` or `storage`.
     pub fn code(&self) -> &'static str {
         match self {
             ServiceError::Invalid(_) => "invalid",
             ServiceError::NotFound { .. } => "not_found",
             ServiceError::Conflict { .. } => "conflict",
+            ServiceError::NotReady(_) => "not_ready",
             ServiceError::RunRefused { code, .. } => code,
             ServiceError::Overloaded { .. } => "overloaded",
             ServiceError::ShuttingDown => "shutting_down",
@@ -132,7 +138,7 @@ impl ServiceError {
         match self {
             ServiceError::Invalid(_) => 400,
             ServiceError::NotFound { .. } => 404,
-            ServiceError::Conflict { .. } | ServiceError::RunRefused { .. } => 409,
+            ServiceError::Conflict { .. } | ServiceError::NotReady(_) | ServiceError::RunRefused { .. } => 409,
             ServiceError::Overloaded { .. } | ServiceError::ShuttingDown => 503,
             ServiceError::Store(_) => 500,
         }
@@ -225,6 +231,7 @@ struct Inner {
     access: Access,
     metrics: Arc<Metrics>,
     workers: Workers,
+    backtests: Backtests,
 }
 
 /// Encodes events for storage here, on the request's thread, so that the single writer only
@@ -283,6 +290,7 @@ impl Service {
                 access,
                 metrics,
                 workers: Workers::default(),
+                backtests: Backtests::default(),
             }),
         };
         if service.inner.config.clock.is_wall_clock() {

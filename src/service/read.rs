@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::engine::compile::NodeKind;
-use crate::engine::{BucketKey, BucketQuery, BucketView, CompositeView};
+use crate::engine::{BucketKey, BucketPage, BucketQuery, BucketView, CompositeView};
 use crate::model::{
     Deployment, Event, Firing, JsonPath, LogLine, Problems, Run, ScopeFilter, Span, Timestamp, TriggerRecord,
     TriggerStats,
@@ -72,7 +72,7 @@ const EVIDENCE_CHUNK: usize = 50;
 
 impl Service {
     /// Runs a read against the store on the blocking pool.
-    async fn read<T: Send + 'static>(
+    pub(super) async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, ServiceError> {
@@ -230,30 +230,23 @@ impl Service {
         .await?
     }
 
-    /// A page of a definition's live buckets with their evidence (see [`BucketsPage`]): `key`
-    /// holds one value per `for_each` label (in sorted-label order), `after` is the previous
-    /// page's `next`.
-    pub async fn explain(
+    /// A page of a definition's live buckets with their evidence (see [`BucketsPage`]).
+    pub async fn explain(&self, id: String, request: BucketsRequest) -> Result<BucketsPage, ServiceError> {
+        let query = bucket_query(request)?;
+        let first_page = query.after.is_none();
+        let page = self.bucket_page(id.clone(), query).await?;
+        self.explained_page(id, page, first_page).await
+    }
+
+    /// A page of buckets with the evidence each keeps, read from the store, and (on the first
+    /// page) the composites' progress.
+    pub(super) async fn explained_page(
         &self,
         id: String,
-        key: Option<Vec<String>>,
-        after: Option<String>,
-        limit: usize,
+        page: Option<BucketPage>,
+        first_page: bool,
     ) -> Result<BucketsPage, ServiceError> {
-        let after = match after {
-            None => None,
-            Some(cursor) => match cursor.split_once(':').and_then(|(n, k)| Some((n.parse::<usize>().ok()?, k))) {
-                Some((node, key)) => Some((node, BucketKey::from_packed(key))),
-                None => {
-                    let mut problems = Problems::default();
-                    problems.add(&JsonPath::root().key("after"), "expected the `next` cursor of a previous page");
-                    return Err(ServiceError::Invalid(problems));
-                }
-            },
-        };
-        let first_page = after.is_none();
-        let query = BucketQuery { key, after, limit };
-        let Some(page) = self.bucket_page(id.clone(), query).await? else {
+        let Some(page) = page else {
             return Ok(BucketsPage { trigger: id, buckets: Vec::new(), next: None, composites: Vec::new() });
         };
         let mut buckets = Vec::with_capacity(page.buckets.len());
@@ -334,6 +327,35 @@ fn records_with_warnings(store: &Store, mut records: Vec<TriggerRecord>) -> Resu
 }
 
 /// One bucket as the explain view shows it, with its last event as evidence.
+/// Which page of buckets to show, as a client asks for it.
+#[derive(Clone, Debug, Default)]
+pub struct BucketsRequest {
+    /// One value per `for_each` label (in sorted-label order) looks one bucket up; one value
+    /// for several labels matches any of them.
+    pub key: Option<Vec<String>>,
+    /// The previous page's `next`.
+    pub after: Option<String>,
+    /// Buckets per page.
+    pub limit: usize,
+}
+
+/// The engine's query for a client's request (400 naming `after` for a cursor it did not
+/// give).
+pub(super) fn bucket_query(BucketsRequest { key, after, limit }: BucketsRequest) -> Result<BucketQuery, ServiceError> {
+    let after = match after {
+        None => None,
+        Some(cursor) => match cursor.split_once(':').and_then(|(n, k)| Some((n.parse::<usize>().ok()?, k))) {
+            Some((node, key)) => Some((node, BucketKey::from_packed(key))),
+            None => {
+                let mut problems = Problems::default();
+                problems.add(&JsonPath::root().key("after"), "expected the `next` cursor of a previous page");
+                return Err(ServiceError::Invalid(problems));
+            }
+        },
+    };
+    Ok(BucketQuery { key, after, limit })
+}
+
 /// A compound or sequence trigger's progress, for people: each child with its kept firing,
 /// when that firing stops counting, and whether it already has.
 fn progress(c: &CompositeView) -> Value {

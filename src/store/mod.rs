@@ -310,6 +310,13 @@ impl Store {
         collect_events(range, limit, scan_limit, keep)
     }
 
+    /// The arrival position of a stored event (`None`: never stored, or pruned).
+    pub fn event_seq(&self, id: &Uuid) -> Result<Option<u64>, StoreError> {
+        let rx = self.read()?;
+        let found = rx.open_table(EVENT_IDS)?.get(id.as_u128())?.map(|v| v.value());
+        Ok(found)
+    }
+
     /// Number of stored events.
     pub fn event_count(&self) -> Result<u64, StoreError> {
         let rx = self.read()?;

@@ -325,6 +325,7 @@ const gone = (ctx) => (e) => {
 
 const ROUTES = [
   [/^\/triggers\/?$/, 'triggers', triggersPage],
+  [/^\/test\/?$/, 'triggers', testPage],
   [/^\/triggers\/(.+)$/, 'triggers', triggerPage],
   [/^\/runs\/?$/, 'runs', runsPage],
   [/^\/runs\/(.+)$/, 'runs', runPage],
@@ -459,7 +460,7 @@ function enabledButton(record, after) {
 
 function triggersPage(ctx) {
   const body = el('div');
-  main.append(el('div', {class: 'head'}, el('h1', null, 'Triggers')),
+  main.append(el('div', {class: 'head'}, el('h1', null, 'Triggers'), el('span', {class: 'spacer'}), link('#/test', 'Test a draft trigger…')),
     el('p', {class: 'muted'}, 'Buckets: live for_each windows now (click a trigger to see why it did or did not fire). Firings: in the last hour.'),
     body);
   let records = null;
@@ -513,7 +514,10 @@ function triggerPage(ctx, id, query) {
       el('span', {class: 'muted small'}, 'one value matches any for_each label')),
     buckets,
     el('h2', null, 'Recent firings'),
-    firings);
+    firings,
+    el('h2', null, 'Test against past events'),
+    el('p', {class: 'muted small'}, 'Runs this definition over the events the server holds (a backtest): what it would have fired, and why the rest would not have. Nothing is installed or run.'),
+    backtestPanel(ctx, (hours) => ({trigger: id, from: hoursAgo(hours)}), () => (record ? record.trigger : null)));
 
   const drawHead = () => {
     const r = record;
@@ -613,6 +617,98 @@ function triggerPage(ctx, id, query) {
     if (!after) drawProgress(b.composites || []);
     drawBuckets(b);
   });
+}
+
+// ---------------------------------------------------------------- backtests
+
+const hoursAgo = (hours) => new Date(serverNow() - hours * 3600e3).toISOString();
+const BACKTEST_POLL_MS = 300;
+
+/** "Test against the last N hours": starts a backtest of `request(hours)` (a body for
+ *  POST /api/backtest, or null with the reason in the banner), follows it, then shows its
+ *  summary, its firings, and a bucket lookup for any key. `trigger()` gives the definition's
+ *  trigger, to phrase its buckets. */
+function backtestPanel(ctx, request, trigger) {
+  const hours = el('input', {type: 'number', min: '0.01', step: 'any', value: '24', class: 'narrow', 'data-key': 'backtest-hours'});
+  const status = el('span', {class: 'muted small'});
+  const results = el('div');
+  let current = null;
+  const run = async (e) => {
+    e.preventDefault();
+    const h = Number(hours.value);
+    if (!(h > 0)) { banner('Give a number of hours above 0.'); return; }
+    const body = request(h);
+    if (!body) return;
+    swap(results);
+    let record;
+    try { record = await api('/api/backtest', {method: 'POST', body}); } catch { return; }
+    current = record.id;
+    while (ctx.alive && current === record.id && record.state === 'running') {
+      status.textContent = `reading events… ${record.events_read} of at most ${record.events_stored}`;
+      await new Promise((r) => setTimeout(r, BACKTEST_POLL_MS));
+      try { record = await api(`/api/backtest/${enc(record.id)}`, {quiet: true}); } catch { return; }
+    }
+    if (!ctx.alive || current !== record.id) return;
+    status.textContent = '';
+    const page = await api(`/api/backtest/${enc(record.id)}/firings?limit=200`);
+    drawBacktest(results, record, page, trigger);
+  };
+  const cancel = async () => {
+    if (!current) return;
+    try { await api(`/api/backtest/${enc(current)}`, {method: 'DELETE'}); } catch { /* in the banner */ }
+  };
+  ctx.onStop(() => { current = null; });
+  return el('div', {class: 'panel'},
+    el('form', {class: 'bar', onsubmit: run},
+      el('label', null, 'Last', hours, 'hours'), el('button', {type: 'submit', 'data-key': 'backtest-run'}, 'Test'),
+      el('button', {type: 'button', onclick: cancel}, 'Cancel'), status),
+    results);
+}
+
+function drawBacktest(box, record, page, trigger) {
+  const s = record.summary;
+  const total = Object.values(s.firings).reduce((a, b) => a + b, 0);
+  const keyInput = el('input', {type: 'search', placeholder: 'a for_each value, e.g. 123', 'data-key': 'backtest-key'});
+  const tried = el('select', null, record.triggers.map((t) => el('option', {value: t}, t)));
+  const bucketsBox = el('div');
+  const lookup = async (e) => {
+    e.preventDefault();
+    const q = new URLSearchParams({trigger: tried.value, limit: '50'});
+    if (keyInput.value.trim()) q.set('key', keyInput.value.trim());
+    const b = await api(`/api/backtest/${enc(record.id)}/buckets?${q}`);
+    const nodes = triggerNodes(trigger());
+    swap(bucketsBox, b.buckets.length ? el('ul', {class: 'plain'}, b.buckets.map((x) => el('li', null,
+      labelsView(x.labels), ' ', pill(x.phase.replace('_', ' '), x.phase), ' ', el('span', {class: 'small'}, explainBucket(x, (nodes[x.node] || {}).trigger)))))
+      : el('p', {class: 'muted small'}, 'No bucket left open for that: it fired and reset, never opened, or was swept.'));
+  };
+  swap(box,
+    el('p', null, pill(record.state, record.state === 'completed' ? 'completed' : 'warning'), ' ',
+      el('strong', null, `${total} firing${total === 1 ? '' : 's'}`), ` over ${record.events_read} events`,
+      s.errors ? el('span', {class: 'err'}, ` · ${s.errors} rendering errors`) : null,
+      el('span', {class: 'muted small'}, ` · clock ran to ${fmtTime(s.clock || record.until)}`)),
+    el('ul', {class: 'plain small'}, record.triggers.map((t) => el('li', null, el('span', {class: 'mono'}, t), `: ${s.firings[t] || 0} firings, ${s.open_buckets[t] || 0} buckets still open at the end`))),
+    table(['At', 'Trigger', 'Bucket', 'Parameters / error'], page.firings.map((f) => tr(when(f.at, {ms: true}), el('span', {class: 'mono'}, f.trigger), labelsView(f.bucket),
+      f.error ? el('span', {class: 'err'}, '✗ ', f.error) : f.parameters === undefined ? el('span', {class: 'muted'}, 'no parameters') : inlineJson(f.parameters))),
+      'It would not have fired.'),
+    page.next ? el('p', {class: 'muted small'}, `The first ${page.firings.length} of ${s.firings_kept} listed firings.`) : null,
+    el('h3', null, 'Why the rest would not have fired'),
+    el('form', {class: 'bar', onsubmit: lookup}, tried, el('label', null, 'Key', keyInput), el('button', {type: 'submit'}, 'Show buckets')),
+    bucketsBox);
+}
+
+/** A draft definition, pasted, tried against past events before it is installed. */
+function testPage(ctx) {
+  const draft = el('textarea', {rows: 14, class: 'wide mono', spellcheck: 'false', 'data-key': 'draft',
+    value: JSON.stringify({id: 'draft', trigger: {after: ['order.created'], expect: ['order.complete'], for_each: ['prefect.resource.id'], within: 3600}, parameters: {user_id: '{{ event.resource.id }}'}}, null, 2)});
+  let parsed = null;
+  const request = (hours) => {
+    try { parsed = JSON.parse(draft.value); } catch (e) { banner('The draft is not JSON: ' + e.message); return null; }
+    clearBanner();
+    return {definitions: [parsed], from: hoursAgo(hours)};
+  };
+  main.append(el('div', {class: 'head'}, el('h1', null, 'Test a draft trigger')),
+    el('p', {class: 'muted'}, 'A definition as PUT /api/triggers takes it. It runs over the events the server holds; nothing is installed.'),
+    draft, backtestPanel(ctx, request, () => (parsed ? parsed.trigger : null)));
 }
 
 // ---------------------------------------------------------------- page: runs
