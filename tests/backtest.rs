@@ -246,7 +246,8 @@ async fn an_installed_trigger_is_tried_with_changes_and_bad_requests_name_the_fi
 
     // Refusals that say what to fix.
     let cases = [
-        (json!({}), 400, "$"),
+        (json!({}), 422, "$"),
+        (json!({"definitions": [], "trigger": null}), 422, "give `definitions`"),
         (json!({"trigger": "nope"}), 404, ""),
         (json!({"definitions": [{"id": "x"}]}), 400, "$.definitions[0]"),
         (
@@ -258,7 +259,7 @@ async fn an_installed_trigger_is_tried_with_changes_and_bad_requests_name_the_fi
         (json!({"trigger": "post-order", "changes": {"trigger": {"within": -1}}}), 400, "$.changes.trigger.within"),
         (
             json!({"trigger": "post-order", "from": "2026-01-02T00:00:00Z", "until": "2026-01-01T00:00:00Z"}),
-            400,
+            422,
             "$.from",
         ),
         (json!({"trigger": "post-order", "bogus": 1}), 400, "$"),

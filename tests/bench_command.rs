@@ -35,6 +35,14 @@ const FIGURES: &[&str] = &[
     "buckets_data_bytes",
     "restart_s",
     "shutdown_s",
+    "backtest_store_events_per_s",
+    "backtest_paced_alone_p99_ms",
+    "backtest_paced_beside_p99_ms",
+    "backtest_s",
+    "backtest_events_per_s",
+    "backtest_events_read",
+    "backtest_firings",
+    "backtest_rss_bytes",
 ];
 
 #[test]
@@ -54,7 +62,16 @@ fn quick_bench_writes_every_figure_and_loses_no_firing() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "bench failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
     // The table: a header and one row per figure group.
-    for row in ["figure", "batched ingest", "one event per request", "firings/s", "paced", "live buckets", "restart"] {
+    for row in [
+        "figure",
+        "batched ingest",
+        "one event per request",
+        "firings/s",
+        "paced",
+        "live buckets",
+        "restart",
+        "backtest of",
+    ] {
         assert!(stdout.contains(row), "no `{row}` row in:\n{stdout}");
     }
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();

@@ -57,6 +57,8 @@ pub struct Sizes {
     pub buckets: u64,
     /// Records for the redb limit.
     pub redb_records: u64,
+    /// Stored events a backtest reads.
+    pub backtest_events: u64,
 }
 
 /// Full sizes (issue 10's table): a few minutes.
@@ -67,6 +69,7 @@ pub const FULL: Sizes = Sizes {
     paced: Duration::from_secs(20),
     buckets: 1_000_000,
     redb_records: 300_000,
+    backtest_events: 1_000_000,
 };
 
 /// `--quick` sizes: under a minute.
@@ -77,6 +80,7 @@ pub const QUICK: Sizes = Sizes {
     paced: Duration::from_secs(4),
     buckets: 20_000,
     redb_records: 20_000,
+    backtest_events: 20_000,
 };
 
 /// Events per request in the batched, firings and buckets scenarios.
@@ -479,9 +483,11 @@ async fn bench(args: &BenchArgs, work: &Path) -> Result<Report, String> {
         first.stop()?;
         let _ = std::fs::remove_dir_all(work.join("server"));
         buckets(&mut figures, &names, sizes, work).await?;
+        let _ = std::fs::remove_dir_all(work.join("buckets"));
+        backtest(&mut figures, &names, sizes, work).await?;
     } else {
         api.uninstall(&names).await;
-        eprintln!("memory and restart: skipped (they need the server's process; run without --api)");
+        eprintln!("memory, restart and backtest: skipped (they need the server's process; run without --api)");
     }
 
     let json = json!({
@@ -491,6 +497,7 @@ async fn bench(args: &BenchArgs, work: &Path) -> Result<Report, String> {
         "sizes": {
             "closed_s": sizes.closed.as_secs(), "pairs": sizes.pairs, "paced_rate": sizes.paced_rate,
             "paced_s": sizes.paced.as_secs(), "buckets": sizes.buckets, "redb_records": sizes.redb_records,
+            "backtest_events": sizes.backtest_events,
             "batch": BATCH, "batch_connections": BATCH_CONNECTIONS, "single_connections": SINGLE_CONNECTIONS,
         },
         "figures": figures.values,
@@ -574,5 +581,112 @@ async fn buckets(figures: &mut Figures, names: &Names, sizes: Sizes, work: &Path
         "≤1 s".into(),
     ]);
     again.stop()?;
+    Ok(())
+}
+
+/// A backtest over stored events on a fresh server: how long it takes and the memory it adds,
+/// and paced ingest's latency while it runs beside that of the same load just before.
+async fn backtest(figures: &mut Figures, names: &Names, sizes: Sizes, work: &Path) -> Result<(), String> {
+    let data = work.join("backtest");
+    let server = Spawned::start(&data, "127.0.0.1:0")?;
+    let api = Api::new(&server.api)?;
+    let total = sizes.backtest_events;
+    eprintln!("backtest: storing {total} events (order created, then completed, per key)");
+    let stored = {
+        let per_connection = total.div_ceil(BATCH_CONNECTIONS as u64);
+        let tag = names.tag.clone();
+        let body = Arc::new(move |connection: usize, n: u64| {
+            let first = connection as u64 * per_connection + n * BATCH;
+            let end = ((connection as u64 + 1) * per_connection).min(total);
+            if first >= end {
+                return None;
+            }
+            // Keys pair up: an even event creates the order, the next one completes it.
+            Some(body_of(
+                (first..(first + BATCH).min(end))
+                    .map(|k| {
+                        let name = if k % 2 == 0 { "bench.order.created" } else { "bench.order.complete" };
+                        event(name, &format!("{tag}-bt-{}", k / 2), k)
+                    })
+                    .collect(),
+            ))
+        });
+        let progress = Progress::start("backtest events");
+        driver::closed_loop(&format!("{}/events", server.api), BATCH_CONNECTIONS, Stop::Exhausted, &progress, body)
+            .await?
+    };
+    figures.outcome("backtest_store", &stored);
+
+    // Paced ingest alone, then beside the backtest.
+    let per_request = (sizes.paced_rate / PACED_REQUESTS_PER_SEC).max(1);
+    let interval = Duration::from_secs(1) / PACED_REQUESTS_PER_SEC as u32;
+    let paced_body = || body_of((0..per_request).map(|n| event("bench.ingest", &format!("beside-{n}"), n)).collect());
+    let events_url = format!("{}/events", server.api);
+    let alone =
+        driver::open_loop(&events_url, interval, sizes.paced, &Progress::start("paced, alone"), paced_body()).await?;
+    figures.outcome("backtest_paced_alone", &alone);
+
+    let (before, _) = server.memory()?;
+    let definition = json!({
+        "id": format!("{}-backtest", names.pairs),
+        "trigger": {"after": ["bench.order.created"], "expect": ["bench.order.complete"],
+                    "for_each": ["prefect.resource.id"], "posture": "Reactive", "threshold": 1, "within": 3600},
+        "parameters": {"key": "{{ event.resource.id }}"}
+    });
+    eprintln!("backtest: reading {total} stored events, beside paced ingest of {} events/s", sizes.paced_rate);
+    let started = Instant::now();
+    let record = api.call(reqwest::Method::POST, "/backtest", Some(json!({"definitions": [definition]}))).await?;
+    let id = record["id"].as_str().ok_or("the backtest answer has no id")?.to_owned();
+    let follow = async {
+        let mut most = before;
+        loop {
+            let record = api.call(reqwest::Method::GET, &format!("/backtest/{id}"), None).await?;
+            most = most.max(server.memory()?.0);
+            if record["state"] != "running" {
+                return Ok::<_, String>((record, started.elapsed(), most));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let beside_progress = Progress::start("paced, beside");
+    let beside = driver::open_loop(&events_url, interval, sizes.paced, &beside_progress, paced_body());
+    let (followed, beside) = tokio::join!(follow, beside);
+    let (record, took, most) = followed?;
+    let beside = beside?;
+    figures.outcome("backtest_paced_beside", &beside);
+    if record["state"] != "completed" {
+        return Err(format!("the backtest did not complete: {record}"));
+    }
+    let read = record["events_read"].as_u64().unwrap_or(0);
+    let fired: u64 = record["summary"]["firings"].as_object().map_or(0, |f| f.values().filter_map(Value::as_u64).sum());
+    let took = took.as_secs_f64();
+    let added = most.saturating_sub(before);
+    figures.set("backtest_s", took);
+    figures.set("backtest_events_per_s", read as f64 / took.max(1e-9));
+    figures.set("backtest_events_read", read as f64);
+    figures.set("backtest_firings", fired as f64);
+    figures.set("backtest_added_rss_bytes", added as f64);
+    figures.set("backtest_rss_bytes", most as f64);
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    figures.rows.push(vec![
+        format!("backtest of {} stored events", rate(read as f64)),
+        format!(
+            "{took:.1} s ({} events/s), {} firings; RSS +{:.0} MiB while it ran ({:.0} → {:.0} MiB)",
+            rate(read as f64 / took.max(1e-9)),
+            rate(fired as f64),
+            mib(added),
+            mib(before),
+            mib(most)
+        ),
+        "—".into(),
+        "finishes, memory bounded (issue 13)".into(),
+    ]);
+    figures.rows.push(vec![
+        format!("paced {} events/s beside the backtest", rate(sizes.paced_rate as f64)),
+        format!("ack {}", latencies(&beside)),
+        format!("alone, just before: ack {}", latencies(&alone)),
+        "not hurt (issue 13)".into(),
+    ]);
+    server.stop()?;
     Ok(())
 }

@@ -52,13 +52,14 @@ impl BacktestRequest {
     pub fn validate(&self) -> Result<(), Problems> {
         let root = JsonPath::root();
         let mut problems = Problems::default();
+        // Rules between members, which a JSON Schema does not say: 422.
         match (self.definitions.is_empty(), &self.trigger) {
-            (true, None) => problems.add(&root, "give `definitions` to try, or the id of an installed `trigger`"),
-            (false, Some(_)) => problems.add(&root.key("trigger"), "give `definitions` or `trigger`, not both"),
+            (true, None) => problems.add_rule(&root, "give `definitions` to try, or the id of an installed `trigger`"),
+            (false, Some(_)) => problems.add_rule(&root.key("trigger"), "give `definitions` or `trigger`, not both"),
             _ => {}
         }
         if self.changes.is_some() && self.trigger.is_none() {
-            problems.add(&root.key("changes"), "`changes` apply to an installed `trigger`; name it");
+            problems.add_rule(&root.key("changes"), "`changes` apply to an installed `trigger`; name it");
         }
         if let Some(changes) = self.changes.as_ref().filter(|c| !c.is_object()) {
             problems.add(&root.key("changes"), format!("must be an object (a JSON merge patch), got {changes}"));
@@ -71,7 +72,7 @@ impl BacktestRequest {
         }
         if let (Some(from), Some(until)) = (self.from, self.until) {
             if from > until {
-                problems.add(&root.key("from"), format!("is after `until` ({until})"));
+                problems.add_rule(&root.key("from"), format!("is after `until` ({until})"));
             }
         }
         problems.into_result(())

@@ -69,6 +69,13 @@ impl Backtests {
         found.ok_or(ServiceError::NotFound { what: "backtest", id: id.to_string() })
     }
 
+    /// Cancels every running backtest (at shutdown).
+    pub(super) fn cancel_all(&self) {
+        for job in self.jobs.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            job.cancel.store(true, Ordering::Release);
+        }
+    }
+
     /// Makes room for one more, or says why not.
     fn admit(&self, job: Arc<Job>, now: Timestamp) -> Result<(), ServiceError> {
         let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());

@@ -625,6 +625,8 @@ impl Service {
     /// API keys' last uses are written on the way out).
     /// The database is closed when the last handle to the service is dropped.
     pub async fn shutdown(&self) {
+        // Backtests stop at their next chunk of events: they hold the store open.
+        self.inner.backtests.cancel_all();
         let _ = self.write_key_uses().await;
         let (reply, answer) = oneshot::channel();
         if self.inner.commands.send(Command::Shutdown { reply }).await.is_ok() {
