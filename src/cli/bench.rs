@@ -270,6 +270,20 @@ fn small_event(name: &str, key: &str) -> Value {
     json!({"event": name, "resource": {"prefect.resource.id": key}})
 }
 
+/// Events `0..total` (the `k`th made by `make`), split into [`BATCH_CONNECTIONS`] equal
+/// ranges, each connection sending its range in requests of [`BATCH`] events.
+fn split_over_connections(
+    total: u64,
+    make: impl Fn(u64) -> Value + Send + Sync + 'static,
+) -> Arc<impl Fn(usize, u64) -> Option<Body> + Send + Sync + 'static> {
+    let per_connection = total.div_ceil(BATCH_CONNECTIONS as u64);
+    Arc::new(move |connection: usize, n: u64| {
+        let first = connection as u64 * per_connection + n * BATCH;
+        let end = ((connection as u64 + 1) * per_connection).min(total);
+        (first < end).then(|| body_of((first..(first + BATCH).min(end)).map(&make).collect()))
+    })
+}
+
 fn body_of(events: Vec<Value>) -> Body {
     let n = events.len() as u64;
     (Bytes::from(Value::Array(events).to_string()), n)
@@ -316,6 +330,11 @@ fn rate(x: f64) -> String {
         out.push(c);
     }
     out
+}
+
+/// Bytes in MiB.
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
 }
 
 fn latencies(o: &Outcome) -> String {
@@ -518,19 +537,7 @@ async fn buckets(figures: &mut Figures, names: &Names, sizes: Sizes, work: &Path
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (before, _) = server.memory()?;
     let opened = {
-        let per_connection = total.div_ceil(BATCH_CONNECTIONS as u64);
-        let body = Arc::new(move |connection: usize, n: u64| {
-            let first = connection as u64 * per_connection + n * BATCH;
-            let end = ((connection as u64 + 1) * per_connection).min(total);
-            if first >= end {
-                return None;
-            }
-            Some(body_of(
-                (first..(first + BATCH).min(end))
-                    .map(|k| small_event("bench.bucket.open", &format!("b{k:010}")))
-                    .collect(),
-            ))
-        });
+        let body = split_over_connections(total, |k| small_event("bench.bucket.open", &format!("b{k:010}")));
         let progress = Progress::start("buckets");
         driver::closed_loop(&format!("{}/events", server.api), BATCH_CONNECTIONS, Stop::Exhausted, &progress, body)
             .await?
@@ -544,7 +551,6 @@ async fn buckets(figures: &mut Figures, names: &Names, sizes: Sizes, work: &Path
     figures.set("buckets_rss_bytes", after as f64);
     figures.set("buckets_peak_bytes", peak as f64);
     figures.set("buckets_data_bytes", data_bytes as f64);
-    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     figures.rows.push(vec![
         format!("{} live buckets", rate(total as f64)),
         format!(
@@ -593,23 +599,11 @@ async fn backtest(figures: &mut Figures, names: &Names, sizes: Sizes, work: &Pat
     let total = sizes.backtest_events;
     eprintln!("backtest: storing {total} events (order created, then completed, per key)");
     let stored = {
-        let per_connection = total.div_ceil(BATCH_CONNECTIONS as u64);
         let tag = names.tag.clone();
-        let body = Arc::new(move |connection: usize, n: u64| {
-            let first = connection as u64 * per_connection + n * BATCH;
-            let end = ((connection as u64 + 1) * per_connection).min(total);
-            if first >= end {
-                return None;
-            }
-            // Keys pair up: an even event creates the order, the next one completes it.
-            Some(body_of(
-                (first..(first + BATCH).min(end))
-                    .map(|k| {
-                        let name = if k % 2 == 0 { "bench.order.created" } else { "bench.order.complete" };
-                        event(name, &format!("{tag}-bt-{}", k / 2), k)
-                    })
-                    .collect(),
-            ))
+        // Keys pair up: an even event creates the order, the next one completes it.
+        let body = split_over_connections(total, move |k| {
+            let name = if k % 2 == 0 { "bench.order.created" } else { "bench.order.complete" };
+            event(name, &format!("{tag}-bt-{}", k / 2), k)
         });
         let progress = Progress::start("backtest events");
         driver::closed_loop(&format!("{}/events", server.api), BATCH_CONNECTIONS, Stop::Exhausted, &progress, body)
@@ -667,7 +661,6 @@ async fn backtest(figures: &mut Figures, names: &Names, sizes: Sizes, work: &Pat
     figures.set("backtest_firings", fired as f64);
     figures.set("backtest_added_rss_bytes", added as f64);
     figures.set("backtest_rss_bytes", most as f64);
-    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     figures.rows.push(vec![
         format!("backtest of {} stored events", rate(read as f64)),
         format!(
