@@ -381,7 +381,8 @@ async fn keys_are_stored_only_as_digests() {
     assert!(server.terminate());
     let file = std::fs::read(data.join("tripwire.redb")).unwrap();
     for token in [&offline, &online] {
-        let secret = token.rsplit('_').next().unwrap();
+        // `tw_<id>_<secret>`: the secret is URL-safe base64, which may itself hold `_`.
+        let secret = token.splitn(3, '_').nth(2).unwrap();
         for needle in [token.as_str(), secret] {
             assert!(!file.windows(needle.len()).any(|w| w == needle.as_bytes()), "`{needle}` is stored in clear");
         }
