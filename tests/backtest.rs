@@ -205,7 +205,7 @@ async fn a_backtest_fires_exactly_as_replay_over_the_same_events() {
     assert!(readable.contains("  post-order  prefect.resource.id=123  {\"user_id\":\"123\"}"), "{readable}");
     let total = replayed.len();
     assert!(readable.contains(&format!("{total} firings over {} events", stored.len())), "{readable}");
-    assert!(readable.contains("  post-order-30: "), "{readable}");
+    assert!(readable.contains("  post-order-30: ") && readable.contains(" buckets opened, "), "{readable}");
 
     // Why the rest did not fire: the buckets at the end, as the live view shows them.
     let (status, page) = http.get(&format!("/backtest/{id}/buckets?trigger=post-order&limit=5")).await;
@@ -214,6 +214,14 @@ async fn a_backtest_fires_exactly_as_replay_over_the_same_events() {
     assert_eq!(page["buckets"].as_array().unwrap().len() as u64, open.min(5), "{page}");
     let (status, _) = http.get(&format!("/backtest/{id}/buckets?trigger=not-tried")).await;
     assert_eq!(status, 404);
+    let out = Command::new(BIN)
+        .args(["triggers", "buckets", "post-order", "--backtest", &id, "--api", &server.api])
+        .env_remove("TRIPWIRE_API_KEY")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["buckets"].as_array().unwrap().len() as u64, open.min(100), "{shown}");
 
     // Nothing was installed or run.
     let (_, triggers) = http.get("/triggers").await;
@@ -243,6 +251,13 @@ async fn an_installed_trigger_is_tried_with_changes_and_bad_requests_name_the_fi
     assert!(params.contains(&&json!({"who": "1"})), "{firings:?}");
     let (_, listed) = http.get("/backtest").await;
     assert_eq!(listed[0]["id"], record["id"]);
+    // User 1's bucket opened and fired, user 2's opened and waits: the summary and the
+    // buckets say so.
+    let summary = &record["summary"];
+    assert_eq!(summary["buckets_opened"]["post-order"], 2, "{record}");
+    assert_eq!(summary["open_buckets"]["post-order"], 1, "{record}");
+    let (_, page) = http.get(&format!("/backtest/{id}/buckets?trigger=post-order")).await;
+    assert_eq!(page["buckets"][0]["labels"]["prefect.resource.id"], "2", "{page}");
 
     // Refusals that say what to fix.
     let cases = [
@@ -263,6 +278,7 @@ async fn an_installed_trigger_is_tried_with_changes_and_bad_requests_name_the_fi
             "$.from",
         ),
         (json!({"trigger": "post-order", "bogus": 1}), 400, "$"),
+        (json!({"definitions": vec![definitions()[0].clone(); 101]}), 400, "at most 100"),
     ];
     for (body, status, path) in cases {
         let (got, answer) = http.post("/backtest", body.clone()).await;
@@ -300,4 +316,15 @@ async fn a_backtest_can_be_cancelled_and_keeps_what_it_found() {
     }
     let kept = record["summary"]["firings_kept"].as_u64().unwrap();
     assert_eq!(kept, record["summary"]["firings"]["every-tick"].as_u64().unwrap_or(0).min(10_000), "{record}");
+
+    // A server stopped while a backtest runs stops at once (the backtest is cancelled) and
+    // starts again with every event; backtests are not kept across a restart.
+    let (status, _) = http.post("/backtest", json!({"definitions": [every]})).await;
+    assert_eq!(status, 202);
+    assert!(server.terminate(), "a clean exit while a backtest runs");
+    let server = Server::start(&data);
+    let http = Http::new(&server.api);
+    assert_eq!(http.get("/backtest").await, (200, json!([])));
+    let (_, page) = http.post("/events/filter", json!({"limit": 1})).await;
+    assert_eq!(page["total"], 20_000, "{page}");
 }

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use serde_json::Value;
+use uuid::Uuid;
 
 use crate::client::{Client, TriggerRecord};
 use crate::engine::{compile, compile_document};
@@ -57,6 +58,10 @@ enum TriggersCommand {
         /// Only buckets with this value among their `for_each` labels.
         #[arg(long, value_name = "K")]
         key: Option<String>,
+        /// The buckets a backtest left (its id, as `triggers test` prints it), not the live
+        /// ones.
+        #[arg(long, value_name = "ID")]
+        backtest: Option<Uuid>,
     },
     /// Print a definition's latest firings as JSON, newest first, with the error that kept a
     /// firing from creating a run.
@@ -134,7 +139,12 @@ pub fn run(args: TriggersArgs) -> ExitCode {
             TriggersCommand::Apply { .. } | TriggersCommand::Test { .. } => Ok(()),
             TriggersCommand::List { json } => list(&client, json).await,
             TriggersCommand::Show { id } => remote::json_pretty(&client.trigger(&id).await?),
-            TriggersCommand::Buckets { id, key } => remote::json_pretty(&client.buckets(&id, key.as_deref()).await?),
+            TriggersCommand::Buckets { id, key, backtest: None } => {
+                remote::json_pretty(&client.buckets(&id, key.as_deref()).await?)
+            }
+            TriggersCommand::Buckets { id, key, backtest: Some(backtest) } => {
+                remote::json_pretty(&client.backtest_buckets(backtest, &id, key.as_deref()).await?)
+            }
             TriggersCommand::Firings { id, limit } => remote::json_pretty(&client.firings(&id, limit).await?),
             TriggersCommand::Delete { id } => {
                 client.delete_trigger(&id).await?;
@@ -358,7 +368,12 @@ fn summary(record: &Backtest) -> Result<(), Failure> {
     for id in &record.triggers {
         let open = s.open_buckets.get(id).copied().unwrap_or(0);
         let fired = s.firings.get(id).copied().unwrap_or(0);
-        remote::line(&format!("  {id}: {fired} firings, {open} buckets still open at the end"))?;
+        let opened = s.buckets_opened.get(id).copied().unwrap_or(0);
+        let why = match open {
+            0 => String::new(),
+            _ => format!(" (why: tripwire triggers buckets {id} --backtest {})", record.id),
+        };
+        remote::line(&format!("  {id}: {fired} firings, {opened} buckets opened, {open} still open at the end{why}"))?;
     }
     if s.firings_kept < total {
         remote::line(&format!("  (the first {} firings are listed above)", s.firings_kept))?;

@@ -229,6 +229,22 @@ impl Client {
         decode(self.send(request).await?, "the buckets").await
     }
 
+    /// `GET /backtest/{backtest}/buckets?trigger={id}`: a backtested definition's buckets as
+    /// they were at the end of the backtest, in the live view's words.
+    pub async fn backtest_buckets(
+        &self,
+        backtest: Uuid,
+        id: &str,
+        key: Option<&str>,
+    ) -> Result<BucketsView, ClientError> {
+        let mut request =
+            self.request(Method::GET, &["backtest", &backtest.to_string(), "buckets"]).query(&[("trigger", id)]);
+        if let Some(key) = key {
+            request = request.query(&[("key", key)]);
+        }
+        decode(self.send(request).await?, "the backtest's buckets").await
+    }
+
     /// `GET /triggers/{id}/firings`: the latest firings, newest first (each with the error
     /// that kept it from creating a run, if any).
     pub async fn firings(&self, id: &str, limit: usize) -> Result<Vec<Firing>, ClientError> {

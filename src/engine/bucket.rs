@@ -145,6 +145,9 @@ pub struct Buckets {
     /// Keys written or removed since [`Buckets::take_changed`], when changes are tracked
     /// (`EngineConfig::track_changes`); `None` otherwise.
     changed: Option<hashbrown::HashSet<BucketKey>>,
+    /// Buckets opened by events since these were made (a key that had no bucket got one);
+    /// restored buckets are not counted.
+    opened: u64,
 }
 
 /// What a bucket of `key` counts against a trigger's byte cap.
@@ -206,7 +209,13 @@ impl Buckets {
         self.mark(key);
         if self.map.insert(key.clone(), bucket).is_none() {
             self.bytes += bucket_cost(key);
+            self.opened += 1;
         }
+    }
+
+    /// Buckets opened by events since these were made (not counting restored ones).
+    pub fn opened(&self) -> u64 {
+        self.opened
     }
 
     fn retain(&mut self, mut keep: impl FnMut(&Bucket) -> bool) {

@@ -849,16 +849,27 @@ impl Engine {
 
     /// Number of stored buckets of each installed definition, by id.
     pub fn bucket_counts(&self) -> impl Iterator<Item = (&str, usize)> + '_ {
-        self.slots.iter().flatten().map(|s| {
-            let count = s
+        self.per_definition(|b| b.len() as u64).map(|(id, n)| (id, n as usize))
+    }
+
+    /// Buckets each installed definition opened since this engine was made (restored ones
+    /// are not counted), by id: what a backtest reports.
+    pub fn buckets_opened(&self) -> impl Iterator<Item = (&str, u64)> + '_ {
+        self.per_definition(Buckets::opened)
+    }
+
+    /// `of` summed over each definition's event nodes, by id.
+    fn per_definition(&self, of: impl Fn(&Buckets) -> u64 + 'static) -> impl Iterator<Item = (&str, u64)> + '_ {
+        self.slots.iter().flatten().map(move |s| {
+            let sum = s
                 .nodes
                 .iter()
                 .map(|n| match n {
-                    NodeState::Event { buckets, .. } => buckets.len(),
+                    NodeState::Event { buckets, .. } => of(buckets),
                     NodeState::Composite(_) => 0,
                 })
                 .sum();
-            (s.compiled.definition.id.as_str(), count)
+            (s.compiled.definition.id.as_str(), sum)
         })
     }
 }

@@ -152,6 +152,9 @@ pub struct BacktestSummary {
     /// Firings kept to be listed (`GET /api/backtest/{id}/firings`); past 10,000 they are
     /// only counted.
     pub firings_kept: u64,
+    /// Buckets each definition opened (a key that had none got one), by definition id.
+    #[serde(default)]
+    pub buckets_opened: BTreeMap<String, u64>,
     /// Live buckets of each definition at the end (`GET /api/backtest/{id}/buckets` says
     /// why each has not fired).
     pub open_buckets: BTreeMap<String, u64>,

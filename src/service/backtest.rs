@@ -292,6 +292,7 @@ fn run(
             record(job, &mut summary, step);
             read += 1;
         }
+        summary.buckets_opened = engine.buckets_opened().map(|(id, n)| (id.to_owned(), n)).collect();
         job.update(|r| {
             r.events_read += read;
             r.summary = summary.clone();
@@ -311,6 +312,7 @@ fn run(
     engine.compact();
     summary.open_buckets =
         engine.bucket_counts().filter(|(_, n)| *n > 0).map(|(id, n)| (id.to_owned(), n as u64)).collect();
+    summary.buckets_opened = engine.buckets_opened().map(|(id, n)| (id.to_owned(), n)).collect();
     summary.clock = engine.clock();
     job.update(|r| r.summary = summary);
     *job.engine.lock().unwrap_or_else(|e| e.into_inner()) = Some(engine);
@@ -355,4 +357,80 @@ fn record(job: &Job, summary: &mut BacktestSummary, step: Step) {
         }
     }
     summary.firings_kept = kept.len() as u64;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: u128, state: BacktestState, finished: Option<Timestamp>) -> Arc<Job> {
+        let at = Timestamp::parse("2026-01-01T00:00:00Z").unwrap();
+        let record = Backtest {
+            id: Uuid::from_u128(id),
+            state,
+            triggers: Vec::new(),
+            from: None,
+            until: at,
+            started: at,
+            finished,
+            events_read: 0,
+            events_stored: 0,
+            summary: BacktestSummary::default(),
+            error: None,
+        };
+        Arc::new(Job {
+            record: Mutex::new(record),
+            firings: Mutex::new(Vec::new()),
+            engine: Mutex::new(None),
+            cancel: AtomicBool::new(false),
+        })
+    }
+
+    fn ids(backtests: &Backtests) -> Vec<u128> {
+        backtests.jobs.lock().unwrap().iter().map(|j| j.record().id.as_u128()).collect()
+    }
+
+    #[test]
+    fn a_third_running_backtest_is_refused_until_one_ends() {
+        let now = Timestamp::parse("2026-01-01T00:10:00Z").unwrap();
+        let backtests = Backtests::default();
+        for id in 0..MAX_RUNNING_BACKTESTS as u128 {
+            backtests.admit(job(id, BacktestState::Running, None), now).unwrap();
+        }
+        let refused = backtests.admit(job(9, BacktestState::Running, None), now).unwrap_err();
+        assert!(matches!(refused, ServiceError::Overloaded { retry_after_secs: 5 }), "{refused:?}");
+        assert_eq!(refused.status(), 503);
+        backtests.jobs.lock().unwrap()[0].update(|r| {
+            r.state = BacktestState::Completed;
+            r.finished = Some(now);
+        });
+        backtests.admit(job(9, BacktestState::Running, None), now).unwrap();
+        assert_eq!(ids(&backtests), vec![0, 1, 9]);
+    }
+
+    #[test]
+    fn past_the_kept_limit_the_oldest_ended_one_goes_and_an_hour_after_its_end_each_goes() {
+        let now = Timestamp::parse("2026-01-01T02:00:00Z").unwrap();
+        let backtests = Backtests::default();
+        // One running first (never evicted), then ended ones.
+        backtests.admit(job(100, BacktestState::Running, None), now).unwrap();
+        for id in 0..(MAX_KEPT_BACKTESTS - 1) as u128 {
+            backtests.admit(job(id, BacktestState::Completed, Some(now)), now).unwrap();
+        }
+        assert_eq!(ids(&backtests).len(), MAX_KEPT_BACKTESTS);
+        backtests.admit(job(200, BacktestState::Running, None), now).unwrap();
+        let kept = ids(&backtests);
+        assert_eq!(kept.len(), MAX_KEPT_BACKTESTS);
+        assert_eq!(&kept[..2], &[100, 1], "the running one stays; the oldest ended one (0) went");
+        assert_eq!(kept.last(), Some(&200));
+
+        // Ended an hour ago or more: forgotten at the next admission.
+        backtests.jobs.lock().unwrap().last().unwrap().update(|r| {
+            r.state = BacktestState::Completed;
+            r.finished = Some(now);
+        });
+        let later = Timestamp::parse("2026-01-01T03:00:00Z").unwrap();
+        backtests.admit(job(300, BacktestState::Completed, Some(later)), later).unwrap();
+        assert_eq!(ids(&backtests), vec![100, 300]);
+    }
 }

@@ -686,7 +686,7 @@ function drawBacktest(box, record, page, trigger) {
       el('strong', null, `${total} firing${total === 1 ? '' : 's'}`), ` over ${record.events_read} events`,
       s.errors ? el('span', {class: 'err'}, ` · ${s.errors} rendering errors`) : null,
       el('span', {class: 'muted small'}, ` · clock ran to ${fmtTime(s.clock || record.until)}`)),
-    el('ul', {class: 'plain small'}, record.triggers.map((t) => el('li', null, el('span', {class: 'mono'}, t), `: ${s.firings[t] || 0} firings, ${s.open_buckets[t] || 0} buckets still open at the end`))),
+    el('ul', {class: 'plain small'}, record.triggers.map((t) => el('li', null, el('span', {class: 'mono'}, t), `: ${s.firings[t] || 0} firings, ${(s.buckets_opened || {})[t] || 0} buckets opened, ${s.open_buckets[t] || 0} still open at the end`))),
     table(['At', 'Trigger', 'Bucket', 'Parameters / error'], page.firings.map((f) => tr(when(f.at, {ms: true}), el('span', {class: 'mono'}, f.trigger), labelsView(f.bucket),
       f.error ? el('span', {class: 'err'}, '✗ ', f.error) : f.parameters === undefined ? el('span', {class: 'muted'}, 'no parameters') : inlineJson(f.parameters))),
       'It would not have fired.'),
