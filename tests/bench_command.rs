@@ -38,6 +38,7 @@ const FIGURES: &[&str] = &[
     "backtest_store_events_per_s",
     "backtest_paced_alone_p99_ms",
     "backtest_paced_beside_p99_ms",
+    "backtest_paced_after_p99_ms",
     "backtest_s",
     "backtest_events_per_s",
     "backtest_events_read",

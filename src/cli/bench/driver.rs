@@ -225,11 +225,13 @@ pub async fn closed_loop(
 /// Open loop: request n is sent at `start + n * interval` whether or not the earlier ones were
 /// answered (each on a connection of the pool, new ones opened as needed), for `duration`.
 /// Latency counts from when a request was due, so a stalled server is not excused by the
-/// requests it kept from being sent.
+/// requests it kept from being sent. With `ended`, no request is sent once it is set (the
+/// load runs beside something that ends first).
 pub async fn open_loop(
     url: &str,
     interval: Duration,
     duration: Duration,
+    ended: Option<&AtomicBool>,
     progress: &Progress,
     body: Body,
 ) -> Result<Outcome, String> {
@@ -240,6 +242,9 @@ pub async fn open_loop(
     for n in 0..total {
         let due = start + Duration::from_nanos((interval.as_nanos() as u64).saturating_mul(n));
         tokio::time::sleep_until(due).await;
+        if ended.is_some_and(|e| e.load(Ordering::Acquire)) {
+            break;
+        }
         let (client, url, bytes, tx) = (client.clone(), url.to_owned(), body.0.clone(), tx.clone());
         let (events, count) = (progress.events.clone(), body.1);
         tokio::spawn(async move {
