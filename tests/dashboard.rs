@@ -243,7 +243,9 @@ async fn the_dashboard_explains_the_order_example_and_tails_events_live() {
     // it would not have.
     let clicked = "(() => { document.querySelector('[data-key=backtest-run]').click(); return true })()";
     assert_eq!(browser.eval(clicked).await, json!(true));
-    browser.wait_for_text(&["1 firing over", "order-complete: 1 firings, 1 buckets still open at the end"]).await;
+    browser
+        .wait_for_text(&["1 firing over", "order-complete: 1 firings, 2 buckets opened, 1 still open at the end"])
+        .await;
     let lookup = "(() => { const i = document.querySelector('[data-key=backtest-key]'); i.value = '456'; \
                   i.form.querySelector('button').click(); return true })()";
     assert_eq!(browser.eval(lookup).await, json!(true));

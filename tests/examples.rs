@@ -187,6 +187,26 @@ fn signup_fanout_runs_three_flows_and_the_referral_only_when_the_filter_matches(
 }
 
 #[test]
+fn rate_limits_start_the_six_runs_two_per_second() {
+    let served = Served::start("example-rate-limits");
+    // Making the static limit takes an administrator.
+    let lines = Example::start("rate_limits", &served, "admin").finish();
+    let starts: Vec<f64> = lines
+        .iter()
+        .filter(|l| l.starts_with("sync-repo: "))
+        .map(|l| l.rsplit(" at ").next().unwrap().trim_end_matches(" s").parse().unwrap())
+        .collect();
+    assert_eq!(starts.len(), 6, "{lines:#?}");
+    let mut sorted = starts.clone();
+    sorted.sort_by(f64::total_cmp);
+    for i in 0..4 {
+        assert!(sorted[i + 2] - sorted[i] >= 0.9, "a third run within a second of two others: {lines:#?}");
+    }
+    assert!(lines.iter().any(|l| l == "rate limit alice: 3 of 10 per minute used"), "{lines:#?}");
+    assert!(lines.iter().any(|l| l.starts_with("rate limit github-api: ") && l.ends_with(" of 2 per second used")));
+}
+
+#[test]
 fn task_events_start_a_flow_from_an_event_sent_inside_another() {
     let served = Served::start("example-tasks");
     // It starts the first run by hand, which takes an administrator.

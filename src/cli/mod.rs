@@ -6,6 +6,7 @@ mod emit;
 mod events;
 mod keys;
 mod progress;
+mod rate_limits;
 mod remote;
 mod replay;
 mod runs;
@@ -39,6 +40,9 @@ enum Command {
     /// `keys list`, `keys revoke NAME`, on a running server (`--api`, with an admin key) or a
     /// data directory (`--data DIR`).
     Keys(keys::KeysArgs),
+    /// Manage a server's rate limits: `rate-limits put github-api 5000/hour`, `list`,
+    /// `delete KEY`.
+    RateLimits(rate_limits::RateLimitsArgs),
     /// Run trigger definitions over a file of past events on a virtual clock and print one JSON
     /// line per firing ("what would have fired").
     Replay(replay::ReplayArgs),
@@ -63,6 +67,7 @@ pub fn main() -> ExitCode {
         Command::Emit(args) => emit::run(args),
         Command::Events(args) => events::run(args),
         Command::Keys(args) => keys::run(args),
+        Command::RateLimits(args) => rate_limits::run(args),
         Command::Replay(args) => replay::run(args),
         Command::Runs(args) => runs::run(args),
         Command::Schemas(args) => schemas::run(args),

@@ -11,7 +11,8 @@ use uuid::Uuid;
 
 use crate::model::{
     ApiKey, Backtest, BacktestRequest, ClaimRequest, ClaimedRun, Completion, CreatedApiKey, Deployment, FailureReport,
-    Firing, Heartbeat, HeartbeatReply, LogBatch, NewApiKey, Run, ScopeFilter, TriggerDefinition, TriggerSync,
+    Firing, Heartbeat, HeartbeatReply, LogBatch, NewApiKey, RateDuration, RateLimit, RateLimitQuota, RateLimitStatus,
+    Run, ScopeFilter, TriggerDefinition, TriggerSync,
 };
 
 use super::subscription::Subscription;
@@ -304,6 +305,28 @@ impl Client {
     /// `DELETE /deployments/{name}`.
     pub async fn delete_deployment(&self, name: &str) -> Result<(), ClientError> {
         self.send(self.request(Method::DELETE, &["deployments", name])).await.map(drop)
+    }
+
+    /// `PUT /rate-limits/{key}`: creates or changes a static rate limit, `limit` units per
+    /// `duration`.
+    pub async fn put_rate_limit(
+        &self,
+        key: &str,
+        limit: u64,
+        duration: RateDuration,
+    ) -> Result<Upserted<RateLimit>, ClientError> {
+        let request = self.request(Method::PUT, &["rate-limits", key]).json(&RateLimitQuota { limit, duration });
+        self.upsert(request, "the rate limit").await
+    }
+
+    /// `GET /rate-limits`: every static key and every dynamic key with an open window.
+    pub async fn rate_limits(&self) -> Result<Vec<RateLimitStatus>, ClientError> {
+        self.get(&["rate-limits"]).await
+    }
+
+    /// `DELETE /rate-limits/{key}`.
+    pub async fn delete_rate_limit(&self, key: &str) -> Result<(), ClientError> {
+        self.send(self.request(Method::DELETE, &["rate-limits", key])).await.map(drop)
     }
 
     /// `POST /deployments/{name}/runs`: a run by hand, with `parameters` merged over the

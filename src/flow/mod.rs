@@ -47,7 +47,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::client::ClientError;
-use crate::model::{Concurrency, Deployment, TriggerDefinition};
+use crate::model::{Concurrency, Deployment, RateLimitUse, TriggerDefinition};
 
 pub use self::api::Tripwire;
 pub use self::context::{FlowContext, Logger};
@@ -200,6 +200,15 @@ impl Flow {
     /// A concurrency limit per key, e.g. `Concurrency::new("{{ params.user_id }}", 1)`.
     pub fn concurrency(mut self, concurrency: Concurrency) -> Flow {
         self.deployment.concurrency = Some(concurrency);
+        self
+    }
+
+    /// A rate limit each run takes units from when it is claimed:
+    /// `RateLimitUse::static_key("github-api", 1)` (a limit made with
+    /// `Client::put_rate_limit`), or `RateLimitUse::dynamic_key("{{ params.user_id }}", 1, 10,
+    /// RateDuration::Minute)`. Runs over a limit wait for its window to reset.
+    pub fn rate_limit(mut self, limit: RateLimitUse) -> Flow {
+        self.deployment.rate_limits.push(limit);
         self
     }
 

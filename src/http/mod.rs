@@ -12,6 +12,7 @@ mod firings;
 mod keys;
 pub mod listener;
 mod openapi;
+mod rate_limits;
 mod runs;
 mod triggers;
 mod websocket;
@@ -62,6 +63,7 @@ pub fn router_with(service: Service, subscribers: SubscriberLimits, guard: Guard
         .merge(triggers::routes())
         .merge(deployments::routes())
         .merge(runs::routes())
+        .merge(rate_limits::routes())
         .merge(keys::routes())
         .merge(websocket::routes(subscribers))
         .method_not_allowed_fallback(error::method_not_allowed);

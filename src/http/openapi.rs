@@ -29,6 +29,9 @@ fn component(file: &str) -> &'static str {
         "worker-status.json" => "WorkerStatus",
         "backtest-request.json" => "BacktestRequest",
         "backtest.json" => "Backtest",
+        "rate-limit-quota.json" => "RateLimitQuota",
+        "rate-limit.json" => "RateLimit",
+        "rate-limit-status.json" => "RateLimitStatus",
         _ => "Unknown",
     }
 }
@@ -432,6 +435,15 @@ pub fn document() -> Value {
             "get": Op::new("The triggers that run this deployment", "200", "Triggers", Some(list("TriggerRecord"))).errors(&[400, 404]).build(),
             "put": Op::new("Make these exactly the deployment's triggers (unchanged ones keep their state; others are removed)", "200", "What changed", Some(reference("TriggerSync")))
                 .body(list("TriggerDefinition"), true).errors(&[404, 409]).build()
+        },
+        "/api/rate-limits": {
+            "get": Op::new("Rate limits: every static key and every dynamic key with an open window, with what is used and left", "200", "Keys", Some(list("RateLimitStatus"))).build()
+        },
+        "/api/rate-limits/{key}": {
+            "parameters": path("key", json!({"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[A-Za-z0-9_.:-]+$"})),
+            "put": Op::new("Create (201) or change (200) a static rate limit; a quota below the units a deployment takes per run is refused (422)", "200", "Stored", Some(reference("RateLimit")))
+                .also("201", "Created", reference("RateLimit")).body(reference("RateLimitQuota"), true).build(),
+            "delete": Op::new("Remove a static rate limit (409 while a deployment takes units from it)", "204", "Removed", None).errors(&[404, 409]).build()
         },
         "/api/runs": {"get": Op::new("Runs, newest first", "200", "Runs", Some(list("Run")))
             .query(&[("deployment", json!({"type": "string"})), ("state", json!({"type": "string", "enum": ["Scheduled", "Running", "Completed", "Failed", "Cancelled"]})), ("limit", limit(1000))]).build()},

@@ -1,5 +1,5 @@
 //! Deployments: served flows that runs are created for, with their run settings
-//! (retries, timeouts, concurrency, priority).
+//! (retries, timeouts, concurrency, rate limits, priority).
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use super::fields::Fields;
 use super::limits::MAX_PARAMETERS_BYTES;
 use super::problems::{JsonPath, Problems};
+use super::rate_limit::{RateLimitUse, MAX_RATE_LIMITS_PER_DEPLOYMENT};
 use super::time::Timestamp;
 
 /// Longest delay between retries that a deployment may ask for, and the default cap.
@@ -64,6 +65,11 @@ pub struct Deployment {
     /// A concurrency limit per key, as in Hatchet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<Concurrency>,
+    /// Rate limits each run takes units from when it is claimed (Hatchet's static and
+    /// dynamic keys); a run whose units do not fit waits until the window resets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub rate_limits: Vec<RateLimitUse>,
     /// Runs with a higher priority are claimed first (ties: oldest first).
     #[serde(default)]
     #[schemars(with = "Option<i32>")]
@@ -150,6 +156,7 @@ impl Deployment {
             schedule_timeout_seconds: None,
             concurrency_limit: None,
             concurrency: None,
+            rate_limits: Vec::new(),
             priority: 0,
             created: None,
             updated: None,
@@ -182,6 +189,7 @@ impl Deployment {
                 "schedule_timeout_seconds",
                 "concurrency_limit",
                 "concurrency",
+                "rate_limits",
                 "priority",
                 "created",
                 "updated",
@@ -226,6 +234,19 @@ impl Deployment {
             let p = fields.at("concurrency");
             Concurrency::from_json(v, &p, fields.problems)
         });
+        let mut rate_limits = Vec::new();
+        if let Some(items) = fields.opt_array("rate_limits", "an array of rate limits") {
+            if items.len() > MAX_RATE_LIMITS_PER_DEPLOYMENT {
+                fields.problem(
+                    "rate_limits",
+                    format!("{} rate limits; at most {MAX_RATE_LIMITS_PER_DEPLOYMENT}", items.len()),
+                );
+            }
+            let path = fields.at("rate_limits");
+            for (i, item) in items.iter().enumerate().take(MAX_RATE_LIMITS_PER_DEPLOYMENT) {
+                rate_limits.extend(RateLimitUse::from_json(item, &path.index(i), fields.problems));
+            }
+        }
         problems.into_result(Deployment {
             name,
             description,
@@ -238,6 +259,7 @@ impl Deployment {
             schedule_timeout_seconds,
             concurrency_limit,
             concurrency,
+            rate_limits,
             priority,
             created: None,
             updated: None,

@@ -1,5 +1,5 @@
 //! Pure data types and their validation: events, trigger definitions, firings, deployments,
-//! runs and the worker protocol's messages, time.
+//! runs, rate limits and the worker protocol's messages, time.
 //!
 //! Nothing here does I/O or reads a clock.
 
@@ -15,6 +15,7 @@ pub mod firing;
 pub mod limits;
 mod new_event;
 pub mod problems;
+pub mod rate_limit;
 pub mod run;
 mod run_event;
 pub mod schema;
@@ -30,6 +31,10 @@ pub use filter::ScopeFilter;
 pub use firing::Firing;
 pub use new_event::NewEvent;
 pub use problems::{JsonPath, Problem, Problems};
+pub use rate_limit::{
+    RateDuration, RateLimit, RateLimitKind, RateLimitQuota, RateLimitStatus, RateLimitUse, RateLimitWindow,
+    RunRateLimit,
+};
 pub use run::{
     ClaimRequest, ClaimedRun, Completion, FailureReport, Heartbeat, HeartbeatReply, LogBatch, LogLevel, LogLine,
     NewLogLine, Run, RunCause, RunState, StateReason, TriggerSync, DEFAULT_LEASE_SECONDS,

@@ -137,6 +137,13 @@ pub struct Run {
     /// The rendered concurrency key, for deployments with a per-key limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency_key: Option<String>,
+    /// The rate limits it takes units from when it is claimed (dynamic keys rendered).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rate_limits: Vec<super::RunRateLimit>,
+    /// Why a `Scheduled` run is not claimed yet, in words (a rate limit used up until
+    /// `not_before`); cleared when it is claimed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
 }
 
 impl Run {
@@ -167,6 +174,8 @@ impl Run {
             error: None,
             reason: None,
             concurrency_key: None,
+            rate_limits: Vec::new(),
+            waiting: None,
         }
     }
 
@@ -210,6 +219,10 @@ pub enum StateReason {
     ConcurrencyCancelNewest,
     /// Failed because the deployment's concurrency key did not render.
     ConcurrencyKeyError,
+    /// Waiting: a rate limit it takes units from is used up until `not_before`.
+    RateLimited,
+    /// Failed because one of the deployment's dynamic rate limit keys did not render.
+    RateLimitKeyError,
     /// Cancelled through the API.
     CancelledByUser,
     /// Failed without retrying because the flow could not read its parameters.

@@ -46,6 +46,7 @@ impl Run {
             ("reason", self.reason.map(|r| json!(r))),
             ("worker", self.worker.clone().map(Value::String)),
             ("concurrency_key", self.concurrency_key.clone().map(Value::String)),
+            ("waiting", self.waiting.clone().map(Value::String)),
         ] {
             if let Some(value) = value {
                 payload.insert(key.into(), value);

@@ -9,8 +9,8 @@ use serde_json::{Map, Value};
 
 use super::{
     ApiKey, Backtest, BacktestRequest, ClaimRequest, ClaimedRun, Completion, CreatedApiKey, Deployment, Event,
-    FailureReport, Firing, Heartbeat, HeartbeatReply, LogBatch, LogLine, NewApiKey, Run, ScopeFilter,
-    TriggerDefinition, TriggerSync, WorkerStatus,
+    FailureReport, Firing, Heartbeat, HeartbeatReply, LogBatch, LogLine, NewApiKey, RateLimit, RateLimitQuota,
+    RateLimitStatus, Run, ScopeFilter, TriggerDefinition, TriggerSync, WorkerStatus,
 };
 
 /// Every schema, as `(file name, schema)`: the inputs (events, trigger definitions,
@@ -38,6 +38,10 @@ pub fn all() -> Vec<(&'static str, Value)> {
         // Backtests.
         ("backtest-request.json", with_flat_definitions(input::<BacktestRequest>())),
         ("backtest.json", output::<Backtest>()),
+        // Rate limits.
+        ("rate-limit-quota.json", input::<RateLimitQuota>()),
+        ("rate-limit.json", output::<RateLimit>()),
+        ("rate-limit-status.json", output::<RateLimitStatus>()),
         // API keys (admin only).
         ("new-api-key.json", input::<NewApiKey>()),
         ("api-key.json", output::<ApiKey>()),

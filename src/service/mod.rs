@@ -7,6 +7,7 @@ pub mod backtest;
 pub mod clock;
 mod core;
 pub mod metrics;
+mod rate_limits;
 mod read;
 mod runs;
 pub mod workers;
@@ -92,6 +93,12 @@ pub enum ServiceError {
     /// It exists, but cannot answer that yet (a backtest still running).
     #[error("{0}")]
     NotReady(String),
+    /// It cannot be removed while something uses it (a rate limit a deployment takes).
+    #[error("{message}")]
+    InUse {
+        /// What uses it.
+        message: String,
+    },
     /// Too much work queued: retry later.
     #[error("tripwire is busy; retry after {retry_after_secs} s")]
     Overloaded {
@@ -117,7 +124,7 @@ pub enum ServiceError {
 
 impl ServiceError {
     /// A stable code for the error, as both the HTTP API and the embedded client report it:
-    /// `invalid`, `not_found`, `conflict`, `not_ready`, `run_finished`, `run_not_held`,
+    /// `invalid`, `not_found`, `conflict`, `not_ready`, `in_use`, `run_finished`, `run_not_held`,
     /// `overloaded`, `shutting_down` or `storage`.
     pub fn code(&self) -> &'static str {
         match self {
@@ -125,6 +132,7 @@ impl ServiceError {
             ServiceError::NotFound { .. } => "not_found",
             ServiceError::Conflict { .. } => "conflict",
             ServiceError::NotReady(_) => "not_ready",
+            ServiceError::InUse { .. } => "in_use",
             ServiceError::RunRefused { code, .. } => code,
             ServiceError::Overloaded { .. } => "overloaded",
             ServiceError::ShuttingDown => "shutting_down",
@@ -138,7 +146,10 @@ impl ServiceError {
         match self {
             ServiceError::Invalid(_) => 400,
             ServiceError::NotFound { .. } => 404,
-            ServiceError::Conflict { .. } | ServiceError::NotReady(_) | ServiceError::RunRefused { .. } => 409,
+            ServiceError::Conflict { .. }
+            | ServiceError::NotReady(_)
+            | ServiceError::InUse { .. }
+            | ServiceError::RunRefused { .. } => 409,
             ServiceError::Overloaded { .. } | ServiceError::ShuttingDown => 503,
             ServiceError::Store(_) => 500,
         }

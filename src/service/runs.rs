@@ -11,8 +11,13 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::engine::template::KeyTemplate;
+use crate::model::rate_limit::MAX_RATE_LIMIT_KEY_BYTES;
 use crate::model::time::{Span, Timestamp};
-use crate::model::{ClaimRequest, ConcurrencyStrategy, Deployment, JsonPath, Problems, Run, RunState, StateReason};
+use crate::model::{
+    ClaimRequest, ConcurrencyStrategy, Deployment, JsonPath, Problems, Run, RunRateLimit, RunState, StateReason,
+};
+
+use super::rate_limits::RateLimiter;
 
 /// A run that changed, and the state it left (None for a new run).
 #[derive(Clone, Debug, PartialEq)]
@@ -34,6 +39,22 @@ pub(super) enum Refusal {
 struct Settings {
     deployment: Deployment,
     key: Option<KeyTemplate>,
+    /// The templates of its dynamic rate limit keys, by position in `rate_limits` (None for
+    /// a static key).
+    rate_keys: Vec<Option<KeyTemplate>>,
+}
+
+/// A deployment's templates, compiled once when it is put.
+#[derive(Default)]
+pub(super) struct Compiled {
+    key: Option<KeyTemplate>,
+    rate_keys: Vec<Option<KeyTemplate>>,
+}
+
+impl Settings {
+    fn new(deployment: Deployment, compiled: Compiled) -> Settings {
+        Settings { deployment, key: compiled.key, rate_keys: compiled.rate_keys }
+    }
 }
 
 /// The concurrency group of a run: its deployment and its rendered key ("" without one).
@@ -47,12 +68,32 @@ fn seconds(s: f64) -> Span {
     Span::from_secs_f64(s).unwrap_or(Span::seconds(i64::MAX / 2_000_000))
 }
 
-/// Compiles a deployment's concurrency key, for validation before it is stored.
-pub(super) fn compile_key(deployment: &Deployment) -> Result<Option<KeyTemplate>, Problems> {
-    let Some(c) = &deployment.concurrency else { return Ok(None) };
+/// Compiles a deployment's concurrency key and dynamic rate limit keys, for validation
+/// before it is stored.
+pub(super) fn compile(deployment: &Deployment) -> Result<Compiled, Problems> {
     let mut problems = Problems::default();
-    let key = KeyTemplate::compile(&c.key, &JsonPath::root().key("concurrency").key("key"), &mut problems);
-    problems.into_result(key)
+    let key = deployment
+        .concurrency
+        .as_ref()
+        .and_then(|c| KeyTemplate::compile(&c.key, &JsonPath::root().key("concurrency").key("key"), &mut problems));
+    let rate_keys = deployment
+        .rate_limits
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let path = JsonPath::root().key("rate_limits").index(i).key("dynamic_key");
+            r.dynamic_key.as_ref().and_then(|template| KeyTemplate::compile(template, &path, &mut problems))
+        })
+        .collect();
+    problems.into_result(Compiled { key, rate_keys })
+}
+
+/// A deployment's compiled templates, or none (logged) when a stored one no longer compiles.
+fn compiled_or_logged(deployment: &Deployment) -> Compiled {
+    compile(deployment).unwrap_or_else(|problems| {
+        tracing::error!(deployment = %deployment.name, %problems, "a stored key template does not compile");
+        Compiled::default()
+    })
 }
 
 /// A ready run's place in its group: highest priority first, then the oldest.
@@ -131,6 +172,32 @@ fn unset<K: std::hash::Hash + Eq, T: Ord>(sets: &mut HashMap<K, BTreeSet<T>>, ke
 /// The deployment's settings, if it exists.
 fn deployment_of<'a>(settings: &'a HashMap<String, Settings>, name: &str) -> Option<&'a Deployment> {
     settings.get(name).map(|s| &s.deployment)
+}
+
+/// The rate limits a new run of these settings takes: static keys as named, dynamic keys
+/// rendered from its parameters and cause; or why a dynamic key did not render.
+fn rate_limits_of(settings: &Settings, run: &Run) -> Result<Vec<RunRateLimit>, String> {
+    let uses = settings.deployment.rate_limits.iter().zip(&settings.rate_keys);
+    uses.map(|(r, template)| {
+        let key = match (&r.static_key, template) {
+            (Some(key), _) => key.clone(),
+            (None, Some(template)) => {
+                let key = template
+                    .render(&run.parameters, run.cause.as_ref())
+                    .map_err(|e| format!("the rate limit key did not render: {}", e.message))?;
+                if key.len() > MAX_RATE_LIMIT_KEY_BYTES {
+                    return Err(format!(
+                        "the rate limit key rendered {} bytes; at most {MAX_RATE_LIMIT_KEY_BYTES}",
+                        key.len()
+                    ));
+                }
+                key
+            }
+            (None, None) => return Err("a dynamic rate limit key that does not compile".into()),
+        };
+        Ok(RunRateLimit { key, units: r.units, limit: r.limit, duration: r.duration })
+    })
+    .collect()
 }
 
 /// When a Scheduled run became claimable: its last change, or its backoff's end.
@@ -263,9 +330,18 @@ impl Index {
     }
 }
 
+/// What a claim did: the runs handed to the worker, and the runs it found over a rate
+/// limit and put back to wait for the window's reset (true: the first time for this attempt).
+#[derive(Debug, Default)]
+pub(super) struct Claimed {
+    pub runs: Vec<Change>,
+    pub deferred: Vec<(Change, bool)>,
+}
+
 #[derive(Default)]
 pub(super) struct RunQueue {
     active: HashMap<Uuid, Run>,
+    limiter: RateLimiter,
     settings: HashMap<String, Settings>,
     /// When each group was last given a run (a claim counter), for round-robin fairness.
     served: HashMap<Group, u64>,
@@ -274,17 +350,11 @@ pub(super) struct RunQueue {
 }
 
 impl RunQueue {
-    pub fn new(deployments: Vec<Deployment>, active: Vec<Run>) -> RunQueue {
-        let mut queue = RunQueue::default();
+    pub fn new(deployments: Vec<Deployment>, active: Vec<Run>, limiter: RateLimiter) -> RunQueue {
+        let mut queue = RunQueue { limiter, ..RunQueue::default() };
         for d in deployments {
-            let key = match compile_key(&d) {
-                Ok(key) => key,
-                Err(problems) => {
-                    tracing::error!(deployment = %d.name, %problems, "stored concurrency key does not compile");
-                    None
-                }
-            };
-            queue.set_deployment(d, key);
+            let compiled = compiled_or_logged(&d);
+            queue.set_deployment(d, compiled);
         }
         for run in active.into_iter().filter(|r| !r.is_final()) {
             queue.insert_active(run);
@@ -292,13 +362,35 @@ impl RunQueue {
         queue
     }
 
-    /// Installs or replaces a deployment's settings, with its concurrency key as compiled by
-    /// [`compile_key`] (once: each run's key is rendered from it, never parsed again).
-    pub fn set_deployment(&mut self, deployment: Deployment, key: Option<KeyTemplate>) {
+    /// Installs or replaces a deployment's settings, with its templates as compiled by
+    /// [`compile`] (once: each run's keys are rendered from them, never parsed again).
+    pub fn set_deployment(&mut self, deployment: Deployment, compiled: Compiled) {
         let name = deployment.name.clone();
         self.resettle(&name, |settings| {
-            settings.insert(name.clone(), Settings { deployment, key });
+            settings.insert(name.clone(), Settings::new(deployment, compiled));
         });
+    }
+
+    /// The rate limiter (static limits and open windows).
+    pub fn limiter(&mut self) -> &mut RateLimiter {
+        &mut self.limiter
+    }
+
+    /// The deployments that take units from the static limit `key`, with the units.
+    pub fn users_of(&self, key: &str) -> Vec<(String, u64)> {
+        let mut users: Vec<(String, u64)> = self
+            .settings
+            .values()
+            .flat_map(|s| {
+                s.deployment
+                    .rate_limits
+                    .iter()
+                    .filter(|r| r.static_key.as_deref() == Some(key))
+                    .map(|r| (s.deployment.name.clone(), r.units))
+            })
+            .collect();
+        users.sort();
+        users
     }
 
     pub fn remove_deployment(&mut self, name: &str) {
@@ -376,8 +468,20 @@ impl RunQueue {
         let mut changes = Vec::new();
         let settings = self.settings.get(&run.deployment);
         let concurrency = settings.and_then(|s| s.deployment.concurrency.clone());
+        if let Some(settings) = settings {
+            match rate_limits_of(settings, &run) {
+                Ok(needs) => run.rate_limits = needs,
+                Err(message) => {
+                    run.state = RunState::Failed;
+                    run.finished = Some(now);
+                    run.reason = Some(StateReason::RateLimitKeyError);
+                    run.error = Some(message);
+                    return vec![Change { run, previous: None }];
+                }
+            }
+        }
         if let (Some(c), Some(key)) = (&concurrency, settings.and_then(|s| s.key.as_ref())) {
-            match key.render(&run.parameters) {
+            match key.render(&run.parameters, run.cause.as_ref()) {
                 Ok(k) => run.concurrency_key = Some(k),
                 Err(e) => {
                     run.state = RunState::Failed;
@@ -432,12 +536,12 @@ impl RunQueue {
     /// Hands up to `limit` ready runs of the worker's deployments to it: highest priority
     /// first, then the group served longest ago, then the oldest; within the deployment's and
     /// the key's limits. Each pick reads the first head of each requested deployment.
-    pub fn claim(&mut self, request: &ClaimRequest, now: Timestamp) -> Vec<Change> {
+    pub fn claim(&mut self, request: &ClaimRequest, now: Timestamp) -> Claimed {
         self.sync(now);
         let deployments: BTreeSet<&str> = request.deployments.iter().map(String::as_str).collect();
         let lease = seconds(request.lease_seconds);
-        let mut changes = Vec::new();
-        while changes.len() < request.limit as usize {
+        let mut claimed = Claimed::default();
+        while claimed.runs.len() < request.limit as usize {
             let mut best: Option<(HeadKey, Group)> = None;
             for d in &deployments {
                 let limit = deployment_of(&self.settings, d).and_then(|d| d.concurrency_limit);
@@ -452,24 +556,46 @@ impl RunQueue {
                 }
             }
             let Some((head, group)) = best else { break };
+            // Over a rate limit: back to waiting until the window resets (it keeps its place:
+            // priority first, then since when it was ready), and the next head is looked at.
+            let needs = self.active.get(&head.3).map(|r| r.rate_limits.clone()).unwrap_or_default();
+            if let Err(blocked) = self.limiter.check(&needs, now) {
+                let deferred = self.update(&head.3, |run| {
+                    let first = run.reason != Some(StateReason::RateLimited);
+                    run.not_before = Some(blocked.until);
+                    run.reason = Some(StateReason::RateLimited);
+                    run.waiting = Some(blocked.message);
+                    (Change { run: run.clone(), previous: Some(run.state) }, first)
+                });
+                match deferred {
+                    Some(change) => claimed.deferred.push(change),
+                    None => break,
+                }
+                continue;
+            }
+            self.limiter.take(&needs, now);
             self.claims += 1;
             self.served.insert(group, self.claims);
-            let claimed = self.update(&head.3, |run| {
+            let change = self.update(&head.3, |run| {
                 let previous = run.state;
                 run.state = RunState::Running;
                 run.worker = Some(request.worker.clone());
                 run.lease_expires = Some(now.plus(lease));
                 run.started = Some(now);
                 run.not_before = None;
+                run.waiting = None;
+                if run.reason == Some(StateReason::RateLimited) {
+                    run.reason = None;
+                }
                 run.updated = now;
                 Change { run: run.clone(), previous: Some(previous) }
             });
-            match claimed {
-                Some(change) => changes.push(change),
+            match change {
+                Some(change) => claimed.runs.push(change),
                 None => break,
             }
         }
-        changes
+        claimed
     }
 
     /// Whether `worker` holds the run.
@@ -565,6 +691,7 @@ impl RunQueue {
             };
             changes.extend(change);
         }
+        self.limiter.prune(now);
         if self.served.len() > 2 * self.active.len() + 1024 {
             let live = &self.index.members;
             self.served.retain(|g, _| live.contains_key(g));
@@ -650,7 +777,7 @@ mod tests {
         let mut req = ClaimRequest::new(worker, vec![d.to_owned()]);
         req.limit = limit;
         req.lease_seconds = 10.0;
-        q.claim(&req, at(now)).into_iter().map(|c| c.run.id.as_u128()).collect()
+        q.claim(&req, at(now)).runs.into_iter().map(|c| c.run.id.as_u128()).collect()
     }
 
     mod scan {
@@ -661,8 +788,7 @@ mod tests {
         use serde_json::Value;
         use uuid::Uuid;
 
-        use super::super::{compile_key, group_of, seconds, Change, Group, Refusal, Settings};
-        use crate::engine::template::KeyTemplate;
+        use super::super::{compile, group_of, seconds, Change, Compiled, Group, Refusal, Settings};
         use crate::model::time::Timestamp;
         use crate::model::{ClaimRequest, ConcurrencyStrategy, Deployment, Run, RunState, StateReason};
 
@@ -679,23 +805,17 @@ mod tests {
             pub(super) fn new(deployments: Vec<Deployment>, active: Vec<Run>) -> ScanQueue {
                 let mut queue = ScanQueue::default();
                 for d in deployments {
-                    let key = match compile_key(&d) {
-                        Ok(key) => key,
-                        Err(problems) => {
-                            tracing::error!(deployment = %d.name, %problems, "stored concurrency key does not compile");
-                            None
-                        }
-                    };
-                    queue.set_deployment(d, key);
+                    let compiled = compile(&d).unwrap_or_default();
+                    queue.set_deployment(d, compiled);
                 }
                 queue.active = active.into_iter().filter(|r| !r.is_final()).map(|r| (r.id, r)).collect();
                 queue
             }
 
             /// Installs or replaces a deployment's settings, with its concurrency key as compiled by
-            /// [`compile_key`] (once: each run's key is rendered from it, never parsed again).
-            pub(super) fn set_deployment(&mut self, deployment: Deployment, key: Option<KeyTemplate>) {
-                self.settings.insert(deployment.name.clone(), Settings { deployment, key });
+            /// [`compile`] (once: each run's key is rendered from it, never parsed again).
+            pub(super) fn set_deployment(&mut self, deployment: Deployment, compiled: Compiled) {
+                self.settings.insert(deployment.name.clone(), Settings::new(deployment, compiled));
             }
 
             pub(super) fn remove_deployment(&mut self, name: &str) {
@@ -717,7 +837,7 @@ mod tests {
                 let settings = self.settings.get(&run.deployment);
                 let concurrency = settings.and_then(|s| s.deployment.concurrency.clone());
                 if let (Some(c), Some(key)) = (&concurrency, settings.and_then(|s| s.key.as_ref())) {
-                    match key.render(&run.parameters) {
+                    match key.render(&run.parameters, run.cause.as_ref()) {
                         Ok(k) => run.concurrency_key = Some(k),
                         Err(e) => {
                             run.state = RunState::Failed;
@@ -1044,7 +1164,7 @@ mod tests {
         d.timeout_seconds = Some(20.0);
         d.schedule_timeout_seconds = Some(30.0);
         d.concurrency = Some(Concurrency::new("{{ params.k }}", 1));
-        let mut q = RunQueue::new(vec![d.clone()], vec![]);
+        let mut q = RunQueue::new(vec![d.clone()], vec![], RateLimiter::default());
         let id = Uuid::from_u128;
         for n in 1..=4 {
             q.admit(run(n, &d, json!({"k": if n % 2 == 0 { "A" } else { "B" }}), 0), at(0));
@@ -1081,7 +1201,7 @@ mod tests {
         // Settings change: the deadlines and the keys' room are re-indexed.
         d.schedule_timeout_seconds = Some(1.0);
         d.concurrency = None;
-        q.set_deployment(d.clone(), None);
+        q.set_deployment(d.clone(), Compiled::default());
         q.check_index();
         let expired = q.due(at(28));
         assert_eq!(expired.len(), 1, "run 2 waits since 11 s, past the new 1 s schedule timeout");
@@ -1099,7 +1219,7 @@ mod tests {
         let mut d = Deployment::new("d");
         d.retries = 1;
         d.retry_delay_seconds = 5.0;
-        let mut q = RunQueue::new(vec![d.clone()], vec![]);
+        let mut q = RunQueue::new(vec![d.clone()], vec![], RateLimiter::default());
         q.admit(run(1, &d, json!({}), 0), at(0));
         assert_eq!(claim(&mut q, "w", "d", 1, 0), [1]);
         q.fail(&Uuid::from_u128(1), "w", "boom".into(), true, at(1)).unwrap();
@@ -1187,7 +1307,7 @@ mod tests {
         ) {
             const NAMES: [&str; 4] = ["d0", "d1", "d2", "gone"];
             let deployments: Vec<Deployment> = seeds.iter().enumerate().map(|(i, s)| deployment(NAMES[i], *s)).collect();
-            let mut indexed = RunQueue::new(deployments.clone(), vec![]);
+            let mut indexed = RunQueue::new(deployments.clone(), vec![], RateLimiter::default());
             let mut scan = scan::ScanQueue::new(deployments.clone(), vec![]);
             let mut current = deployments;
             let mut now = 0i64;
@@ -1213,7 +1333,7 @@ mod tests {
                         let mut req = ClaimRequest::new(worker(w), deployments.iter().map(|d| NAMES[*d].to_owned()).collect());
                         req.limit = limit;
                         req.lease_seconds = f64::from(lease);
-                        prop_assert_eq!(indexed.claim(&req, at(now)), scan.claim(&req, at(now)));
+                        prop_assert_eq!(indexed.claim(&req, at(now)).runs, scan.claim(&req, at(now)));
                     }
                     Op::Heartbeat { run, worker: w, lease } => {
                         let id = pick(run);
@@ -1246,8 +1366,8 @@ mod tests {
                     Op::Settings { deployment, seed } => {
                         let d = self::deployment(NAMES[deployment], seed);
                         current[deployment] = d.clone();
-                        indexed.set_deployment(d.clone(), compile_key(&d).unwrap());
-                        scan.set_deployment(d.clone(), compile_key(&d).unwrap());
+                        indexed.set_deployment(d.clone(), compile(&d).unwrap());
+                        scan.set_deployment(d.clone(), compile(&d).unwrap());
                     }
                     Op::Remove { deployment } => {
                         indexed.remove_deployment(NAMES[deployment]);
@@ -1278,7 +1398,7 @@ mod tests {
                 Run::scheduled(Uuid::from_u128(n + 1), &d, Default::default(), None, at(created))
             })
             .collect();
-        let mut indexed = RunQueue::new(vec![d.clone()], runs.clone());
+        let mut indexed = RunQueue::new(vec![d.clone()], runs.clone(), RateLimiter::default());
         let mut scan = scan::ScanQueue::new(vec![d.clone()], runs);
         let timed = |f: &mut dyn FnMut() -> usize| {
             let start = std::time::Instant::now();
@@ -1294,7 +1414,7 @@ mod tests {
         assert_eq!((n, scan_n), (100, 100));
         let mut req = ClaimRequest::new("w", vec!["d".into()]);
         req.limit = 10;
-        let (n, claim) = timed(&mut || indexed.claim(&req, at(0)).len());
+        let (n, claim) = timed(&mut || indexed.claim(&req, at(0)).runs.len());
         let (scan_n, scan_claim) = timed(&mut || scan.claim(&req, at(0)).len());
         assert_eq!((n, scan_n), (10, 10));
         println!("100,000 active runs: due() with none due: indexed {nothing_due:?}, scan {scan_nothing:?}");
@@ -1307,7 +1427,7 @@ mod tests {
         let mut d = Deployment::new("d");
         d.retries = 2;
         d.retry_delay_seconds = 1.0;
-        let mut q = RunQueue::new(vec![d.clone()], vec![]);
+        let mut q = RunQueue::new(vec![d.clone()], vec![], RateLimiter::default());
         q.admit(run(1, &d, json!({}), 0), at(0));
         assert_eq!(claim(&mut q, "w", "d", 1, 0), [1]);
         let c = q.fail(&Uuid::from_u128(1), "w", "boom".into(), true, at(1)).unwrap();
@@ -1325,7 +1445,7 @@ mod tests {
     #[test]
     fn only_the_holder_reports_and_lapsed_leases_requeue() {
         let d = Deployment::new("d");
-        let mut q = RunQueue::new(vec![d.clone()], vec![]);
+        let mut q = RunQueue::new(vec![d.clone()], vec![], RateLimiter::default());
         q.admit(run(1, &d, json!({}), 0), at(0));
         assert_eq!(claim(&mut q, "a", "d", 5, 0), [1]);
         assert!(matches!(q.complete(&Uuid::from_u128(1), "b", json!(1), at(1)), Err(Refusal::NotHeld(_))));
@@ -1345,7 +1465,7 @@ mod tests {
         let mut d = Deployment::new("d");
         d.timeout_seconds = Some(2.0);
         d.schedule_timeout_seconds = Some(5.0);
-        let mut q = RunQueue::new(vec![d.clone()], vec![]);
+        let mut q = RunQueue::new(vec![d.clone()], vec![], RateLimiter::default());
         q.admit(run(1, &d, json!({}), 0), at(0));
         q.admit(run(2, &d, json!({}), 0), at(0));
         assert_eq!(claim(&mut q, "w", "d", 1, 0), [1]);
@@ -1361,7 +1481,7 @@ mod tests {
     fn group_round_robin_takes_turns_between_keys() {
         let mut d = Deployment::new("d");
         d.concurrency = Some(Concurrency::new("{{ params.k }}", 2));
-        let mut q = RunQueue::new(vec![d.clone()], vec![]);
+        let mut q = RunQueue::new(vec![d.clone()], vec![], RateLimiter::default());
         let mut n = 0;
         for k in ["A", "B", "C"] {
             for _ in 0..3 {
@@ -1383,7 +1503,7 @@ mod tests {
     fn cancel_strategies_keep_the_newest_or_the_oldest() {
         let mut d = Deployment::new("d");
         d.concurrency = Some(Concurrency::new("{{ params.k }}", 1).strategy(ConcurrencyStrategy::CancelInProgress));
-        let mut q = RunQueue::new(vec![d.clone()], vec![]);
+        let mut q = RunQueue::new(vec![d.clone()], vec![], RateLimiter::default());
         q.admit(run(1, &d, json!({"k": "A"}), 0), at(0));
         claim(&mut q, "w", "d", 1, 0);
         let changes = q.admit(run(2, &d, json!({"k": "A"}), 1), at(1));
@@ -1393,7 +1513,7 @@ mod tests {
 
         let mut d = Deployment::new("e");
         d.concurrency = Some(Concurrency::new("{{ params.k }}", 1).strategy(ConcurrencyStrategy::CancelNewest));
-        q.set_deployment(d.clone(), compile_key(&d).unwrap());
+        q.set_deployment(d.clone(), compile(&d).unwrap());
         q.admit(run(11, &d, json!({"k": "A"}), 0), at(0));
         let changes = q.admit(run(12, &d, json!({"k": "A"}), 1), at(1));
         assert_eq!((changes[0].run.state, changes.len()), (RunState::Cancelled, 1));
@@ -1404,7 +1524,7 @@ mod tests {
     fn priority_and_deployment_limits() {
         let mut d = Deployment::new("d");
         d.concurrency_limit = Some(1);
-        let mut q = RunQueue::new(vec![d.clone()], vec![]);
+        let mut q = RunQueue::new(vec![d.clone()], vec![], RateLimiter::default());
         q.admit(run(1, &d, json!({}), 0), at(0));
         let mut urgent = run(2, &d, json!({}), 1);
         urgent.priority = 3;
@@ -1417,7 +1537,7 @@ mod tests {
     fn a_key_that_does_not_render_fails_the_run() {
         let mut d = Deployment::new("d");
         d.concurrency = Some(Concurrency::new("{{ params.user }}", 1));
-        let mut q = RunQueue::new(vec![d.clone()], vec![]);
+        let mut q = RunQueue::new(vec![d.clone()], vec![], RateLimiter::default());
         let changes = q.admit(run(1, &d, json!({}), 0), at(0));
         assert_eq!(changes[0].run.state, RunState::Failed);
         assert_eq!(changes[0].run.reason, Some(StateReason::ConcurrencyKeyError));

@@ -1,5 +1,5 @@
-//! redb persistence: events, trigger definitions, the engine's state, firings, deployments
-//! and runs. Synchronous and narrow: the service calls it from its one writer thread, and
+//! redb persistence: events, trigger definitions, the engine's state, firings, deployments,
+//! runs and rate limits. Synchronous and narrow: the service calls it from its one writer thread, and
 //! from blocking tasks for reads.
 //!
 //! Durability model: every accepted event is stored in the same transaction as the firings
@@ -11,6 +11,7 @@
 mod event_codec;
 mod keys;
 mod legacy;
+mod rate_limits;
 mod state;
 
 pub use self::event_codec::PreparedEvent;
@@ -204,6 +205,8 @@ impl Store {
             tx.tx.open_table(FILTERS)?;
             tx.tx.open_table(RUN_LOGS)?;
             tx.tx.open_table(keys::API_KEYS)?;
+            tx.tx.open_table(rate_limits::RATE_LIMITS)?;
+            tx.tx.open_table(rate_limits::RATE_WINDOWS)?;
             let mut active = tx.tx.open_table(ACTIVE_RUNS)?;
             let found = meta.get(SCHEMA_KEY)?.map(|v| decode::<u32>("schema version", v.value())).transpose()?;
             match found {

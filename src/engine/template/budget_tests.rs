@@ -226,7 +226,7 @@ fn constant_operands_are_not_folded_at_compile_time() {
     // Keys and filters too.
     let mut problems = Problems::default();
     let key = KeyTemplate::compile("{{ 'x' * 10**12 }}", &JsonPath::root(), &mut problems).unwrap();
-    assert!(key.render(&serde_json::Map::new()).unwrap_err().message.contains(VALUE));
+    assert!(key.render(&serde_json::Map::new(), None).unwrap_err().message.contains(VALUE));
     let f = Filter::compile("('x' * 10**12) == payload.a", &JsonPath::root(), &mut problems).unwrap();
     assert!(f.matches(&event(json!({"a": 1}))).unwrap_err().message.contains(VALUE));
     assert!(problems.is_empty(), "{problems}");

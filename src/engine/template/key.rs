@@ -1,5 +1,5 @@
-//! Run concurrency keys: a text template over a run's parameters, parsed once when the
-//! deployment is put and rendered for each run.
+//! Run keys (concurrency keys, dynamic rate limit keys): a text template over a run's
+//! parameters and cause, parsed once when the deployment is put and rendered for each run.
 
 use std::fmt;
 use std::sync::Arc;
@@ -7,13 +7,15 @@ use std::sync::Arc;
 use minijinja::value::Value;
 use serde_json::Value as Json;
 
-use crate::model::{JsonPath, Problems};
+use crate::model::{JsonPath, Problems, RunCause};
 
 use super::environment::TextTemplate;
 use super::{budget, describe, names, RenderError};
 
-/// A compiled concurrency key: a string template over a run's parameters (`params`, with
-/// `parameters` and `input` as aliases), e.g. `{{ params.user_id }}`.
+/// A compiled run key: a string template over a run's parameters (`params`, with
+/// `parameters` and `input` as aliases) and its cause (`metadata`: `trigger`, `firing`,
+/// `bucket` labels, `triggering_event`; empty for a run made by hand), e.g.
+/// `{{ params.user_id }}` or `{{ metadata.bucket['prefect.resource.id'] }}`.
 #[derive(Clone)]
 pub struct KeyTemplate {
     source: Arc<str>,
@@ -43,9 +45,23 @@ impl KeyTemplate {
 
     /// Renders the key for these parameters. An empty key is an error: it would put every run
     /// whose parameter is missing into one group by accident.
-    pub fn render(&self, parameters: &serde_json::Map<String, Json>) -> Result<String, RenderError> {
+    /// `cause` is the firing that made the run (None for a run made by hand).
+    pub fn render(
+        &self,
+        parameters: &serde_json::Map<String, Json>,
+        cause: Option<&RunCause>,
+    ) -> Result<String, RenderError> {
         let params = Value::from_serialize(parameters);
-        let ctx = Value::from_iter([("params", params.clone()), ("parameters", params.clone()), ("input", params)]);
+        let metadata = match cause {
+            Some(cause) => Value::from_serialize(cause),
+            None => Value::from_serialize(serde_json::Map::new()),
+        };
+        let ctx = Value::from_iter([
+            ("params", params.clone()),
+            ("parameters", params.clone()),
+            ("input", params),
+            ("metadata", metadata),
+        ]);
         budget::start();
         let key = self
             .template

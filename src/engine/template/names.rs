@@ -27,8 +27,10 @@ pub(super) const PARAMETERS: Scope = Scope {
 pub(super) const FILTER: Scope =
     Scope { names: &["event", "payload", "input", "event_key", "additional_metadata"], what: "a filter" };
 
-/// A deployment's concurrency key, over a run's parameters.
-pub(super) const KEY: Scope = Scope { names: &["params", "parameters", "input"], what: "a concurrency key" };
+/// A deployment's run keys (concurrency, dynamic rate limits), over a run's parameters and
+/// cause.
+pub(super) const KEY: Scope =
+    Scope { names: &["params", "parameters", "input", "metadata"], what: "a concurrency or rate limit key" };
 
 /// Names a Prefect automation may read that Prefect loads from its orchestration API (the
 /// flow run, deployment, ... the event names) and tripwire does not have.

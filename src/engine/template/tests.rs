@@ -23,9 +23,9 @@ fn concurrency_keys_render_from_parameters() {
     )
     .unwrap();
     let params = json!({"user_id": 7}).as_object().unwrap().clone();
-    assert_eq!(key.render(&params).unwrap(), "7-free");
+    assert_eq!(key.render(&params, None).unwrap(), "7-free");
     let missing = KeyTemplate::compile("{{ params.nope }}", &JsonPath::root(), &mut problems).unwrap();
-    assert!(missing.render(&params).unwrap_err().message.contains("empty key"));
+    assert!(missing.render(&params, None).unwrap_err().message.contains("empty key"));
     assert!(KeyTemplate::compile("{{ params.", &JsonPath::root().key("key"), &mut problems).is_none());
     assert!(problems.to_string().starts_with("$.key: invalid key template"), "{problems}");
 }

@@ -8,8 +8,8 @@ use uuid::Uuid;
 use crate::engine::{BucketPage, BucketQuery};
 use crate::model::Timestamp;
 use crate::model::{
-    ClaimRequest, ClaimedRun, Completion, Deployment, FailureReport, Heartbeat, HeartbeatReply, LogBatch, Run,
-    ScopeFilter, TriggerDefinition, TriggerSync,
+    ClaimRequest, ClaimedRun, Completion, Deployment, FailureReport, Heartbeat, HeartbeatReply, LogBatch, RateLimit,
+    RateLimitQuota, Run, ScopeFilter, TriggerDefinition, TriggerSync,
 };
 use crate::service::{IngestReport, ServiceError};
 use crate::store::{PreparedEvent, StoredKey, TriggerRecord};
@@ -53,6 +53,15 @@ pub(in crate::service) enum Command {
     },
     DeleteDeployment {
         name: String,
+        reply: Reply<()>,
+    },
+    PutRateLimit {
+        key: String,
+        quota: RateLimitQuota,
+        reply: Reply<(RateLimit, bool)>,
+    },
+    DeleteRateLimit {
+        key: String,
         reply: Reply<()>,
     },
     CreateRun {

@@ -49,6 +49,7 @@ impl Core {
         self.advance_for_change(tx, now)?;
         let due = self.runs.due(now);
         self.changed(tx, due, now)?;
+        self.store_windows(tx)?;
         if self.last_prune.is_none_or(|t| now.since(t) >= PRUNE_EVERY) {
             self.last_prune = Some(now);
             let pruned = tx.prune_events(now.minus(self.config.retention), 10_000)?;

@@ -6,6 +6,7 @@ mod command;
 mod deployments;
 mod events;
 mod filters;
+mod rate_limits;
 mod runs;
 mod triggers;
 
@@ -26,6 +27,7 @@ use self::triggers::install;
 use super::access;
 use super::clock::Stopwatch;
 use super::metrics::Metrics;
+use super::rate_limits::RateLimiter;
 use super::runs::RunQueue;
 use super::{ServiceConfig, ServiceError};
 
@@ -291,7 +293,8 @@ impl Core {
             }
             None => restore(&store, &mut engine)?,
         }
-        let runs = RunQueue::new(store.deployments()?, store.active_runs()?);
+        let limiter = RateLimiter::new(store.rate_limits()?, store.rate_windows()?);
+        let runs = RunQueue::new(store.deployments()?, store.active_runs()?, limiter);
         tracing::info!(buckets = engine.bucket_count(), active_runs = runs.active_count(), "engine state restored");
         Ok(Core {
             store,
@@ -445,6 +448,10 @@ impl Core {
                 replies.answer(reply, self.put_deployment(tx, deployment, create_only, now)?)
             }
             Command::DeleteDeployment { name, reply } => replies.answer(reply, self.delete_deployment(tx, name)?),
+            Command::PutRateLimit { key, quota, reply } => {
+                replies.answer(reply, self.put_rate_limit(tx, key, quota, now)?)
+            }
+            Command::DeleteRateLimit { key, reply } => replies.answer(reply, self.delete_rate_limit(tx, key)?),
             Command::CreateRun { deployment, parameters, priority, reply } => {
                 replies.answer(reply, self.create_run(tx, deployment, parameters, priority, now)?)
             }

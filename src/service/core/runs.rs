@@ -55,7 +55,16 @@ impl Core {
         request: &ClaimRequest,
         now: Timestamp,
     ) -> Result<Vec<ClaimedRun>, StoreError> {
-        let changes = self.runs.claim(request, now);
+        let super::super::runs::Claimed { runs: changes, deferred } = self.runs.claim(request, now);
+        for (change, first) in deferred {
+            // Still Scheduled, so `changed` emits nothing: the first wait on a rate limit is
+            // announced (`tripwire.run.scheduled`, reason `rate_limited`), not every re-check.
+            if first {
+                self.outbox.push_back(change.run.state_event(change.previous, new_id(), now));
+            }
+            self.changed(tx, vec![change], now)?;
+        }
+        self.store_windows(tx)?;
         let mut claimed = Vec::with_capacity(changes.len());
         for change in &changes {
             let ids = change.run.cause.as_ref().map(|c| c.triggering_events.clone()).unwrap_or_default();
@@ -88,6 +97,19 @@ impl Core {
                 None => Err(ServiceError::NotFound { what: "run", id: id.to_string() }),
             },
         })
+    }
+
+    /// Stores the rate limit windows the queue changed (in the commit of the claims that
+    /// took the units, or of the tick that found them ended).
+    pub(super) fn store_windows(&mut self, tx: &Tx) -> Result<(), StoreError> {
+        let changes = self.runs.limiter().take_changes();
+        for window in &changes.put {
+            tx.put_rate_window(window)?;
+        }
+        for key in &changes.deleted {
+            tx.delete_rate_window(key)?;
+        }
+        Ok(())
     }
 
     /// A worker's output for the run it holds.
