@@ -130,7 +130,7 @@ pub mod prelude {
     #[cfg(any(feature = "client", feature = "embedded"))]
     pub use crate::flow::{exit_code, Flow, FlowContext, Tripwire, Worker, WorkerHandle};
     pub use crate::model::{
-        CompoundTrigger, Concurrency, EventTrigger, NewEvent, Posture, RateDuration, RateLimitUse, Resource,
-        ResourceSpec, Run, RunState, SequenceTrigger, TriggerDefinition,
+        Comparator, CompoundTrigger, Concurrency, DesiredLabel, EventTrigger, NewEvent, Posture, RateDuration,
+        RateLimitUse, Resource, ResourceSpec, Run, RunState, SequenceTrigger, TriggerDefinition,
     };
 }

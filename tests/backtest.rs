@@ -150,7 +150,24 @@ async fn a_backtest_fires_exactly_as_replay_over_the_same_events() {
     assert_eq!(started["state"], "running", "{started}");
     let until = started["until"].as_str().unwrap().to_owned();
     let id = started["id"].as_str().unwrap().to_owned();
+    // Live ingest goes on while it runs (events after `until` are not the backtest's).
+    let live = {
+        let http = Http::new(&server.api);
+        tokio::spawn(async move {
+            let mut acknowledged = 0;
+            for batch in 0..20 {
+                let events: Vec<Value> = (0..100)
+                    .map(|i| json!({"event": "order.created", "resource": {"prefect.resource.id": format!("live-{batch}-{i}")}}))
+                    .collect();
+                let (status, answer) = http.post("/events", json!(events)).await;
+                assert_eq!(status, 200, "{answer}");
+                acknowledged += answer["ids"].as_array().unwrap().len();
+            }
+            acknowledged
+        })
+    };
     let record = finished(&http, &id).await;
+    assert_eq!(live.await.unwrap(), 2000, "live ingest was answered throughout");
     assert_eq!(record["state"], "completed", "{record}");
     assert_eq!(record["events_read"].as_u64(), Some(stored.len() as u64), "{record}");
     let tested: Vec<Value> = backtest_firings(&http, &id).await.iter().map(line).collect();

@@ -207,6 +207,42 @@ fn rate_limits_start_the_six_runs_two_per_second() {
 }
 
 #[test]
+fn long_task_refreshes_its_timeout_and_outlives_the_deployments_deadline() {
+    let served = Served::start("example-long-task");
+    let lines = Example::start("long_task", &served, "worker").finish();
+    assert_eq!(
+        lines,
+        [
+            "crunch: batch-7 refreshed its deadline to 10 s",
+            "crunch: batch-7 step 1",
+            "crunch: batch-7 step 2",
+            "crunch: batch-7 step 3",
+            "crunch: batch-7 step 4",
+            "crunch: batch-7 done after 4 steps",
+        ]
+    );
+}
+
+#[test]
+fn worker_affinity_sends_transcoding_to_the_gpu_worker_and_thumbnails_to_the_us_one() {
+    let served = Served::start("example-affinity");
+    let lines = Example::start("worker_affinity", &served, "worker").finish();
+    let mut lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "thumbnail: intro.mp4 on plain-us",
+            "thumbnail: outro.mp4 on plain-us",
+            "thumbnail: talk.mp4 on plain-us",
+            "transcode: intro.mp4 on gpu-eu",
+            "transcode: outro.mp4 on gpu-eu",
+            "transcode: talk.mp4 on gpu-eu",
+        ]
+    );
+}
+
+#[test]
 fn task_events_start_a_flow_from_an_event_sent_inside_another() {
     let served = Served::start("example-tasks");
     // It starts the first run by hand, which takes an administrator.

@@ -292,14 +292,8 @@ async fn clock_scenario(crashes: bool) -> (Vec<Firing>, Vec<Run>) {
     .await
     .unwrap();
     s.ingest(vec![ev(1, "go", "job", t0()), ev(2, "q", "job", t0())]).await.unwrap();
-    let claim = ClaimRequest {
-        worker: "w1".into(),
-        deployments: vec!["work".into()],
-        limit: 1,
-        lease_seconds: 300.0,
-        wait_seconds: 0.0,
-        slots: None,
-    };
+    let mut claim = ClaimRequest::new("w1", vec!["work".into()]);
+    claim.lease_seconds = 300.0;
     assert_eq!(s.claim(claim.clone()).await.unwrap().len(), 1, "the go run is claimed");
     rig.clock.set(at(30));
     rig.service().tick().await.unwrap();

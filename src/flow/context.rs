@@ -1,16 +1,58 @@
 //! What a running flow sees: its run, the events that caused it, a logger whose lines are
-//! stored with the run, and `emit` to send events (which other triggers may watch).
+//! stored with the run, `emit` to send events (which other triggers may watch), and the
+//! attempt's control: whether it must stop (`cancelled`), and `refresh_timeout`.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::{Map, Value};
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::client::ClientError;
-use crate::model::{Event, LogLevel, NewEvent, NewLogLine, Resource, Run};
+use crate::model::{Event, Heartbeat, LogLevel, NewEvent, NewLogLine, Resource, Run};
 
 use super::protocol::WorkerProtocol;
+
+/// What the worker and a running attempt share: whether it must stop, and its execution
+/// deadline (moved by `refresh_timeout`).
+pub(crate) struct Control {
+    cancelled: watch::Sender<bool>,
+    deadline: watch::Sender<Option<Instant>>,
+    refreshed: std::sync::atomic::AtomicBool,
+    worker: String,
+    lease_seconds: f64,
+}
+
+impl Control {
+    /// An attempt of `worker`'s, its deadline `timeout` from now (none without one).
+    pub(crate) fn new(worker: String, lease_seconds: f64, timeout: Option<Duration>) -> Arc<Control> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        Arc::new(Control {
+            cancelled: watch::Sender::new(false),
+            deadline: watch::Sender::new(deadline),
+            refreshed: std::sync::atomic::AtomicBool::new(false),
+            worker,
+            lease_seconds,
+        })
+    }
+
+    /// Tells the flow to stop (`ctx.cancelled()` resolves).
+    pub(crate) fn cancel(&self) {
+        self.cancelled.send_replace(true);
+    }
+
+    /// Whether the flow refreshed its deadline.
+    pub(crate) fn refreshed(&self) -> bool {
+        self.refreshed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Follows the deadline as the flow refreshes it.
+    pub(crate) fn deadline(&self) -> watch::Receiver<Option<Instant>> {
+        self.deadline.subscribe()
+    }
+}
 
 /// The context of one attempt of a run.
 #[derive(Clone)]
@@ -19,11 +61,61 @@ pub struct FlowContext {
     events: Arc<Vec<Event>>,
     logger: Logger,
     backend: Arc<dyn WorkerProtocol>,
+    control: Arc<Control>,
 }
 
 impl FlowContext {
-    pub(crate) fn new(run: Run, events: Vec<Event>, logger: Logger, backend: Arc<dyn WorkerProtocol>) -> FlowContext {
-        FlowContext { run: Arc::new(run), events: Arc::new(events), logger, backend }
+    pub(crate) fn new(
+        run: Run,
+        events: Vec<Event>,
+        logger: Logger,
+        backend: Arc<dyn WorkerProtocol>,
+        control: Arc<Control>,
+    ) -> FlowContext {
+        FlowContext { run: Arc::new(run), events: Arc::new(events), logger, backend, control }
+    }
+
+    /// Whether the attempt must stop: the run was cancelled (by hand, or by a concurrency
+    /// strategy), timed out, or is no longer this worker's. Its result will be discarded.
+    pub fn is_cancelled(&self) -> bool {
+        *self.control.cancelled.borrow()
+    }
+
+    /// Resolves when the attempt must stop (see [`FlowContext::is_cancelled`]), so that long
+    /// work can stop cleanly: `tokio::select! { _ = ctx.cancelled() => ..., r = work => ... }`.
+    /// The worker learns it at its next heartbeat (a third of the lease) or at the deadline,
+    /// then gives the flow its grace ([`Worker::cancel_grace`](super::Worker::cancel_grace), 1 s
+    /// by default) to return before dropping it.
+    pub async fn cancelled(&self) {
+        let mut cancelled = self.control.cancelled.subscribe();
+        // The sender lives as long as this context, so this only ends when it is set.
+        let _ = cancelled.wait_for(|c| *c).await;
+    }
+
+    /// Moves the attempt's execution deadline to `timeout` from now, on the server and in
+    /// the worker (Hatchet's `refresh_timeout`): a flow that knows it needs longer than the
+    /// deployment's `timeout_seconds` says so before that runs out. At most a year.
+    pub async fn refresh_timeout(&self, timeout: Duration) -> Result<(), ClientError> {
+        let heartbeat = Heartbeat {
+            worker: self.control.worker.clone(),
+            lease_seconds: self.control.lease_seconds,
+            timeout_seconds: Some(timeout.as_secs_f64()),
+        };
+        let reply = self.backend.heartbeat(self.run.id, &heartbeat).await?;
+        if reply.cancel {
+            self.control.cancel();
+            return Err(ClientError::Api {
+                status: 409,
+                code: "run_not_held".into(),
+                message: format!(
+                    "run {} is no longer this attempt's ({:?}): its deadline was not refreshed",
+                    self.run.id, reply.run.state
+                ),
+            });
+        }
+        self.control.refreshed.store(true, std::sync::atomic::Ordering::Release);
+        self.control.deadline.send_replace(Some(Instant::now() + timeout));
+        Ok(())
     }
 
     /// The run's id.

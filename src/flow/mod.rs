@@ -47,12 +47,17 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::client::ClientError;
-use crate::model::{Concurrency, Deployment, RateLimitUse, TriggerDefinition};
+use crate::model::{Concurrency, Deployment, DesiredLabel, RateLimitUse, TriggerDefinition};
 
 pub use self::api::Tripwire;
 pub use self::context::{FlowContext, Logger};
 pub use self::protocol::{BoxFuture, WorkerProtocol};
 pub use self::worker::{serve_many, Worker, WorkerHandle};
+
+/// How long a flow told to stop (`ctx.cancelled()` resolved: the run was cancelled, timed out,
+/// or taken away) has to return before the worker drops it, unless
+/// [`Worker::cancel_grace`] says otherwise.
+pub const CANCEL_GRACE: Duration = Duration::from_secs(1);
 
 /// The error a flow returns: any error type (`?` converts it), or a message
 /// (`Err("no such user".into())`). Its `Display` text is stored as the attempt's error.
@@ -209,6 +214,14 @@ impl Flow {
     /// RateDuration::Minute)`. Runs over a limit wait for its window to reset.
     pub fn rate_limit(mut self, limit: RateLimitUse) -> Flow {
         self.deployment.rate_limits.push(limit);
+        self
+    }
+
+    /// A label its runs want of their worker (Hatchet's worker affinity):
+    /// `.desired_label("region", DesiredLabel::required("eu"))` runs only on workers labelled
+    /// `region=eu`; `.desired_label("gpu", DesiredLabel::preferred(1, 10))` prefers them.
+    pub fn desired_label(mut self, key: impl Into<String>, label: DesiredLabel) -> Flow {
+        self.deployment.desired_labels.insert(key.into(), label);
         self
     }
 

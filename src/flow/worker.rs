@@ -2,7 +2,7 @@
 //! heartbeats, report their outcome, and stop gracefully; [`Worker::start`] runs it in the
 //! background behind a [`WorkerHandle`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,13 +17,13 @@ use uuid::Uuid;
 
 use crate::client::ClientError;
 use crate::model::{
-    ClaimRequest, ClaimedRun, Completion, FailureReport, Heartbeat, LogBatch, Run, TriggerDefinition,
+    ClaimRequest, ClaimedRun, Completion, FailureReport, Heartbeat, LabelValue, LogBatch, Run, TriggerDefinition,
     DEFAULT_LEASE_SECONDS,
 };
 
-use super::context::{FlowContext, Logger};
+use super::context::{Control, FlowContext, Logger};
 use super::protocol::WorkerProtocol;
-use super::{Failure, Flow, Tripwire};
+use super::{Failure, Flow, Tripwire, CANCEL_GRACE};
 
 /// How long one claim waits for runs before the worker asks again.
 const CLAIM_WAIT: Duration = Duration::from_secs(2);
@@ -75,6 +75,8 @@ pub struct Worker {
     name: String,
     slots: usize,
     lease: Duration,
+    labels: BTreeMap<String, LabelValue>,
+    cancel_grace: Duration,
 }
 
 /// Serves several flows, each with its triggers, in one worker until Ctrl-C.
@@ -106,6 +108,8 @@ impl Worker {
             name: format!("{host}-{}-{n}", std::process::id()),
             slots: 8,
             lease: Duration::from_secs_f64(DEFAULT_LEASE_SECONDS),
+            labels: BTreeMap::new(),
+            cancel_grace: CANCEL_GRACE,
         }
     }
 
@@ -131,6 +135,22 @@ impl Worker {
     /// Runs at once (1 to 10,000); shown in `GET /api/workers`.
     pub fn slots(mut self, slots: usize) -> Worker {
         self.slots = slots.clamp(1, crate::model::run::MAX_WORKER_SLOTS as usize);
+        self
+    }
+
+    /// A label saying what this worker is (`.label("region", "eu").label("memory", 64)`),
+    /// matched against deployments' desired labels (Hatchet's worker affinity): runs that
+    /// require a label this worker lacks are left to others.
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<LabelValue>) -> Worker {
+        self.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// How long a flow told to stop (`ctx.cancelled()` resolved) has to return before it is
+    /// dropped (default [`CANCEL_GRACE`](super::CANCEL_GRACE), 1 s). A flow that does not
+    /// watch `cancelled()` runs on for this long.
+    pub fn cancel_grace(mut self, grace: Duration) -> Worker {
+        self.cancel_grace = grace;
         self
     }
 
@@ -238,6 +258,7 @@ impl Worker {
             request.lease_seconds = self.lease.as_secs_f64();
             request.wait_seconds = CLAIM_WAIT.as_secs_f64();
             request.slots = Some(self.slots.min(crate::model::run::MAX_WORKER_SLOTS as usize) as u32);
+            request.labels = self.labels.clone();
             let claim = self.backend.claim(&request);
             tokio::pin!(claim);
             // A claim in flight is finished even when asked to stop: the runs it takes are
@@ -262,8 +283,8 @@ impl Worker {
                         let Some(flow) = flows.get(&claimed.run.deployment).cloned() else { continue };
                         let backend = self.backend.clone();
                         let worker = self.name.clone();
-                        let lease = self.lease;
-                        in_flight.spawn(run_one(backend, flow, claimed, worker, lease));
+                        let timing = Timing { lease: self.lease, grace: self.cancel_grace };
+                        in_flight.spawn(run_one(backend, flow, claimed, worker, timing));
                     }
                 }
                 Err(e) => {
@@ -337,49 +358,78 @@ impl WorkerHandle {
 
 /// Runs one claimed run: the flow, heartbeats, log shipping, the local timeout, and the
 /// report of its outcome.
-async fn run_one(backend: Arc<dyn WorkerProtocol>, flow: Flow, claimed: ClaimedRun, worker: String, lease: Duration) {
+/// A worker's lease and cancellation grace, as each run uses them.
+#[derive(Clone, Copy)]
+struct Timing {
+    lease: Duration,
+    grace: Duration,
+}
+
+async fn run_one(backend: Arc<dyn WorkerProtocol>, flow: Flow, claimed: ClaimedRun, worker: String, timing: Timing) {
+    let Timing { lease, grace } = timing;
     let ClaimedRun { run, events } = claimed;
     let id = run.id;
     let logger = Logger::new(id);
     let parameters = Value::Object(run.parameters.clone());
     // Validated by the server (at most a year); a value no timer can hold means no timeout.
     let timeout = flow.deployment().timeout_seconds.and_then(|s| Duration::try_from_secs_f64(s).ok());
-    let ctx = FlowContext::new(run.clone(), events, logger.clone(), backend.clone());
+    let control = Control::new(worker.clone(), lease.as_secs_f64(), timeout);
+    let ctx = FlowContext::new(run.clone(), events, logger.clone(), backend.clone(), control.clone());
     tracing::info!(run = %id, flow = flow.name(), attempt = run.attempt, "run started");
     let work = AssertUnwindSafe(flow.call(ctx, parameters)).catch_unwind();
     tokio::pin!(work);
-    let deadline = async {
-        match timeout {
-            Some(t) => tokio::time::sleep(t).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(deadline);
+    // The execution deadline, as the flow refreshes it.
+    let mut deadline = control.deadline();
+    let mut until = *deadline.borrow_and_update();
     let mut beat = tokio::time::interval(lease / 3);
     beat.tick().await;
-    let heartbeat = Heartbeat { worker: worker.clone(), lease_seconds: lease.as_secs_f64() };
-    let outcome: Option<Result<Value, Failure>> = loop {
+    let heartbeat = Heartbeat::new(worker.clone(), lease.as_secs_f64());
+    // Why the attempt stops early: None when the server took it away (nothing to report),
+    // Some(error) when it ran out of time (reported as a failure).
+    let outcome: Result<Result<Value, Failure>, Option<String>> = loop {
+        let expires = async {
+            match until {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            result = &mut work => break Some(match result {
+            result = &mut work => break Ok(match result {
                 Ok(outcome) => outcome,
                 Err(panic) => Err(Failure::Error(format!("the flow panicked: {}", panic_message(&panic)))),
             }),
-            _ = &mut deadline => {
-                let secs = timeout.map_or(0.0, |t| t.as_secs_f64());
-                break Some(Err(Failure::Error(format!("timed out: the attempt ran longer than {secs} s"))));
+            _ = expires => {
+                let error = match (timeout, control.refreshed()) {
+                    (_, true) => "timed out: the attempt ran past its refreshed deadline".to_owned(),
+                    (Some(t), false) => format!("timed out: the attempt ran longer than {} s", t.as_secs_f64()),
+                    (None, false) => "timed out".to_owned(),
+                };
+                break Err(Some(error));
             }
+            Ok(()) = deadline.changed() => until = *deadline.borrow_and_update(),
             _ = beat.tick() => {
                 ship_logs(&*backend, id, &logger).await;
                 match backend.heartbeat(id, &heartbeat).await {
                     Ok(reply) if reply.cancel => {
                         tracing::warn!(run = %id, state = ?reply.run.state, reason = ?reply.run.reason, "told to stop the run");
-                        break None;
+                        break Err(None);
                     }
                     Ok(_) => {}
                     Err(e) => tracing::warn!(run = %id, error = %e, "heartbeat failed"),
                 }
             }
             _ = logger.written() => ship_logs(&*backend, id, &logger).await,
+        }
+    };
+    let outcome = match outcome {
+        Ok(outcome) => Some(outcome),
+        Err(why) => {
+            // `ctx.cancelled()` resolves; the flow has a moment to stop cleanly, then is dropped.
+            control.cancel();
+            if tokio::time::timeout(grace, &mut work).await.is_err() {
+                tracing::warn!(run = %id, ?grace, "the flow did not stop within its grace; dropped");
+            }
+            why.map(|error| Err(Failure::Error(error)))
         }
     };
     ship_logs(&*backend, id, &logger).await;

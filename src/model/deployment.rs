@@ -1,10 +1,13 @@
 //! Deployments: served flows that runs are created for, with their run settings
-//! (retries, timeouts, concurrency, rate limits, priority).
+//! (retries, timeouts, concurrency, rate limits, worker affinity, priority).
+
+use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::affinity::DesiredLabel;
 use super::fields::Fields;
 use super::limits::MAX_PARAMETERS_BYTES;
 use super::problems::{JsonPath, Problems};
@@ -68,8 +71,14 @@ pub struct Deployment {
     /// Rate limits each run takes units from when it is claimed (Hatchet's static and
     /// dynamic keys); a run whose units do not fit waits until the window resets.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 16))]
+    #[schemars(with = "Option<Vec<RateLimitUse>>", length(max = 16))]
     pub rate_limits: Vec<RateLimitUse>,
+    /// Labels its runs want of their worker (Hatchet's worker affinity): a worker that misses
+    /// a required one is never handed a run; among the rest, the one meeting the most weight
+    /// of preferred ones is preferred.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(with = "Option<BTreeMap<String, DesiredLabel>>")]
+    pub desired_labels: BTreeMap<String, DesiredLabel>,
     /// Runs with a higher priority are claimed first (ties: oldest first).
     #[serde(default)]
     #[schemars(with = "Option<i32>")]
@@ -157,6 +166,7 @@ impl Deployment {
             concurrency_limit: None,
             concurrency: None,
             rate_limits: Vec::new(),
+            desired_labels: BTreeMap::new(),
             priority: 0,
             created: None,
             updated: None,
@@ -190,6 +200,7 @@ impl Deployment {
                 "concurrency_limit",
                 "concurrency",
                 "rate_limits",
+                "desired_labels",
                 "priority",
                 "created",
                 "updated",
@@ -247,6 +258,13 @@ impl Deployment {
                 rate_limits.extend(RateLimitUse::from_json(item, &path.index(i), fields.problems));
             }
         }
+        let desired_labels = match fields.take_set("desired_labels") {
+            Some(value) => {
+                let path = fields.at("desired_labels");
+                super::affinity::desired_labels(value, &path, fields.problems)
+            }
+            None => BTreeMap::new(),
+        };
         problems.into_result(Deployment {
             name,
             description,
@@ -260,6 +278,7 @@ impl Deployment {
             concurrency_limit,
             concurrency,
             rate_limits,
+            desired_labels,
             priority,
             created: None,
             updated: None,

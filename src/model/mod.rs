@@ -4,6 +4,7 @@
 //! Nothing here does I/O or reads a clock.
 
 pub mod access;
+pub mod affinity;
 pub mod backtest;
 pub mod deployment;
 pub mod event;
@@ -24,6 +25,7 @@ pub mod trigger;
 pub mod worker;
 
 pub use access::{ApiKey, CreatedApiKey, NewApiKey, Permission, Role};
+pub use affinity::{Comparator, DesiredLabel, LabelValue};
 pub use backtest::{Backtest, BacktestRequest, BacktestState, BacktestSummary};
 pub use deployment::{Concurrency, ConcurrencyStrategy, Deployment};
 pub use event::{Event, EventDefaults, Resource};

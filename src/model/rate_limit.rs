@@ -99,11 +99,21 @@ pub struct RateLimit {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitQuota {
-    /// Units that may be taken per window (1 to 1,000,000,000).
+    /// Units that may be taken per window (1 to 1,000,000,000; `5` and `5.0` alike).
+    #[serde(deserialize_with = "whole_u64")]
     #[schemars(range(min = 1, max = 1_000_000_000))]
     pub limit: u64,
     /// The window: `second`, `minute`, `hour` or `day`.
     pub duration: RateDuration,
+}
+
+/// A whole number: `17` and `17.0` alike, as JSON Schema's `integer` (and the rest of the API)
+/// read them.
+fn whole_u64<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    let n = serde_json::Number::deserialize(deserializer)?;
+    super::integral(&n)
+        .and_then(|i| u64::try_from(i).ok())
+        .ok_or_else(|| serde::de::Error::custom(format!("expected a whole number, got {n}")))
 }
 
 impl RateLimitQuota {

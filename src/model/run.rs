@@ -122,6 +122,10 @@ pub struct Run {
     /// When the current attempt started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started: Option<Timestamp>,
+    /// The running attempt's execution deadline once its flow refreshed it
+    /// (`ctx.refresh_timeout`): it replaces `started` plus the deployment's `timeout_seconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_at: Option<Timestamp>,
     /// When it reached a final state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished: Option<Timestamp>,
@@ -169,6 +173,7 @@ impl Run {
             worker: None,
             lease_expires: None,
             started: None,
+            timeout_at: None,
             finished: None,
             output: None,
             error: None,
@@ -223,6 +228,9 @@ pub enum StateReason {
     RateLimited,
     /// Failed because one of the deployment's dynamic rate limit keys did not render.
     RateLimitKeyError,
+    /// Waiting: no online worker serving its deployment has the labels it requires (worked
+    /// out when the run is read; not stored).
+    NoMatchingWorker,
     /// Cancelled through the API.
     CancelledByUser,
     /// Failed without retrying because the flow could not read its parameters.
@@ -301,6 +309,11 @@ pub struct ClaimRequest {
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "whole_u32_opt")]
     #[schemars(range(min = 1, max = MAX_WORKER_SLOTS))]
     pub slots: Option<u32>,
+    /// What the worker is (`{"region": "eu", "memory": 64}`: text or whole numbers), matched
+    /// against deployments' `desired_labels` (at most 64).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schemars(with = "Option<std::collections::BTreeMap<String, super::LabelValue>>")]
+    pub labels: std::collections::BTreeMap<String, super::LabelValue>,
 }
 
 fn one() -> u32 {
@@ -362,6 +375,7 @@ impl ClaimRequest {
             lease_seconds: DEFAULT_LEASE_SECONDS,
             wait_seconds: 0.0,
             slots: None,
+            labels: std::collections::BTreeMap::new(),
         }
     }
 
@@ -377,6 +391,7 @@ impl ClaimRequest {
             problems.add(&root.key("limit"), format!("must be from 1 to {MAX_CLAIM}, got {}", self.limit));
         }
         check_lease(self.lease_seconds, &root, &mut problems);
+        super::affinity::check_labels(&self.labels, &root.key("labels"), &mut problems);
         if let Some(slots) = self.slots.filter(|s| !(1..=MAX_WORKER_SLOTS).contains(s)) {
             problems.add(&root.key("slots"), format!("must be from 1 to {MAX_WORKER_SLOTS}, got {slots}"));
         }
@@ -411,14 +426,33 @@ pub struct Heartbeat {
     #[serde(default = "default_lease")]
     #[schemars(range(min = LEASE_SECONDS_RANGE.0, max = LEASE_SECONDS_RANGE.1))]
     pub lease_seconds: f64,
+    /// Refreshes the attempt's execution deadline to this many seconds from now (Hatchet's
+    /// `refresh_timeout`), whatever the deployment's `timeout_seconds` said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("exclusiveMinimum" = 0, "maximum" = 31_536_000))]
+    pub timeout_seconds: Option<f64>,
 }
 
 impl Heartbeat {
+    /// A heartbeat of `worker` extending the lease to `lease_seconds` from now.
+    pub fn new(worker: impl Into<String>, lease_seconds: f64) -> Heartbeat {
+        Heartbeat { worker: worker.into(), lease_seconds, timeout_seconds: None }
+    }
+
     /// Every problem with the request.
     pub fn validate(&self) -> Result<(), Problems> {
         let mut problems = Problems::default();
         check_worker(&self.worker, &JsonPath::root(), &mut problems);
         check_lease(self.lease_seconds, &JsonPath::root(), &mut problems);
+        if let Some(t) = self.timeout_seconds {
+            let max = super::deployment::MAX_TIMEOUT_SECONDS;
+            if !(t > 0.0 && t <= max) {
+                problems.add(
+                    &JsonPath::root().key("timeout_seconds"),
+                    format!("must be more than 0 and at most {max} seconds, got {t}"),
+                );
+            }
+        }
         problems.into_result(())
     }
 }

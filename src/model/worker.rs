@@ -33,6 +33,9 @@ pub struct WorkerStatus {
     /// The runs it can hold at once, as it says in its claims (absent when it does not say).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slots: Option<u32>,
+    /// Its labels, as its last claim gave them.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, super::LabelValue>,
     /// The runs it holds now: claimed, not yet completed or failed, lease not lapsed.
     pub running: Vec<Uuid>,
     /// When it was first heard from (since the server started, or since it was forgotten).

@@ -442,7 +442,8 @@ impl Service {
         loop {
             changed.mark_unchanged();
             let asked = request.clone();
-            let claimed = self.call(|reply| Command::Claim { request: asked, reply }).await?;
+            let peers = self.inner.workers.peers(&request.deployments, &request.worker, self.now());
+            let claimed = self.call(|reply| Command::Claim { request: asked, peers, reply }).await?;
             let now = tokio::time::Instant::now();
             if !claimed.is_empty() || now >= deadline {
                 let outcome = if claimed.is_empty() { "empty" } else { "runs" };

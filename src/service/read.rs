@@ -8,6 +8,9 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use crate::model::affinity::{affinity, describe_required};
+use crate::model::StateReason;
+
 use crate::engine::compile::NodeKind;
 use crate::engine::{BucketKey, BucketPage, BucketQuery, BucketView, CompositeView};
 use crate::model::{
@@ -284,12 +287,48 @@ impl Service {
         limit: usize,
         keep: impl FnMut(&Run) -> bool + Send + 'static,
     ) -> Result<Vec<Run>, ServiceError> {
-        self.read(move |store| store.runs(limit, keep)).await
+        let mut runs = self.read(move |store| store.runs(limit, keep)).await?;
+        self.explain_waiting(&mut runs).await?;
+        Ok(runs)
     }
 
     /// One run.
     pub async fn run(&self, id: Uuid) -> Result<Run, ServiceError> {
-        self.read(move |store| store.run(&id)).await?.ok_or(ServiceError::NotFound { what: "run", id: id.to_string() })
+        let run = self.read(move |store| store.run(&id)).await?;
+        let mut runs: Vec<Run> = run.into_iter().collect();
+        self.explain_waiting(&mut runs).await?;
+        runs.pop().ok_or(ServiceError::NotFound { what: "run", id: id.to_string() })
+    }
+
+    /// Says why a waiting run that no live worker can take waits: its deployment requires
+    /// labels that no online worker serving it has (`reason: no_matching_worker`, and
+    /// `waiting` in words). Worked out as the run is read, from the workers heard from.
+    async fn explain_waiting(&self, runs: &mut [Run]) -> Result<(), ServiceError> {
+        let waiting = |r: &Run| r.state == crate::model::RunState::Scheduled && r.reason.is_none();
+        if !runs.iter().any(waiting) {
+            return Ok(());
+        }
+        let deployments = self.read(|store| store.deployments()).await?;
+        let now = self.now();
+        for run in runs.iter_mut().filter(|r| waiting(r)) {
+            let Some(d) = deployments.iter().find(|d| d.name == run.deployment) else { continue };
+            if !d.desired_labels.values().any(|l| l.required) {
+                continue;
+            }
+            let serving = self.inner.workers.peers(std::slice::from_ref(&d.name), "", now);
+            if serving.is_empty() || serving.iter().any(|p| affinity(&d.desired_labels, &p.labels).is_some()) {
+                continue;
+            }
+            let names: Vec<String> = serving.iter().map(|p| p.name.clone()).collect();
+            run.reason = Some(StateReason::NoMatchingWorker);
+            run.waiting = Some(format!(
+                "no live worker serving `{}` has the labels it requires ({}); online: {}",
+                d.name,
+                describe_required(&d.desired_labels),
+                names.join(", ")
+            ));
+        }
+        Ok(())
     }
 
     /// A page of a run's log, from line `from`.

@@ -18,6 +18,12 @@ use crate::model::{
 };
 
 use super::rate_limits::RateLimiter;
+use super::workers::Peer;
+use crate::model::affinity::affinity;
+
+/// How long a ready run waits for a better-fitting online worker with a free slot (by its
+/// deployment's preferred labels) before a worker that fits less may take it.
+pub const PREFERENCE_WAIT: Span = Span::seconds(2);
 
 /// A run that changed, and the state it left (None for a new run).
 #[derive(Clone, Debug, PartialEq)]
@@ -108,8 +114,19 @@ const LAST_ID: Uuid = Uuid::from_u128(u128::MAX);
 /// What `due` does to a run whose time came.
 enum Due {
     Lapsed,
-    TimedOut(f64),
+    /// Its execution deadline passed; the attempt's error.
+    TimedOut(String),
     Unclaimed(f64),
+}
+
+/// A running attempt's execution deadline: the one its flow refreshed, else its start plus the
+/// deployment's timeout; with the error to fail it with once passed.
+fn execution_deadline(d: Option<&Deployment>, r: &Run) -> Option<(Timestamp, String)> {
+    if let Some(at) = r.timeout_at {
+        return Some((at, format!("timed out: the attempt ran past its refreshed deadline, {at}")));
+    }
+    let (t, started) = (d?.timeout_seconds?, r.started?);
+    Some((started.plus(seconds(t)), format!("timed out: the attempt ran longer than {t} s")))
 }
 
 /// The active runs indexed for the questions the queue asks on every tick and claim, so that
@@ -210,10 +227,7 @@ fn deadline(settings: &HashMap<String, Settings>, r: &Run) -> Option<Timestamp> 
     let d = deployment_of(settings, &r.deployment);
     match r.state {
         RunState::Running => {
-            let timeout = match (d.and_then(|d| d.timeout_seconds), r.started) {
-                (Some(t), Some(started)) => Some(started.plus(seconds(t))),
-                _ => None,
-            };
+            let timeout = execution_deadline(d, r).map(|(at, _)| at);
             [timeout, r.lease_expires].into_iter().flatten().min()
         }
         RunState::Scheduled => d.and_then(|d| d.schedule_timeout_seconds).map(|t| ready_since(r).plus(seconds(t))),
@@ -226,11 +240,9 @@ fn due_at(settings: &HashMap<String, Settings>, r: &Run, now: Timestamp) -> Opti
     let d = deployment_of(settings, &r.deployment);
     match r.state {
         RunState::Running => {
-            let timeout = d.and_then(|d| d.timeout_seconds);
-            if let (Some(t), Some(started)) = (timeout, r.started) {
-                let at = started.plus(seconds(t));
+            if let Some((at, error)) = execution_deadline(d, r) {
                 if at <= now {
-                    return Some((at, Due::TimedOut(t)));
+                    return Some((at, Due::TimedOut(error)));
                 }
             }
             r.lease_expires.filter(|t| *t <= now).map(|at| (at, Due::Lapsed))
@@ -536,7 +548,7 @@ impl RunQueue {
     /// Hands up to `limit` ready runs of the worker's deployments to it: highest priority
     /// first, then the group served longest ago, then the oldest; within the deployment's and
     /// the key's limits. Each pick reads the first head of each requested deployment.
-    pub fn claim(&mut self, request: &ClaimRequest, now: Timestamp) -> Claimed {
+    pub fn claim(&mut self, request: &ClaimRequest, peers: &[Peer], now: Timestamp) -> Claimed {
         self.sync(now);
         let deployments: BTreeSet<&str> = request.deployments.iter().map(String::as_str).collect();
         let lease = seconds(request.lease_seconds);
@@ -550,6 +562,9 @@ impl RunQueue {
                     continue;
                 }
                 if let Some((head, key)) = self.index.heads.get(*d).and_then(|h| h.first()) {
+                    if !self.fits(d, request, peers, &head.3, now) {
+                        continue;
+                    }
                     if best.as_ref().is_none_or(|(b, _)| head < b) {
                         best = Some((*head, ((*d).to_owned(), key.clone())));
                     }
@@ -582,6 +597,7 @@ impl RunQueue {
                 run.worker = Some(request.worker.clone());
                 run.lease_expires = Some(now.plus(lease));
                 run.started = Some(now);
+                run.timeout_at = None;
                 run.not_before = None;
                 run.waiting = None;
                 if run.reason == Some(StateReason::RateLimited) {
@@ -598,6 +614,24 @@ impl RunQueue {
         claimed
     }
 
+    /// Whether the claiming worker may take `d`'s best ready run (`head`): it meets every
+    /// required label of the deployment, and no other online worker with a free slot fits its
+    /// preferred labels better, unless the run has waited [`PREFERENCE_WAIT`] for one.
+    fn fits(&self, d: &str, request: &ClaimRequest, peers: &[Peer], head: &Uuid, now: Timestamp) -> bool {
+        let Some(desired) = self.settings.get(d).map(|s| &s.deployment.desired_labels).filter(|l| !l.is_empty()) else {
+            return true;
+        };
+        let Some(mine) = affinity(desired, &request.labels) else { return false };
+        if self.active.get(head).is_none_or(|r| now.since(ready_since(r)) >= PREFERENCE_WAIT) {
+            return true;
+        }
+        !peers.iter().any(|p| {
+            p.free
+                && p.deployments.iter().any(|served| served == d)
+                && affinity(desired, &p.labels).is_some_and(|theirs| theirs > mine)
+        })
+    }
+
     /// Whether `worker` holds the run.
     fn held(&self, id: &Uuid, worker: &str) -> Result<(), Refusal> {
         match self.active.get(id) {
@@ -608,10 +642,22 @@ impl RunQueue {
     }
 
     /// Extends the lease of a run `worker` holds (no state change, nothing to emit).
-    pub fn heartbeat(&mut self, id: &Uuid, worker: &str, lease_seconds: f64, now: Timestamp) -> Result<Run, Refusal> {
+    /// Extends the holder's lease, and with `timeout_seconds` refreshes the attempt's
+    /// execution deadline to that long from now.
+    pub fn heartbeat(
+        &mut self,
+        id: &Uuid,
+        worker: &str,
+        lease_seconds: f64,
+        timeout_seconds: Option<f64>,
+        now: Timestamp,
+    ) -> Result<Run, Refusal> {
         self.held(id, worker)?;
         self.update(id, |run| {
             run.lease_expires = Some(now.plus(seconds(lease_seconds)));
+            if let Some(t) = timeout_seconds {
+                run.timeout_at = Some(now.plus(seconds(t)));
+            }
             run.clone()
         })
         .ok_or(Refusal::Final)
@@ -636,7 +682,15 @@ impl RunQueue {
         now: Timestamp,
     ) -> Result<Change, Refusal> {
         self.held(id, worker)?;
-        let reason = (!retry).then_some(StateReason::InvalidParameters);
+        // A worker that stops its flow at the deadline reports it before `due` sees it.
+        let past_deadline = self.active.get(id).is_some_and(|r| {
+            execution_deadline(deployment_of(&self.settings, &r.deployment), r).is_some_and(|(at, _)| at <= now)
+        });
+        let reason = match (retry, past_deadline) {
+            (false, _) => Some(StateReason::InvalidParameters),
+            (true, true) => Some(StateReason::TimedOut),
+            (true, false) => None,
+        };
         self.after_failure(*id, error, retry, reason, now).ok_or(Refusal::Final)
     }
 
@@ -674,16 +728,11 @@ impl RunQueue {
                     r.worker = None;
                     r.lease_expires = None;
                     r.started = None;
+                    r.timeout_at = None;
                     r.updated = now;
                     Change { run: r.clone(), previous: Some(previous) }
                 }),
-                Due::TimedOut(t) => self.after_failure(
-                    id,
-                    format!("timed out: the attempt ran longer than {t} s"),
-                    true,
-                    Some(StateReason::TimedOut),
-                    now,
-                ),
+                Due::TimedOut(error) => self.after_failure(id, error, true, Some(StateReason::TimedOut), now),
                 Due::Unclaimed(t) => self.finish(id, RunState::Cancelled, now, |r| {
                     r.reason = Some(StateReason::ScheduleTimeout);
                     r.error = Some(format!("no worker claimed it within {t} s (schedule_timeout_seconds)"));
@@ -724,6 +773,7 @@ impl RunQueue {
                 run.worker = None;
                 run.lease_expires = None;
                 run.started = None;
+                run.timeout_at = None;
                 run.updated = now;
                 Change { run: run.clone(), previous: Some(previous) }
             });
@@ -742,6 +792,7 @@ impl RunQueue {
         run.finished = Some(now);
         run.updated = now;
         run.lease_expires = None;
+        run.timeout_at = None;
         run.not_before = None;
         edit(&mut run);
         Some(Change { run, previous: Some(previous) })
@@ -777,7 +828,7 @@ mod tests {
         let mut req = ClaimRequest::new(worker, vec![d.to_owned()]);
         req.limit = limit;
         req.lease_seconds = 10.0;
-        q.claim(&req, at(now)).runs.into_iter().map(|c| c.run.id.as_u128()).collect()
+        q.claim(&req, &[], at(now)).runs.into_iter().map(|c| c.run.id.as_u128()).collect()
     }
 
     mod scan {
@@ -1011,7 +1062,18 @@ mod tests {
                 now: Timestamp,
             ) -> Result<Change, Refusal> {
                 self.held(id, worker)?;
-                let reason = (!retry).then_some(StateReason::InvalidParameters);
+                let past_deadline = self.active.get(id).is_some_and(|r| {
+                    let d = self.settings.get(&r.deployment).map(|s| &s.deployment);
+                    match (d.and_then(|d| d.timeout_seconds), r.started) {
+                        (Some(t), Some(started)) => started.plus(seconds(t)) <= now,
+                        _ => false,
+                    }
+                });
+                let reason = match (retry, past_deadline) {
+                    (false, _) => Some(StateReason::InvalidParameters),
+                    (true, true) => Some(StateReason::TimedOut),
+                    (true, false) => None,
+                };
                 self.after_failure(*id, error, retry, reason, now).ok_or(Refusal::Final)
             }
 
@@ -1175,7 +1237,7 @@ mod tests {
         q.check_index();
         assert!(!q.index.heads.contains_key("d"), "both keys are full, so no group heads the claims");
         assert_eq!(q.index.deadlines.first(), Some(&(at(11), id(1))), "the lease (10 s) comes before the timeout");
-        q.heartbeat(&id(1), "w", 10.0, at(5)).unwrap();
+        q.heartbeat(&id(1), "w", 10.0, None, at(5)).unwrap();
         q.check_index();
         assert_eq!(q.index.deadlines.first(), Some(&(at(11), id(2))), "run 1's lease moved to 15 s");
         let c = q.fail(&id(1), "w", "boom".into(), true, at(6)).unwrap();
@@ -1333,12 +1395,12 @@ mod tests {
                         let mut req = ClaimRequest::new(worker(w), deployments.iter().map(|d| NAMES[*d].to_owned()).collect());
                         req.limit = limit;
                         req.lease_seconds = f64::from(lease);
-                        prop_assert_eq!(indexed.claim(&req, at(now)).runs, scan.claim(&req, at(now)));
+                        prop_assert_eq!(indexed.claim(&req, &[], at(now)).runs, scan.claim(&req, at(now)));
                     }
                     Op::Heartbeat { run, worker: w, lease } => {
                         let id = pick(run);
                         prop_assert_eq!(
-                            indexed.heartbeat(&id, &worker(w), f64::from(lease), at(now)),
+                            indexed.heartbeat(&id, &worker(w), f64::from(lease), None, at(now)),
                             scan.heartbeat(&id, &worker(w), f64::from(lease), at(now))
                         );
                     }
@@ -1414,7 +1476,7 @@ mod tests {
         assert_eq!((n, scan_n), (100, 100));
         let mut req = ClaimRequest::new("w", vec!["d".into()]);
         req.limit = 10;
-        let (n, claim) = timed(&mut || indexed.claim(&req, at(0)).runs.len());
+        let (n, claim) = timed(&mut || indexed.claim(&req, &[], at(0)).runs.len());
         let (scan_n, scan_claim) = timed(&mut || scan.claim(&req, at(0)).len());
         assert_eq!((n, scan_n), (10, 10));
         println!("100,000 active runs: due() with none due: indexed {nothing_due:?}, scan {scan_nothing:?}");
@@ -1449,7 +1511,7 @@ mod tests {
         q.admit(run(1, &d, json!({}), 0), at(0));
         assert_eq!(claim(&mut q, "a", "d", 5, 0), [1]);
         assert!(matches!(q.complete(&Uuid::from_u128(1), "b", json!(1), at(1)), Err(Refusal::NotHeld(_))));
-        q.heartbeat(&Uuid::from_u128(1), "a", 10.0, at(5)).unwrap();
+        q.heartbeat(&Uuid::from_u128(1), "a", 10.0, None, at(5)).unwrap();
         assert!(q.due(at(14)).is_empty(), "the heartbeat extended the lease to 15 s");
         let lapsed = q.due(at(15));
         assert_eq!(lapsed[0].run.reason, Some(StateReason::LeaseExpired));

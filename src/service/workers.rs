@@ -3,12 +3,12 @@
 //! through the service; kept in memory only (a worker appears again after a restart at its next
 //! claim or heartbeat), at most [`MAX_WORKERS_SEEN`] of them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use uuid::Uuid;
 
-use crate::model::{ClaimRequest, Span, Timestamp, WorkerState, WorkerStatus, DEFAULT_LEASE_SECONDS};
+use crate::model::{ClaimRequest, LabelValue, Span, Timestamp, WorkerState, WorkerStatus, DEFAULT_LEASE_SECONDS};
 
 /// Most workers remembered; past it, the one heard from longest ago is forgotten.
 pub const MAX_WORKERS_SEEN: usize = 10_000;
@@ -20,6 +20,7 @@ const GRACE: Span = Span::seconds(5);
 #[derive(Debug)]
 struct Seen {
     deployments: Vec<String>,
+    labels: BTreeMap<String, LabelValue>,
     slots: Option<u32>,
     /// The runs it holds, with when each lease lapses.
     held: HashMap<Uuid, Timestamp>,
@@ -28,6 +29,24 @@ struct Seen {
     last_claim: Option<Timestamp>,
     lease: Span,
     wait: Span,
+}
+
+impl Seen {
+    /// How long after it was last heard from a worker still counts as online: its lease and
+    /// its claim's wait, and a grace.
+    fn patience(&self) -> Span {
+        Span::micros(self.lease.as_micros() + self.wait.as_micros() + GRACE.as_micros())
+    }
+}
+
+/// Another online worker, as a claim sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Peer {
+    pub name: String,
+    pub deployments: Vec<String>,
+    pub labels: BTreeMap<String, LabelValue>,
+    /// Whether it holds fewer runs than its slots (true when it does not say its slots).
+    pub free: bool,
 }
 
 /// The registry. Every method takes the service clock's `now`.
@@ -48,6 +67,7 @@ impl Workers {
         }
         let entry = seen.entry(worker.to_owned()).or_insert_with(|| Seen {
             deployments: Vec::new(),
+            labels: BTreeMap::new(),
             slots: None,
             held: HashMap::new(),
             first_seen: now,
@@ -67,6 +87,7 @@ impl Workers {
             w.deployments.sort();
             w.deployments.dedup();
             w.slots = request.slots.or(w.slots);
+            w.labels = request.labels.clone();
             w.last_claim = Some(now);
             w.lease = Span::from_secs_f64(request.lease_seconds).unwrap_or(w.lease);
             w.wait = Span::from_secs_f64(request.wait_seconds).unwrap_or(w.wait);
@@ -92,6 +113,27 @@ impl Workers {
         }
     }
 
+    /// The other online workers serving any of `deployments`: what a claim weighs a worker's
+    /// labels against (a better-fitting worker with a free slot is preferred).
+    pub fn peers(&self, deployments: &[String], except: &str, now: Timestamp) -> Vec<Peer> {
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.iter()
+            .filter(|(name, w)| {
+                name.as_str() != except
+                    && now.since(w.last_seen) <= w.patience()
+                    && w.deployments.iter().any(|d| deployments.contains(d))
+            })
+            .map(|(name, w)| Peer {
+                name: name.clone(),
+                deployments: w.deployments.clone(),
+                labels: w.labels.clone(),
+                free: w
+                    .slots
+                    .is_none_or(|slots| w.held.values().filter(|until| **until > now).count() < slots as usize),
+            })
+            .collect()
+    }
+
     /// Every worker remembered, online ones first, then by name.
     pub fn list(&self, now: Timestamp) -> Vec<WorkerStatus> {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
@@ -100,14 +142,14 @@ impl Workers {
             .iter_mut()
             .map(|(name, w)| {
                 w.held.retain(|_, until| *until > now);
-                let patience = Span::micros(w.lease.as_micros() + w.wait.as_micros() + GRACE.as_micros());
-                let online = now.since(w.last_seen) <= patience;
+                let online = now.since(w.last_seen) <= w.patience();
                 let mut running: Vec<Uuid> = w.held.keys().copied().collect();
                 running.sort();
                 WorkerStatus {
                     name: name.clone(),
                     state: if online { WorkerState::Online } else { WorkerState::Offline },
                     deployments: w.deployments.clone(),
+                    labels: w.labels.clone(),
                     slots: w.slots,
                     running,
                     first_seen: w.first_seen,

@@ -77,6 +77,8 @@ pub(in crate::service) enum Command {
     },
     Claim {
         request: ClaimRequest,
+        /// The other online workers serving its deployments (for worker affinity).
+        peers: Vec<crate::service::workers::Peer>,
         reply: Reply<Vec<ClaimedRun>>,
     },
     Heartbeat {

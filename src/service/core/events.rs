@@ -211,7 +211,7 @@ mod tests {
         let tx = store.begin().unwrap();
         core.put_deployment(&tx, Deployment::new("d"), false, now).unwrap().unwrap();
         core.file_firing(&tx, firing.clone(), now).unwrap();
-        let claimed = core.claim(&tx, &ClaimRequest::new("w", vec!["d".into()]), now).unwrap();
+        let claimed = core.claim(&tx, &ClaimRequest::new("w", vec!["d".into()]), &[], now).unwrap();
         assert_eq!(claimed.len(), 1);
         let done = Completion { worker: "w".into(), output: json!("first") };
         core.complete(&tx, id, done, now).unwrap().unwrap();

@@ -455,7 +455,9 @@ impl Core {
             Command::CreateRun { deployment, parameters, priority, reply } => {
                 replies.answer(reply, self.create_run(tx, deployment, parameters, priority, now)?)
             }
-            Command::Claim { request, reply } => replies.answer(reply, Ok(self.claim(tx, &request, now)?)),
+            Command::Claim { request, peers, reply } => {
+                replies.answer(reply, Ok(self.claim(tx, &request, &peers, now)?))
+            }
             Command::Heartbeat { id, heartbeat, reply } => {
                 replies.answer(reply, self.heartbeat(tx, id, &heartbeat, now)?)
             }

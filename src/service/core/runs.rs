@@ -53,9 +53,10 @@ impl Core {
         &mut self,
         tx: &Tx,
         request: &ClaimRequest,
+        peers: &[crate::service::workers::Peer],
         now: Timestamp,
     ) -> Result<Vec<ClaimedRun>, StoreError> {
-        let super::super::runs::Claimed { runs: changes, deferred } = self.runs.claim(request, now);
+        let super::super::runs::Claimed { runs: changes, deferred } = self.runs.claim(request, peers, now);
         for (change, first) in deferred {
             // Still Scheduled, so `changed` emits nothing: the first wait on a rate limit is
             // announced (`tripwire.run.scheduled`, reason `rate_limited`), not every re-check.
@@ -86,7 +87,7 @@ impl Core {
         heartbeat: &Heartbeat,
         now: Timestamp,
     ) -> Outcome<HeartbeatReply> {
-        Ok(match self.runs.heartbeat(&id, &heartbeat.worker, heartbeat.lease_seconds, now) {
+        Ok(match self.runs.heartbeat(&id, &heartbeat.worker, heartbeat.lease_seconds, heartbeat.timeout_seconds, now) {
             Ok(run) => {
                 tx.put_run(&run)?;
                 Ok(HeartbeatReply { run, cancel: false })
