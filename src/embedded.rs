@@ -15,7 +15,7 @@ use crate::client::{ClientError, RunQuery};
 use crate::flow::{BoxFuture, Tripwire, WorkerProtocol};
 use crate::model::{
     ClaimRequest, ClaimedRun, Completion, Deployment, FailureReport, Heartbeat, HeartbeatReply, JsonPath, LogBatch,
-    NewEvent, Problems, Run, TriggerDefinition, TriggerRecord, TriggerSync,
+    NewEvent, Problems, Run, StreamBatch, TriggerDefinition, TriggerRecord, TriggerSync,
 };
 use crate::service::{Service, ServiceConfig, ServiceError};
 
@@ -163,6 +163,10 @@ impl WorkerProtocol for Embedded {
 
     fn append_logs<'a>(&'a self, id: Uuid, batch: &'a LogBatch) -> BoxFuture<'a, Result<(), ClientError>> {
         Box::pin(async move { self.service.append_logs(id, batch.clone()).await.map(drop).map_err(api_error) })
+    }
+
+    fn append_stream<'a>(&'a self, id: Uuid, batch: &'a StreamBatch) -> BoxFuture<'a, Result<(), ClientError>> {
+        Box::pin(async move { self.service.append_stream(id, batch.clone()).await.map(drop).map_err(api_error) })
     }
 
     fn send_events(&self, events: Vec<NewEvent>) -> BoxFuture<'_, Result<Vec<Uuid>, ClientError>> {

@@ -243,6 +243,13 @@ fn worker_affinity_sends_transcoding_to_the_gpu_worker_and_thumbnails_to_the_us_
 }
 
 #[test]
+fn streaming_prints_the_haiku_as_the_flow_pushes_it() {
+    let served = Served::start("example-streaming");
+    let lines = Example::start("streaming", &served, "admin").finish();
+    assert_eq!(lines, ["an old silent pond", "a frog jumps into the pond", "splash! silence again"]);
+}
+
+#[test]
 fn task_events_start_a_flow_from_an_event_sent_inside_another() {
     let served = Served::start("example-tasks");
     // It starts the first run by hand, which takes an administrator.

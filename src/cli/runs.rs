@@ -47,6 +47,16 @@ enum RunsCommand {
         #[arg(value_name = "ID", value_parser = parse_id)]
         id: Uuid,
     },
+    /// Follow a run's stream: print each chunk its flow pushes (`ctx.stream`), from the first,
+    /// as it comes, until the run ends (`--json`: one chunk object per line).
+    Stream {
+        /// The run's id.
+        #[arg(value_name = "ID", value_parser = parse_id)]
+        id: Uuid,
+        /// One JSON object per chunk (`seq`, `at`, `attempt`, `data`).
+        #[arg(long)]
+        json: bool,
+    },
     /// Cancel a waiting or running run (its worker stops it at its next heartbeat).
     Cancel {
         /// The run's id.
@@ -113,6 +123,32 @@ pub fn run(args: RunsArgs) -> ExitCode {
                         Some(next) if !page.lines.is_empty() => from = next,
                         _ => return Ok(()),
                     }
+                }
+            }
+            RunsCommand::Stream { id, json } => {
+                use std::io::Write as _;
+                let mut stream = client.stream(id).await?;
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk?;
+                    if json {
+                        remote::json_line(&chunk)?;
+                    } else {
+                        let mut out = std::io::stdout().lock();
+                        // A closed pipe (`| head`) ends the command quietly.
+                        if out.write_all(chunk.data.as_bytes()).and_then(|()| out.flush()).is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+                match stream.ended() {
+                    Some(state) => {
+                        eprintln!("\nrun {id} ended: {state:?}");
+                        Ok(())
+                    }
+                    None => Err(remote::Failure::Unfinished(format!(
+                        "the stream of run {id} stopped before the run ended; resume with the API's `from={}`",
+                        stream.position()
+                    ))),
                 }
             }
             RunsCommand::Cancel { id } => remote::json_pretty(&client.cancel_run(id).await?),

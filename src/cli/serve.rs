@@ -202,7 +202,14 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             "auth is off: anyone who can reach {addr} may do anything (make an admin key with `tripwire keys create --role admin --name NAME`)"
         );
     }
-    let shutdown = shutdown_signal();
+    let shutdown = {
+        let signal = shutdown_signal();
+        let service = service.clone();
+        async move {
+            signal.await;
+            service.begin_shutdown();
+        }
+    };
     tracing::info!("tripwire listening on http://{addr}/api with data in {}", args.data.display());
     let guard = crate::http::Guard::new(args.cors_origins.clone());
     let app = crate::http::router_with(service.clone(), args.subscriber_limits(), guard);

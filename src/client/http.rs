@@ -12,9 +12,10 @@ use uuid::Uuid;
 use crate::model::{
     ApiKey, Backtest, BacktestRequest, ClaimRequest, ClaimedRun, Completion, CreatedApiKey, Deployment, FailureReport,
     Firing, Heartbeat, HeartbeatReply, LogBatch, NewApiKey, RateDuration, RateLimit, RateLimitQuota, RateLimitStatus,
-    Run, ScopeFilter, TriggerDefinition, TriggerSync,
+    Run, ScopeFilter, StreamBatch, TriggerDefinition, TriggerSync,
 };
 
+use super::run_stream::RunStream;
 use super::subscription::Subscription;
 use super::types::{BucketsView, EventPage, EventQuery, FilteredEvents, IngestReport, LogPage, RunQuery, Upserted};
 use super::ClientError;
@@ -327,6 +328,29 @@ impl Client {
     /// `DELETE /rate-limits/{key}`.
     pub async fn delete_rate_limit(&self, key: &str) -> Result<(), ClientError> {
         self.send(self.request(Method::DELETE, &["rate-limits", key])).await.map(drop)
+    }
+
+    /// `POST /runs/{id}/stream`: appends chunks to a running run's stream (what a flow's
+    /// `ctx.stream` calls).
+    pub async fn append_stream(&self, id: Uuid, batch: &StreamBatch) -> Result<(), ClientError> {
+        let request = self.request(Method::POST, &["runs", &id.to_string(), "stream"]).json(batch);
+        self.send(request).await.map(drop)
+    }
+
+    /// `GET /runs/{id}/stream`: follows a run's stream, every chunk from the first, then live
+    /// ones until the run ends (see [`RunStream`]).
+    pub async fn stream(&self, id: Uuid) -> Result<RunStream, ClientError> {
+        self.stream_from(id, 0).await
+    }
+
+    /// The same from position `from` (to resume: [`RunStream::position`]).
+    pub async fn stream_from(&self, id: Uuid, from: u64) -> Result<RunStream, ClientError> {
+        let request = self
+            .request(Method::GET, &["runs", &id.to_string(), "stream"])
+            .query(&[("from", from)])
+            // Followed for as long as the run goes on, not the client's request timeout.
+            .timeout(Duration::from_secs(7 * 24 * 3600));
+        Ok(RunStream::new(self.send(request).await?, from))
     }
 
     /// `POST /deployments/{name}/runs`: a run by hand, with `parameters` merged over the

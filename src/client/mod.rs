@@ -22,12 +22,16 @@ mod error;
 #[cfg(feature = "client")]
 mod http;
 #[cfg(feature = "client")]
+mod run_stream;
+#[cfg(feature = "client")]
 mod subscription;
 mod types;
 
 pub use self::error::ClientError;
 #[cfg(feature = "client")]
 pub use self::http::{Client, API_ENV, API_KEY_ENV, DEFAULT_API, DEFAULT_TIMEOUT};
+#[cfg(feature = "client")]
+pub use self::run_stream::RunStream;
 #[cfg(feature = "client")]
 pub use self::subscription::Subscription;
 pub use self::types::{

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::client::ClientError;
-use crate::model::{Event, Heartbeat, LogLevel, NewEvent, NewLogLine, Resource, Run};
+use crate::model::{Event, Heartbeat, LogLevel, NewEvent, NewLogLine, Resource, Run, StreamBatch};
 
 use super::protocol::WorkerProtocol;
 
@@ -158,6 +158,15 @@ impl FlowContext {
     /// The run's logger.
     pub fn log(&self) -> &Logger {
         &self.logger
+    }
+
+    /// Pushes a chunk of output while the run goes on (Hatchet's `put_stream`): clients
+    /// following the run read it live (`Client::stream`, `GET /api/runs/{id}/stream`,
+    /// `tripwire runs stream ID`), and it is kept with the run for later readers. Chunks keep
+    /// their order; each is at most 64 KiB. Fails once the run is no longer running.
+    pub async fn stream(&self, chunk: impl Into<String>) -> Result<(), ClientError> {
+        let batch = StreamBatch { chunks: vec![chunk.into()] };
+        self.backend.append_stream(self.run.id, &batch).await
     }
 
     /// Sends an event from inside the flow. The run is added to its related resources (role

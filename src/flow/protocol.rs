@@ -13,7 +13,7 @@ use crate::client::ClientError;
 use crate::model::NewEvent;
 use crate::model::{
     ClaimRequest, ClaimedRun, Completion, Deployment, FailureReport, Heartbeat, HeartbeatReply, LogBatch, Run,
-    TriggerDefinition, TriggerSync,
+    StreamBatch, TriggerDefinition, TriggerSync,
 };
 
 /// A boxed, sendable future (the trait is object-safe so that flows can share one backend).
@@ -48,6 +48,12 @@ pub trait WorkerProtocol: Send + Sync + 'static {
     fn fail<'a>(&'a self, id: Uuid, failure: &'a FailureReport) -> BoxFuture<'a, Result<Run, ClientError>>;
     /// Appends log lines to a run.
     fn append_logs<'a>(&'a self, id: Uuid, batch: &'a LogBatch) -> BoxFuture<'a, Result<(), ClientError>>;
+    /// Appends chunks to the run's stream (what `ctx.stream` calls). A backend that keeps
+    /// no streams answers an error (the default).
+    fn append_stream<'a>(&'a self, id: Uuid, batch: &'a StreamBatch) -> BoxFuture<'a, Result<(), ClientError>> {
+        let _ = batch;
+        Box::pin(async move { Err(ClientError::Invalid(format!("this backend keeps no stream for run {id}"))) })
+    }
     /// Sends events; returns their ids (what a flow's `ctx.emit` calls).
     fn send_events(&self, events: Vec<NewEvent>) -> BoxFuture<'_, Result<Vec<Uuid>, ClientError>>;
 }
@@ -88,6 +94,10 @@ impl WorkerProtocol for Client {
 
     fn append_logs<'a>(&'a self, id: Uuid, batch: &'a LogBatch) -> BoxFuture<'a, Result<(), ClientError>> {
         Box::pin(Client::append_logs(self, id, batch))
+    }
+
+    fn append_stream<'a>(&'a self, id: Uuid, batch: &'a StreamBatch) -> BoxFuture<'a, Result<(), ClientError>> {
+        Box::pin(Client::append_stream(self, id, batch))
     }
 
     fn send_events(&self, events: Vec<NewEvent>) -> BoxFuture<'_, Result<Vec<Uuid>, ClientError>> {

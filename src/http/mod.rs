@@ -14,6 +14,7 @@ pub mod listener;
 mod openapi;
 mod rate_limits;
 mod runs;
+mod streams;
 mod triggers;
 mod websocket;
 
@@ -63,6 +64,7 @@ pub fn router_with(service: Service, subscribers: SubscriberLimits, guard: Guard
         .merge(triggers::routes())
         .merge(deployments::routes())
         .merge(runs::routes())
+        .merge(streams::routes())
         .merge(rate_limits::routes())
         .merge(keys::routes())
         .merge(websocket::routes(subscribers))

@@ -32,6 +32,8 @@ fn component(file: &str) -> &'static str {
         "rate-limit-quota.json" => "RateLimitQuota",
         "rate-limit.json" => "RateLimit",
         "rate-limit-status.json" => "RateLimitStatus",
+        "stream-batch.json" => "StreamBatch",
+        "stream-chunk.json" => "StreamChunk",
         _ => "Unknown",
     }
 }
@@ -341,6 +343,18 @@ pub fn document() -> Value {
     let event_page = json!({"type": "object", "required": ["events"], "properties": {"events": list("Event"), "next_page": {"type": ["integer", "string", "null"]}, "total": {"type": "integer"}}});
     let record = Some(reference("TriggerRecord"));
     let deployment_name = json!({"type": "string", "pattern": "^[A-Za-z0-9_.:-]+$"});
+    // Server-sent events: `chunk` events (`id` the position, `data` a StreamChunk), then `end`.
+    let mut follow_stream = Op::new(
+        "Follow the run's stream as server-sent events: every chunk from `from` (or one past `Last-Event-ID`), then live ones, then `end` with the run's state",
+        "200",
+        "The stream",
+        None,
+    )
+    .query(&[("from", cursor())])
+    .errors(&[400, 404])
+    .build();
+    follow_stream["responses"]["200"]["content"] = json!({"text/event-stream": {"schema": {"type": "string",
+        "description": "`event: chunk` (`id`: the chunk's position, `data`: a StreamChunk as JSON), then `event: end` (`data`: {\"state\", \"chunks\"}); `event: closing` when the server stops first"}}});
     let trigger_id = json!({"type": "string", "minLength": 1});
     let mut put_deployment = schemas["Deployment"].clone();
     if let Some(required) = put_deployment.get_mut("required").and_then(Value::as_array_mut) {
@@ -461,6 +475,12 @@ pub fn document() -> Value {
         "/api/runs/{id}/fail": {"parameters": path("id", uuid()), "post": Op::new("Worker: the attempt failed (retried while retries last)", "200", "The run", Some(reference("Run")))
             .body(reference("FailureReport"), true).errors(&[404, 409]).build()},
         "/api/runs/{id}/cancel": {"parameters": path("id", uuid()), "post": Op::new("Cancel a waiting or running run", "200", "The run", Some(reference("Run"))).errors(&[400, 404, 409]).build()},
+        "/api/runs/{id}/stream": {
+            "parameters": path("id", uuid()),
+            "get": follow_stream,
+            "post": Op::new("Worker: append chunks to a running run's stream (409 once it has ended)", "200", "How many", Some(json!({"type": "object", "properties": {"appended": {"type": "integer"}}})))
+                .body(reference("StreamBatch"), true).errors(&[404, 409]).build()
+        },
         "/api/runs/{id}/logs": {
             "parameters": path("id", uuid()),
             "get": Op::new("The run's log lines (`from`: the previous page's `next`)", "200", "A page",

@@ -29,8 +29,8 @@ pub const DEFAULT_LABEL_WEIGHT: u32 = 100;
 pub enum LabelValue {
     /// A whole number, e.g. `memory: 64`.
     Int(i64),
-    /// Text, e.g. `region: "eu"`.
-    Text(String),
+    /// Text, e.g. `region: "eu"` (at most 1,024 characters).
+    Text(#[schemars(length(max = 1024))] String),
 }
 
 impl fmt::Display for LabelValue {
@@ -104,7 +104,7 @@ pub struct DesiredLabel {
     pub required: bool,
     /// How much meeting it counts when workers are compared (default 100).
     #[serde(default = "default_weight")]
-    #[schemars(with = "Option<u32>")]
+    #[schemars(with = "Option<u32>", range(max = 4_294_967_295u32))]
     pub weight: u32,
     /// `worker COMPARATOR value` (default `EQUAL`).
     #[serde(default)]
@@ -235,6 +235,13 @@ fn check_key(key: &str, path: &JsonPath, problems: &mut Problems) {
     if key.is_empty() || key.chars().count() > MAX_LABEL_KEY_CHARS {
         problems.add(path, format!("a label key is 1 to {MAX_LABEL_KEY_CHARS} characters"));
     }
+}
+
+/// Reads a worker's labels, `null` as none.
+pub(super) fn labels_or_none<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, LabelValue>, D::Error> {
+    Ok(Option::<BTreeMap<String, LabelValue>>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 /// Checks a worker's labels (from its claim).

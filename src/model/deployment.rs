@@ -77,7 +77,10 @@ pub struct Deployment {
     /// a required one is never handed a run; among the rest, the one meeting the most weight
     /// of preferred ones is preferred.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(with = "Option<BTreeMap<String, DesiredLabel>>")]
+    #[schemars(
+        with = "Option<BTreeMap<String, DesiredLabel>>",
+        extend("maxProperties" = 64, "propertyNames" = {"minLength": 1, "maxLength": 128})
+    )]
     pub desired_labels: BTreeMap<String, DesiredLabel>,
     /// Runs with a higher priority are claimed first (ties: oldest first).
     #[serde(default)]

@@ -20,6 +20,7 @@ pub mod rate_limit;
 pub mod run;
 mod run_event;
 pub mod schema;
+pub mod stream;
 pub mod time;
 pub mod trigger;
 pub mod worker;
@@ -41,6 +42,7 @@ pub use run::{
     ClaimRequest, ClaimedRun, Completion, FailureReport, Heartbeat, HeartbeatReply, LogBatch, LogLevel, LogLine,
     NewLogLine, Run, RunCause, RunState, StateReason, TriggerSync, DEFAULT_LEASE_SECONDS,
 };
+pub use stream::{StreamBatch, StreamChunk};
 pub use time::{Span, Timestamp};
 pub use trigger::{
     CompoundTrigger, EventTrigger, Posture, Require, ResourceSpec, SequenceTrigger, Trigger, TriggerDefinition,

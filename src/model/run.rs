@@ -311,8 +311,15 @@ pub struct ClaimRequest {
     pub slots: Option<u32>,
     /// What the worker is (`{"region": "eu", "memory": 64}`: text or whole numbers), matched
     /// against deployments' `desired_labels` (at most 64).
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    #[schemars(with = "Option<std::collections::BTreeMap<String, super::LabelValue>>")]
+    #[serde(
+        default,
+        skip_serializing_if = "std::collections::BTreeMap::is_empty",
+        deserialize_with = "super::affinity::labels_or_none"
+    )]
+    #[schemars(
+        with = "Option<std::collections::BTreeMap<String, super::LabelValue>>",
+        extend("maxProperties" = 64, "propertyNames" = {"minLength": 1, "maxLength": 128})
+    )]
     pub labels: std::collections::BTreeMap<String, super::LabelValue>,
 }
 

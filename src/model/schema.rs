@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use super::{
     ApiKey, Backtest, BacktestRequest, ClaimRequest, ClaimedRun, Completion, CreatedApiKey, Deployment, Event,
     FailureReport, Firing, Heartbeat, HeartbeatReply, LogBatch, LogLine, NewApiKey, RateLimit, RateLimitQuota,
-    RateLimitStatus, Run, ScopeFilter, TriggerDefinition, TriggerSync, WorkerStatus,
+    RateLimitStatus, Run, ScopeFilter, StreamBatch, StreamChunk, TriggerDefinition, TriggerSync, WorkerStatus,
 };
 
 /// Every schema, as `(file name, schema)`: the inputs (events, trigger definitions,
@@ -35,6 +35,8 @@ pub fn all() -> Vec<(&'static str, Value)> {
         ("failure-report.json", input::<FailureReport>()),
         ("log-batch.json", input::<LogBatch>()),
         ("worker-status.json", output::<WorkerStatus>()),
+        ("stream-batch.json", input::<StreamBatch>()),
+        ("stream-chunk.json", output::<StreamChunk>()),
         // Backtests.
         ("backtest-request.json", with_flat_definitions(input::<BacktestRequest>())),
         ("backtest.json", output::<Backtest>()),

@@ -243,6 +243,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     workers: Workers,
     backtests: Backtests,
+    /// Set when the server begins to stop: readers that follow (a run's stream) end.
+    draining: watch::Sender<bool>,
 }
 
 /// Encodes events for storage here, on the request's thread, so that the single writer only
@@ -302,6 +304,7 @@ impl Service {
                 metrics,
                 workers: Workers::default(),
                 backtests: Backtests::default(),
+                draining: watch::Sender::new(false),
             }),
         };
         if service.inner.config.clock.is_wall_clock() {
@@ -501,6 +504,30 @@ impl Service {
         self.call(|reply| Command::AppendLogs { id, batch, reply }).await
     }
 
+    /// Appends chunks to a running run's stream (`ctx.stream`); answers how many.
+    pub async fn append_stream(&self, id: Uuid, batch: crate::model::StreamBatch) -> Result<usize, ServiceError> {
+        batch.validate().map_err(ServiceError::Invalid)?;
+        self.call(|reply| Command::AppendStream { id, batch, reply }).await
+    }
+
+    /// Says the server is stopping: followers (a run's stream) end, so that their connections
+    /// close and the shutdown does not wait on them.
+    pub fn begin_shutdown(&self) {
+        self.inner.draining.send_replace(true);
+    }
+
+    /// Resolves once [`Service::begin_shutdown`] was called.
+    pub async fn draining(&self) {
+        let mut draining = self.inner.draining.subscribe();
+        let _ = draining.wait_for(|d| *d).await;
+    }
+
+    /// A watch that changes whenever a commit changed runs or their streams: what readers
+    /// following a run wait on.
+    pub fn run_changes(&self) -> watch::Receiver<u64> {
+        self.inner.runs_changed.subscribe()
+    }
+
     /// The workers heard from in the last hour: what each serves, its slots, the runs it holds,
     /// whether it is online (see [`workers`]).
     pub fn workers(&self) -> Vec<crate::model::WorkerStatus> {
@@ -637,6 +664,7 @@ impl Service {
     /// API keys' last uses are written on the way out).
     /// The database is closed when the last handle to the service is dropped.
     pub async fn shutdown(&self) {
+        self.begin_shutdown();
         // Backtests stop at their next chunk of events: they hold the store open.
         self.inner.backtests.cancel_all();
         let _ = self.write_key_uses().await;

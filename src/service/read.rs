@@ -331,6 +331,19 @@ impl Service {
         Ok(())
     }
 
+    /// Up to `limit` chunks of a run's stream from position `from`, and the run's state (a
+    /// final run's stream has ended).
+    pub async fn stream_page(
+        &self,
+        id: Uuid,
+        from: u64,
+        limit: usize,
+    ) -> Result<(Vec<crate::model::StreamChunk>, crate::model::RunState), ServiceError> {
+        let (run, chunks) = self.read(move |store| Ok((store.run(&id)?, store.run_stream(&id, from, limit)?))).await?;
+        let run = run.ok_or(ServiceError::NotFound { what: "run", id: id.to_string() })?;
+        Ok((chunks, run.state))
+    }
+
     /// A page of a run's log, from line `from`.
     pub async fn logs(&self, id: Uuid, from: u64, limit: usize) -> Result<LogPage, ServiceError> {
         let (exists, lines) =

@@ -13,6 +13,7 @@ mod keys;
 mod legacy;
 mod rate_limits;
 mod state;
+mod streams;
 
 pub use self::event_codec::PreparedEvent;
 use self::event_codec::{decode_event, received_and_id};
@@ -207,6 +208,7 @@ impl Store {
             tx.tx.open_table(keys::API_KEYS)?;
             tx.tx.open_table(rate_limits::RATE_LIMITS)?;
             tx.tx.open_table(rate_limits::RATE_WINDOWS)?;
+            tx.tx.open_table(streams::RUN_STREAMS)?;
             let mut active = tx.tx.open_table(ACTIVE_RUNS)?;
             let found = meta.get(SCHEMA_KEY)?.map(|v| decode::<u32>("schema version", v.value())).transpose()?;
             match found {

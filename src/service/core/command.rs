@@ -100,6 +100,11 @@ pub(in crate::service) enum Command {
         id: Uuid,
         reply: Reply<Run>,
     },
+    AppendStream {
+        id: Uuid,
+        batch: crate::model::StreamBatch,
+        reply: Reply<usize>,
+    },
     AppendLogs {
         id: Uuid,
         batch: LogBatch,

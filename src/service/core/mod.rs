@@ -467,6 +467,9 @@ impl Core {
             Command::Fail { id, failure, reply } => replies.answer(reply, self.fail(tx, id, failure, now)?),
             Command::Cancel { id, reply } => replies.answer(reply, self.cancel(tx, id, now)?),
             Command::AppendLogs { id, batch, reply } => replies.answer(reply, self.append_logs(tx, id, batch, now)?),
+            Command::AppendStream { id, batch, reply } => {
+                replies.answer(reply, self.append_stream(tx, id, batch, now)?)
+            }
             Command::PutFilter { filter, reply } => replies.answer(reply, self.put_filter(tx, filter, now)?),
             Command::DeleteFilter { id, reply } => replies.answer(reply, self.delete_filter(tx, id, now)?),
             Command::PutKey { key, reply } => replies.answer(reply, access::insert_key(tx, key)?),

@@ -146,6 +146,44 @@ impl Core {
         })
     }
 
+    /// Appends chunks to a running run's stream (readers are woken after the commit). A
+    /// final run's stream is closed (409); a full one refuses more (422). Answers how many.
+    pub(super) fn append_stream(
+        &mut self,
+        tx: &Tx,
+        id: Uuid,
+        batch: crate::model::StreamBatch,
+        now: Timestamp,
+    ) -> Outcome<usize> {
+        use crate::model::stream::MAX_STREAM_CHUNKS_PER_RUN;
+        let Some(run) = self.runs.get(&id).cloned() else {
+            return Ok(Err(match tx.run(&id)? {
+                Some(run) => ServiceError::RunRefused {
+                    code: "run_finished",
+                    message: format!("run {id} is already {:?}; its stream is closed", run.state),
+                },
+                None => ServiceError::NotFound { what: "run", id: id.to_string() },
+            }));
+        };
+        let len = tx.run_stream_len(&id)?;
+        if len + batch.chunks.len() as u64 > MAX_STREAM_CHUNKS_PER_RUN {
+            let mut problems = Problems::default();
+            problems.add_rule(
+                &crate::model::JsonPath::root().key("chunks"),
+                format!("run {id}'s stream holds {len} chunks; at most {MAX_STREAM_CHUNKS_PER_RUN} are kept per run"),
+            );
+            return Ok(Err(ServiceError::Invalid(problems)));
+        }
+        let mut chunks: Vec<crate::model::StreamChunk> = batch
+            .chunks
+            .into_iter()
+            .map(|data| crate::model::StreamChunk { seq: 0, at: now, attempt: run.attempt, data })
+            .collect();
+        tx.append_run_stream(&id, &mut chunks)?;
+        self.runs_touched = true;
+        Ok(Ok(chunks.len()))
+    }
+
     /// Appends a flow's log lines to its run, for the attempt now running. Answers how many.
     pub(super) fn append_logs(&mut self, tx: &Tx, id: Uuid, batch: LogBatch, now: Timestamp) -> Outcome<usize> {
         let run = match self.runs.get(&id) {
