@@ -13,22 +13,10 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tripwire::client::Client;
 use tripwire::flow::{Flow, FlowContext, Worker};
-use tripwire::model::{Run, RunState, StateReason};
+use tripwire::model::{RunState, StateReason};
 use uuid::Uuid;
 
-use common::{temp_dir, Http, Server};
-
-async fn wait_for(client: &Client, id: Uuid, what: &str, done: impl Fn(&Run) -> bool) -> Run {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let run = client.run(id).await.unwrap();
-        if done(&run) {
-            return run;
-        }
-        assert!(Instant::now() < deadline, "waited 30 s for {what}; the run is {run:#?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use common::{temp_dir, wait_for_run, Http, Server};
 
 #[tokio::test]
 async fn a_flow_that_refreshes_its_timeout_outlives_the_original_deadline() {
@@ -56,11 +44,11 @@ async fn a_flow_that_refreshes_its_timeout_outlives_the_original_deadline() {
         .unwrap();
 
     let run = client.create_run("patient", None).await.unwrap();
-    let running = wait_for(&client, run.id, "the refreshed deadline", |r| r.timeout_at.is_some()).await;
+    let running = wait_for_run(&client, run.id, "the refreshed deadline", |r| r.timeout_at.is_some()).await;
     let deadline = running.timeout_at.unwrap();
     let started = running.started.unwrap();
     assert!(deadline.since(started).as_secs_f64() > 5.0, "refreshed to 6 s from the refresh: {running:#?}");
-    let done = wait_for(&client, run.id, "completion", |r| r.is_final()).await;
+    let done = wait_for_run(&client, run.id, "completion", |r| r.is_final()).await;
     assert_eq!(
         (done.state, done.output.clone()),
         (RunState::Completed, Some(json!({"cancelled": false}))),
@@ -70,7 +58,7 @@ async fn a_flow_that_refreshes_its_timeout_outlives_the_original_deadline() {
 
     // The same work without the refresh times out at the deployment's deadline.
     let run = client.create_run("hasty", None).await.unwrap();
-    let failed = wait_for(&client, run.id, "the timeout", |r| r.is_final()).await;
+    let failed = wait_for_run(&client, run.id, "the timeout", |r| r.is_final()).await;
     assert_eq!((failed.state, failed.reason), (RunState::Failed, Some(StateReason::TimedOut)), "{failed:#?}");
 
     // A refresh the server cannot hold is refused naming the field.
@@ -116,7 +104,7 @@ async fn a_cancelled_or_timed_out_flow_sees_cancelled_resolve_and_stops_cleanly(
 
     // Cancelled by hand: the worker learns it at its next heartbeat (a second here).
     let run = client.create_run("cancellable", None).await.unwrap();
-    wait_for(&client, run.id, "it to run", |r| r.state == RunState::Running).await;
+    wait_for_run(&client, run.id, "it to run", |r| r.state == RunState::Running).await;
     let asked = Instant::now();
     let cancelled = client.cancel_run(run.id).await.unwrap();
     assert_eq!(cancelled.state, RunState::Cancelled);
@@ -135,7 +123,7 @@ async fn a_cancelled_or_timed_out_flow_sees_cancelled_resolve_and_stops_cleanly(
 
     // Timed out: the flow is told at the deadline and the attempt fails as timed out.
     let run = client.create_run("limited", None).await.unwrap();
-    let failed = wait_for(&client, run.id, "the timeout", |r| r.is_final()).await;
+    let failed = wait_for_run(&client, run.id, "the timeout", |r| r.is_final()).await;
     assert_eq!((failed.state, failed.reason), (RunState::Failed, Some(StateReason::TimedOut)), "{failed:#?}");
     let (_, flag, after) = seen.lock().unwrap().iter().find(|s| s.0 == run.id).copied().expect("it saw the timeout");
     assert!(flag && (0.9..5.0).contains(&after), "told at the 1 s deadline, after {after:.2} s");

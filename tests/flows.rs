@@ -14,12 +14,11 @@ use serde_json::{json, Value};
 use tripwire::client::{Client, ClientError, NewEvent, RunQuery};
 use tripwire::flow::{Flow, FlowContext, Worker, WorkerHandle};
 use tripwire::model::{
-    Concurrency, ConcurrencyStrategy, EventTrigger, Resource, ResourceSpec, Run, RunState, StateReason,
-    TriggerDefinition,
+    Concurrency, ConcurrencyStrategy, EventTrigger, Resource, ResourceSpec, RunState, StateReason, TriggerDefinition,
 };
 use uuid::Uuid;
 
-use common::{temp_dir, Server};
+use common::{temp_dir, wait_for_run, Server};
 
 /// A worker running in this process until stopped.
 struct Running(WorkerHandle);
@@ -34,18 +33,6 @@ impl Running {
 /// created at once.
 async fn start(worker: Worker) -> Running {
     Running(worker.start().await.unwrap())
-}
-
-async fn wait_for(client: &Client, id: Uuid, what: &str, done: impl Fn(&Run) -> bool) -> Run {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let run = client.run(id).await.unwrap();
-        if done(&run) {
-            return run;
-        }
-        assert!(Instant::now() < deadline, "waited 30 s for {what}; the run is {run:#?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn run_events(client: &Client, id: Uuid) -> Vec<String> {
@@ -160,7 +147,7 @@ async fn a_flow_that_fails_twice_completes_on_attempt_3() {
     .retries(3, Duration::from_millis(100));
     let worker = start(Worker::new(client.clone()).flow(flow, [])).await;
     let run = client.create_run("flaky", None).await.unwrap();
-    let run = wait_for(&client, run.id, "completion", |r| r.is_final()).await;
+    let run = wait_for_run(&client, run.id, "completion", |r| r.is_final()).await;
     assert_eq!((run.state, run.attempt), (RunState::Completed, 3), "{run:#?}");
     assert_eq!(run.output, Some(json!({"attempt": 3})));
     let events = run_events(&client, run.id).await;
@@ -172,7 +159,7 @@ async fn a_flow_that_fails_twice_completes_on_attempt_3() {
         .retries(1, Duration::from_millis(50));
     let other = start(Worker::new(client.clone()).flow(never, [])).await;
     let run = client.create_run("never", None).await.unwrap();
-    let run = wait_for(&client, run.id, "failure", |r| r.is_final()).await;
+    let run = wait_for_run(&client, run.id, "failure", |r| r.is_final()).await;
     assert_eq!((run.state, run.attempt, run.error.as_deref()), (RunState::Failed, 2, Some("no luck")));
     other.stop().await;
     worker.stop().await;
@@ -206,14 +193,14 @@ async fn timeouts_and_bad_parameters_fail_the_run_with_a_reason() {
     let worker = start(Worker::new(client.clone()).lease(Duration::from_secs(3)).flow(slow, []).flow(strict, [])).await;
     let started = Instant::now();
     let run = client.create_run("slow", None).await.unwrap();
-    let run = wait_for(&client, run.id, "the timeout", |r| r.is_final()).await;
+    let run = wait_for_run(&client, run.id, "the timeout", |r| r.is_final()).await;
     assert_eq!(run.state, RunState::Failed);
     assert!(run.error.as_deref().unwrap().contains("timed out"), "{run:#?}");
     assert!(started.elapsed() < Duration::from_secs(10));
     assert!(!*finished.lock().unwrap(), "the timed-out flow was stopped");
 
     let run = client.create_run("strict", Some(json!({"user_id": "abc"}).as_object().unwrap().clone())).await.unwrap();
-    let run = wait_for(&client, run.id, "the failure", |r| r.is_final()).await;
+    let run = wait_for_run(&client, run.id, "the failure", |r| r.is_final()).await;
     assert_eq!((run.state, run.attempt, run.reason), (RunState::Failed, 1, Some(StateReason::InvalidParameters)));
     let error = run.error.unwrap();
     assert!(error.contains("flow `strict`") && error.contains("invalid type: string \"abc\", expected u64"), "{error}");
@@ -251,13 +238,13 @@ async fn a_killed_workers_run_is_completed_once_by_another() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let run = client.create_run("job", None).await.unwrap();
-    wait_for(&client, run.id, "the doomed worker to claim it", |r| r.worker.as_deref() == Some("doomed")).await;
+    wait_for_run(&client, run.id, "the doomed worker to claim it", |r| r.worker.as_deref() == Some("doomed")).await;
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 
     let flow = Flow::new("job", |_: FlowContext, _: Value| async move { Ok("the survivor") });
     let worker = start(Worker::new(client.clone()).name("survivor").flow(flow, [])).await;
-    let done = wait_for(&client, run.id, "the survivor to complete it", |r| r.is_final()).await;
+    let done = wait_for_run(&client, run.id, "the survivor to complete it", |r| r.is_final()).await;
     assert_eq!(done.state, RunState::Completed);
     assert_eq!(done.output, Some(json!("the survivor")));
     assert_eq!(done.attempt, 1, "a lapsed lease does not use up a retry");
@@ -326,7 +313,7 @@ async fn concurrency_strategies_do_what_hatchet_documents() {
     let a2 = client.create_run("round-robin", params("a")).await.unwrap();
     let b1 = client.create_run("round-robin", params("b")).await.unwrap();
     for id in [a1.id, a2.id, b1.id] {
-        assert_eq!(wait_for(&client, id, "completion", |r| r.is_final()).await.state, RunState::Completed);
+        assert_eq!(wait_for_run(&client, id, "completion", |r| r.is_final()).await.state, RunState::Completed);
     }
     {
         let spans = spans.lock().unwrap();
@@ -339,11 +326,11 @@ async fn concurrency_strategies_do_what_hatchet_documents() {
 
     // CANCEL_IN_PROGRESS: a new run cancels the running one of its key and runs.
     let old = client.create_run("in-progress", params("c")).await.unwrap();
-    wait_for(&client, old.id, "it to run", |r| r.state == RunState::Running).await;
+    wait_for_run(&client, old.id, "it to run", |r| r.state == RunState::Running).await;
     let new = client.create_run("in-progress", params("c")).await.unwrap();
     let old = client.run(old.id).await.unwrap();
     assert_eq!((old.state, old.reason), (RunState::Cancelled, Some(StateReason::ConcurrencyCancelInProgress)));
-    let new = wait_for(&client, new.id, "completion", |r| r.is_final()).await;
+    let new = wait_for_run(&client, new.id, "completion", |r| r.is_final()).await;
     assert_eq!(new.state, RunState::Completed);
     assert_eq!(client.run(old.id).await.unwrap().state, RunState::Cancelled, "the worker's late result is refused");
 
@@ -354,7 +341,7 @@ async fn concurrency_strategies_do_what_hatchet_documents() {
     let other_key = client.create_run("newest", params("e")).await.unwrap();
     assert_eq!(other_key.state, RunState::Scheduled);
     for id in [first.id, other_key.id] {
-        assert_eq!(wait_for(&client, id, "completion", |r| r.is_final()).await.state, RunState::Completed);
+        assert_eq!(wait_for_run(&client, id, "completion", |r| r.is_final()).await.state, RunState::Completed);
     }
     // The cancelled run's flow was stopped at its next heartbeat (1 s): had it gone on, it
     // would have finished before the newer run, which started later and has completed.
@@ -393,7 +380,7 @@ async fn a_trigger_chains_on_tripwire_run_completed() {
     );
     let worker = start(Worker::new(client.clone()).flow(first, []).flow(second, [chain])).await;
     let run = client.create_run("first", Some(json!({"n": 21}).as_object().unwrap().clone())).await.unwrap();
-    wait_for(&client, run.id, "completion", |r| r.is_final()).await;
+    wait_for_run(&client, run.id, "completion", |r| r.is_final()).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while got.lock().unwrap().is_empty() {
         assert!(Instant::now() < deadline, "the chained flow never ran");
@@ -462,7 +449,7 @@ async fn the_worker_protocol_rejects_bad_input_with_what_to_fix() {
     let (_, late) = http.post("/deployments/late/runs", json!({})).await;
     let client = Client::new(&server.api).unwrap();
     let late =
-        wait_for(&client, late["id"].as_str().unwrap().parse().unwrap(), "the schedule timeout", |r| r.is_final())
+        wait_for_run(&client, late["id"].as_str().unwrap().parse().unwrap(), "the schedule timeout", |r| r.is_final())
             .await;
     assert_eq!((late.state, late.reason), (RunState::Cancelled, Some(StateReason::ScheduleTimeout)));
     // A long-poll with nothing to claim waits, then answers an empty list.
@@ -520,7 +507,7 @@ async fn a_stopping_worker_finishes_its_runs_in_flight_first() {
     });
     let worker = start(Worker::new(client.clone()).flow(flow, [])).await;
     let run = client.create_run("steady", None).await.unwrap();
-    wait_for(&client, run.id, "it to run", |r| r.state == RunState::Running).await;
+    wait_for_run(&client, run.id, "it to run", |r| r.state == RunState::Running).await;
     worker.stop().await; // returns only once the run in flight is done
     let run = client.run(run.id).await.unwrap();
     assert_eq!((run.state, run.output), (RunState::Completed, Some(json!("finished"))));

@@ -8,15 +8,14 @@
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tripwire::client::{Client, ClientError};
 use tripwire::flow::{Flow, FlowContext, Worker};
-use tripwire::model::{RateDuration, RateLimitKind, RateLimitUse, Run, RunState, StateReason};
+use tripwire::model::{RateDuration, RateLimitKind, RateLimitUse, RunState, StateReason};
 use uuid::Uuid;
 
-use common::{temp_dir, Http, Server};
+use common::{temp_dir, wait_for_run, Http, Server};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tripwire");
 
@@ -26,18 +25,6 @@ fn quick(name: &str) -> Flow {
 
 fn params(user: &str) -> Option<serde_json::Map<String, Value>> {
     Some(json!({"user": user}).as_object().unwrap().clone())
-}
-
-async fn wait_for(client: &Client, id: Uuid, what: &str, done: impl Fn(&Run) -> bool) -> Run {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let run = client.run(id).await.unwrap();
-        if done(&run) {
-            return run;
-        }
-        assert!(Instant::now() < deadline, "waited 30 s for {what}; the run is {run:#?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]
@@ -57,7 +44,7 @@ async fn a_static_limit_of_3_per_second_starts_12_runs_at_3_per_second() {
     // While they go, the waiting ones say why, and the key shows what is taken.
     // The last run waits at least 3 s: it is seen waiting, saying why.
     let waiting =
-        wait_for(&client, ids[11], "it to wait on the limit", |r| r.reason == Some(StateReason::RateLimited)).await;
+        wait_for_run(&client, ids[11], "it to wait on the limit", |r| r.reason == Some(StateReason::RateLimited)).await;
     assert_eq!(waiting.state, RunState::Scheduled);
     let why = waiting.waiting.clone().unwrap_or_default();
     assert!(why.contains("rate limit `three-per-second` is used up (3 of 3 per second taken"), "{waiting:#?}");
@@ -68,7 +55,7 @@ async fn a_static_limit_of_3_per_second_starts_12_runs_at_3_per_second() {
 
     let mut started = Vec::new();
     for id in &ids {
-        let run = wait_for(&client, *id, "completion", |r| r.is_final()).await;
+        let run = wait_for_run(&client, *id, "completion", |r| r.is_final()).await;
         assert_eq!(run.state, RunState::Completed, "{run:#?}");
         assert!(run.waiting.is_none() && run.reason.is_none(), "{run:#?}");
         started.push(run.started.unwrap());
@@ -118,9 +105,9 @@ async fn a_dynamic_per_user_limit_throttles_one_user_and_survives_a_restart() {
         client.create_run("per-user", params("bob")).await.unwrap().id,
     ];
     for id in alice[..2].iter().chain(&bob) {
-        assert_eq!(wait_for(&client, *id, "completion", |r| r.is_final()).await.state, RunState::Completed);
+        assert_eq!(wait_for_run(&client, *id, "completion", |r| r.is_final()).await.state, RunState::Completed);
     }
-    let third = wait_for(&client, alice[2], "it to wait", |r| r.reason == Some(StateReason::RateLimited)).await;
+    let third = wait_for_run(&client, alice[2], "it to wait", |r| r.reason == Some(StateReason::RateLimited)).await;
     assert_eq!(third.state, RunState::Scheduled);
     let why = third.waiting.clone().unwrap();
     assert!(why.contains("rate limit `alice` is used up (2 of 2 per minute taken"), "{why}");
@@ -137,7 +124,7 @@ async fn a_dynamic_per_user_limit_throttles_one_user_and_survives_a_restart() {
     let client = Client::new(&server.api).unwrap();
     let worker = Worker::new(client.clone()).slots(8).flow(flow, []).start().await.unwrap();
     let carol = client.create_run("per-user", params("carol")).await.unwrap().id;
-    assert_eq!(wait_for(&client, carol, "completion", |r| r.is_final()).await.state, RunState::Completed);
+    assert_eq!(wait_for_run(&client, carol, "completion", |r| r.is_final()).await.state, RunState::Completed);
     let still = client.run(alice[2]).await.unwrap();
     assert_eq!((still.state, still.reason), (RunState::Scheduled, Some(StateReason::RateLimited)), "{still:#?}");
     let limits = client.rate_limits().await.unwrap();

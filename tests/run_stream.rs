@@ -87,7 +87,7 @@ async fn a_flows_chunks_arrive_live_in_order_and_late_readers_read_them_all() {
     assert_eq!(sse.headers()["content-type"], "text/event-stream");
     let text = sse.text().await.unwrap();
     assert!(text.starts_with("id: 4\nevent: chunk\ndata: {"), "{text}");
-    assert!(text.contains("event: end\ndata: {\"state\":\"Completed\",\"chunks\":5}"), "{text}");
+    assert!(text.contains("event: end\ndata: {\"state\":\"Completed\",\"next\":5}"), "{text}");
 
     // A finished run's stream is closed; a chunk too big is refused naming it.
     let http = Http::new(&server.api);

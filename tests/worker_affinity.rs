@@ -12,22 +12,10 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tripwire::client::Client;
 use tripwire::flow::{Flow, FlowContext, Worker, WorkerHandle};
-use tripwire::model::{DesiredLabel, Run, RunState, StateReason};
+use tripwire::model::{DesiredLabel, RunState, StateReason};
 use uuid::Uuid;
 
-use common::{temp_dir, Http, Server};
-
-async fn wait_for(client: &Client, id: Uuid, what: &str, done: impl Fn(&Run) -> bool) -> Run {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let run = client.run(id).await.unwrap();
-        if done(&run) {
-            return run;
-        }
-        assert!(Instant::now() < deadline, "waited 30 s for {what}; the run is {run:#?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use common::{temp_dir, wait_for_run, Http, Server};
 
 fn holding(name: &str, hold: Duration) -> Flow {
     Flow::new(name, move |ctx: FlowContext, _: Value| async move {
@@ -53,7 +41,7 @@ async fn worker(client: &Client, name: &str, labels: &[(&str, Value)], slots: us
 async fn ran_on(client: &Client, ids: &[Uuid]) -> Vec<String> {
     let mut workers = Vec::new();
     for id in ids {
-        let run = wait_for(client, *id, "completion", |r| r.is_final()).await;
+        let run = wait_for_run(client, *id, "completion", |r| r.is_final()).await;
         assert_eq!(run.state, RunState::Completed, "{run:#?}");
         workers.push(run.worker.unwrap());
     }
@@ -79,7 +67,7 @@ async fn a_required_label_keeps_runs_on_the_workers_that_have_it() {
 
     // No online worker has region=apac: the run waits, and says why.
     let stuck = client.create_run("apac-only", None).await.unwrap();
-    let run = wait_for(&client, stuck.id, "the reason", |r| r.reason == Some(StateReason::NoMatchingWorker)).await;
+    let run = wait_for_run(&client, stuck.id, "the reason", |r| r.reason == Some(StateReason::NoMatchingWorker)).await;
     assert_eq!(run.state, RunState::Scheduled);
     let why = run.waiting.unwrap();
     assert!(why.contains("no live worker serving `apac-only` has the labels it requires (region = apac)"), "{why}");

@@ -353,8 +353,16 @@ pub fn document() -> Value {
     .query(&[("from", cursor())])
     .errors(&[400, 404])
     .build();
-    follow_stream["responses"]["200"]["content"] = json!({"text/event-stream": {"schema": {"type": "string",
-        "description": "`event: chunk` (`id`: the chunk's position, `data`: a StreamChunk as JSON), then `event: end` (`data`: {\"state\", \"chunks\"}); `event: closing` when the server stops first"}}});
+    follow_stream["responses"]["200"]["content"] = json!({"text/event-stream": {"schema": {
+        "type": "object",
+        "description": "One event: `chunk` (`id`: the chunk's position, `data`: a StreamChunk as JSON), then `end` (`data`: {\"state\", \"next\"}); `closing` when the server stops first, `error` when the stream cannot be read",
+        "required": ["data"],
+        "properties": {
+            "event": {"type": "string", "enum": ["chunk", "end", "closing", "error"]},
+            "data": {"type": "string"},
+            "id": {"type": "string"}
+        }
+    }}});
     let trigger_id = json!({"type": "string", "minLength": 1});
     let mut put_deployment = schemas["Deployment"].clone();
     if let Some(required) = put_deployment.get_mut("required").and_then(Value::as_array_mut) {

@@ -101,7 +101,7 @@ async fn follow(
             }
             if state.is_final() {
                 f.ended = true;
-                let end = json!({"state": state, "chunks": f.next});
+                let end = json!({"state": state, "next": f.next});
                 return Some((Ok(Event::default().event("end").data(end.to_string())), f));
             }
             f.changes.mark_unchanged();

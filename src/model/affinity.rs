@@ -24,13 +24,29 @@ pub const MAX_LABEL_VALUE_CHARS: usize = 1024;
 pub const DEFAULT_LABEL_WEIGHT: u32 = 100;
 
 /// A label's value: a whole number (comparable with `GREATER_THAN`, ...) or text.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum LabelValue {
     /// A whole number, e.g. `memory: 64`.
-    Int(i64),
+    Int(#[schemars(range(min = i64::MIN, max = i64::MAX))] i64),
     /// Text, e.g. `region: "eu"` (at most 1,024 characters).
     Text(#[schemars(length(max = 1024))] String),
+}
+
+impl<'de> Deserialize<'de> for LabelValue {
+    /// Text, or a whole number written `64` or `64.0` (as JSON Schema's `integer`).
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<LabelValue, D::Error> {
+        match Value::deserialize(deserializer)? {
+            Value::String(s) => Ok(LabelValue::Text(s)),
+            Value::Number(n) => super::integral(&n)
+                .map(LabelValue::Int)
+                .ok_or_else(|| serde::de::Error::custom(format!("expected text or a whole number, got {n}"))),
+            other => Err(serde::de::Error::custom(format!(
+                "expected text or a whole number, got {}",
+                super::problems::kind_of(&other)
+            ))),
+        }
+    }
 }
 
 impl fmt::Display for LabelValue {

@@ -293,3 +293,22 @@ pub async fn survives(server: Server, settings: &[&str]) {
     assert_eq!(status, 200, "stored events read back after the restart");
     canary_fires(&http, server.child.id(), "after-restart").await;
 }
+
+/// Polls a run until `done` holds (at most 30 s, then fails saying what it waited for and
+/// how the run stands).
+pub async fn wait_for_run(
+    client: &tripwire::client::Client,
+    id: uuid::Uuid,
+    what: &str,
+    done: impl Fn(&tripwire::model::Run) -> bool,
+) -> tripwire::model::Run {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let run = client.run(id).await.unwrap();
+        if done(&run) {
+            return run;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "waited 30 s for {what}; the run is {run:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
