@@ -12,10 +12,11 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::client::{ClientError, RunQuery};
+use crate::flow::api::{parameters_of, RunTarget};
 use crate::flow::{BoxFuture, Tripwire, WorkerProtocol};
 use crate::model::{
-    ClaimRequest, ClaimedRun, Completion, Deployment, FailureReport, Heartbeat, HeartbeatReply, JsonPath, LogBatch,
-    NewEvent, Problems, Run, StreamBatch, TriggerDefinition, TriggerRecord, TriggerSync,
+    ChildRequest, ClaimRequest, ClaimedRun, Completion, Deployment, FailureReport, Heartbeat, HeartbeatReply, JsonPath,
+    LogBatch, NewEvent, Problems, Run, StreamBatch, TriggerDefinition, TriggerRecord, TriggerSync,
 };
 use crate::service::{Service, ServiceConfig, ServiceError};
 
@@ -172,6 +173,16 @@ impl WorkerProtocol for Embedded {
     fn send_events(&self, events: Vec<NewEvent>) -> BoxFuture<'_, Result<Vec<Uuid>, ClientError>> {
         Box::pin(self.ingest(events))
     }
+
+    fn spawn_child<'a>(&'a self, parent: Uuid, request: &'a ChildRequest) -> BoxFuture<'a, Result<Run, ClientError>> {
+        Box::pin(async move {
+            self.service.spawn_child(parent, request.clone()).await.map(|(run, _)| run).map_err(api_error)
+        })
+    }
+
+    fn fetch_run(&self, id: Uuid) -> BoxFuture<'_, Result<Run, ClientError>> {
+        Box::pin(async move { self.service.run(id).await.map_err(api_error) })
+    }
 }
 
 impl Tripwire for Embedded {
@@ -206,5 +217,15 @@ impl Tripwire for Embedded {
 
     async fn deployments(&self) -> Result<Vec<Deployment>, ClientError> {
         self.service.deployments().await.map_err(api_error)
+    }
+
+    async fn enqueue(
+        &self,
+        target: &(impl RunTarget + ?Sized),
+        parameters: impl serde::Serialize + Send,
+    ) -> Result<Run, ClientError> {
+        let parameters = parameters_of(parameters)?.map(serde_json::Value::Object);
+        let name = target.deployment_name().to_owned();
+        self.service.create_run(name, parameters, None).await.map_err(api_error)
     }
 }

@@ -5,7 +5,6 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -44,14 +43,6 @@ impl Served {
     }
 }
 
-/// `target/<profile>/examples/NAME`, built by `cargo test` (which builds the examples).
-fn example(name: &str) -> PathBuf {
-    let deps = std::env::current_exe().unwrap().parent().unwrap().to_path_buf();
-    let path = deps.parent().unwrap().join("examples").join(name);
-    assert!(path.exists(), "{} is missing: run `cargo build --examples` (cargo test builds them)", path.display());
-    path
-}
-
 /// A running example whose stdout lines arrive on a channel.
 struct Example {
     child: Child,
@@ -67,7 +58,7 @@ impl Example {
 
     /// Starts it with command-line arguments.
     fn start_with(name: &str, served: &Served, role: &str, args: &[&str]) -> Example {
-        let mut child = Command::new(example(name))
+        let mut child = Command::new(common::example_binary(name))
             .args(args)
             .env("TRIPWIRE_API", served.api())
             .env("TRIPWIRE_API_KEY", served.key(role))
@@ -221,6 +212,26 @@ fn long_task_refreshes_its_timeout_and_outlives_the_deployments_deadline() {
             "crunch: batch-7 done after 4 steps",
         ]
     );
+}
+
+#[test]
+fn child_runs_sums_squares_through_three_children_and_run_flow_returns_outputs_and_failures() {
+    let served = Served::start("example-child-runs");
+    let lines = Example::start("child_runs", &served, "admin").finish();
+    let expected = [
+        "serving square and sum-of-squares",
+        "square: 1 squared",
+        "sum-of-squares: attempt 1 has 1² = 1",
+        "square: 2 squared",
+        "sum-of-squares: attempt 1 has 2² = 4",
+        "square: 3 squared",
+        "sum-of-squares: attempt 1 has 3² = 9",
+        "sum of squares of 1, 2, 3: 14",
+        "children: 3",
+    ];
+    assert_eq!(lines[..expected.len()], expected, "{lines:#?}");
+    assert_eq!(lines.len(), expected.len() + 1, "{lines:#?}");
+    assert!(lines[expected.len()].starts_with("square of text: Failed: the parameters do not fit flow `square`"));
 }
 
 #[test]

@@ -81,6 +81,14 @@ impl Tripwire for Fake {
     async fn deployments(&self) -> Result<Vec<Deployment>, ClientError> {
         refused()
     }
+    #[allow(clippy::manual_async_fn)]
+    fn enqueue(
+        &self,
+        _: &(impl tripwire::flow::RunTarget + ?Sized),
+        _: impl serde::Serialize + Send,
+    ) -> impl Future<Output = Result<Run, ClientError>> + Send {
+        async { refused() }
+    }
 }
 
 /// Log output, collected.

@@ -1,4 +1,4 @@
-//! `tripwire runs list|show|logs|cancel`: the runs on a server.
+//! `tripwire runs list|show|create|children|logs|stream|cancel`: the runs on a server.
 
 use std::process::ExitCode;
 
@@ -41,6 +41,28 @@ enum RunsCommand {
         #[arg(value_name = "ID", value_parser = parse_id)]
         id: Uuid,
     },
+    /// Create a run of a deployment by hand and print it; with --wait, wait for it to end and
+    /// print its output (exit 1 when it failed or was cancelled), as `client.run_flow` does.
+    Create {
+        /// The deployment.
+        #[arg(value_name = "DEPLOYMENT")]
+        deployment: String,
+        /// The run's parameters over the deployment's defaults, a JSON object.
+        #[arg(long, value_name = "JSON", value_parser = parse_parameters)]
+        params: Option<serde_json::Map<String, serde_json::Value>>,
+        /// Wait until the run ends, then print its output as JSON.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this many seconds (the run goes on).
+        #[arg(long, value_name = "SECONDS", requires = "wait", value_parser = parse_seconds)]
+        timeout: Option<std::time::Duration>,
+    },
+    /// List the child runs a run spawned (`ctx.spawn`), by key, as JSON lines.
+    Children {
+        /// The parent run's id.
+        #[arg(value_name = "ID", value_parser = parse_id)]
+        id: Uuid,
+    },
     /// Print a run's log lines.
     Logs {
         /// The run's id.
@@ -68,6 +90,22 @@ enum RunsCommand {
 fn parse_state(text: &str) -> Result<RunState, String> {
     RunState::parse(text)
         .ok_or_else(|| format!("unknown state `{text}`; use Scheduled, Running, Completed, Failed or Cancelled"))
+}
+
+fn parse_parameters(text: &str) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    match serde_json::from_str(text) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        Ok(other) => Err(format!("expected a JSON object such as '{{\"user\": \"42\"}}', got {other}")),
+        Err(e) => Err(format!("not JSON: {e}")),
+    }
+}
+
+fn parse_seconds(text: &str) -> Result<std::time::Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s > 0.0 && *s <= 365.0 * 86_400.0)
+        .map(std::time::Duration::from_secs_f64)
+        .ok_or_else(|| format!("`{text}` is not a number of seconds from 0 to a year"))
 }
 
 fn parse_id(text: &str) -> Result<Uuid, String> {
@@ -106,6 +144,17 @@ pub fn run(args: RunsArgs) -> ExitCode {
                 remote::table(&["ID", "STATE", "DEPLOYMENT", "CREATED", "TRIGGER", "PARAMETERS"], &rows)
             }
             RunsCommand::Show { id } => remote::json_pretty(&client.run(id).await?),
+            RunsCommand::Create { deployment, params, wait, timeout } => {
+                let run = client.create_run(&deployment, params).await?;
+                if !wait {
+                    return remote::json_pretty(&run);
+                }
+                eprintln!("run {} of `{deployment}` created; waiting for it to end", run.id);
+                let timeout = timeout.unwrap_or(std::time::Duration::from_secs(365 * 86_400));
+                let run = crate::flow::Tripwire::wait_for_run(&client, run.id, timeout).await?;
+                remote::json_pretty(&crate::client::ClientError::output_of(run)?)
+            }
+            RunsCommand::Children { id } => client.children(id).await?.iter().try_for_each(remote::json_line),
             RunsCommand::Logs { id } => {
                 let mut from = 0;
                 loop {

@@ -42,4 +42,31 @@ pub enum ClientError {
     /// Waiting for something (e.g. a run to finish) took longer than the time given.
     #[error("{0}")]
     Timeout(String),
+    /// A run waited for (`Tripwire::run_flow`, `ctx.spawn`) ended `Failed` or `Cancelled`.
+    #[error("run {id} of `{deployment}` ended {state:?}: {error}")]
+    RunFailed {
+        /// The run.
+        id: uuid::Uuid,
+        /// Its deployment.
+        deployment: String,
+        /// `Failed` or `Cancelled`.
+        state: crate::model::RunState,
+        /// Why (the flow's error, or what cancelled it).
+        error: String,
+    },
+}
+
+impl ClientError {
+    /// The output of a final run, or why it has none ([`ClientError::RunFailed`]).
+    pub fn output_of(run: crate::model::Run) -> Result<serde_json::Value, ClientError> {
+        match run.state {
+            crate::model::RunState::Completed => Ok(run.output.unwrap_or(serde_json::Value::Null)),
+            state => Err(ClientError::RunFailed {
+                id: run.id,
+                deployment: run.deployment,
+                state,
+                error: run.error.unwrap_or_else(|| format!("{state:?}")),
+            }),
+        }
+    }
 }

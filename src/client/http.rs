@@ -10,9 +10,9 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use crate::model::{
-    ApiKey, Backtest, BacktestRequest, ClaimRequest, ClaimedRun, Completion, CreatedApiKey, Deployment, FailureReport,
-    Firing, Heartbeat, HeartbeatReply, LogBatch, NewApiKey, RateDuration, RateLimit, RateLimitQuota, RateLimitStatus,
-    Run, ScopeFilter, StreamBatch, TriggerDefinition, TriggerSync,
+    ApiKey, Backtest, BacktestRequest, ChildRequest, ClaimRequest, ClaimedRun, Completion, CreatedApiKey, Deployment,
+    FailureReport, Firing, Heartbeat, HeartbeatReply, LogBatch, NewApiKey, RateDuration, RateLimit, RateLimitQuota,
+    RateLimitStatus, Run, ScopeFilter, StreamBatch, TriggerDefinition, TriggerSync,
 };
 
 use super::run_stream::RunStream;
@@ -363,6 +363,18 @@ impl Client {
         let body = json!({ "parameters": parameters });
         let request = self.request(Method::POST, &["deployments", deployment, "runs"]).json(&body);
         decode(self.send(request).await?, "the run").await
+    }
+
+    /// `POST /runs/{parent}/children`: a child run of the run this worker holds (what
+    /// `ctx.spawn` calls). The same key answers the same child, whatever the attempt.
+    pub async fn spawn_child(&self, parent: Uuid, request: &ChildRequest) -> Result<Run, ClientError> {
+        let request = self.request(Method::POST, &["runs", &parent.to_string(), "children"]).json(request);
+        decode(self.send(request).await?, "the child run").await
+    }
+
+    /// `GET /runs/{id}/children`: the runs it spawned, by key.
+    pub async fn children(&self, parent: Uuid) -> Result<Vec<Run>, ClientError> {
+        self.get(&["runs", &parent.to_string(), "children"]).await
     }
 
     /// `GET /runs`: the newest runs that `query` asks for.

@@ -11,8 +11,11 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::client::ClientError;
-use crate::model::{Event, Heartbeat, LogLevel, NewEvent, NewLogLine, Resource, Run, StreamBatch};
+use crate::model::{
+    ChildRequest, Event, Heartbeat, LogLevel, NewEvent, NewLogLine, Resource, Run, RunState, StreamBatch,
+};
 
+use super::api::{parameters_of, until_final, RunTarget};
 use super::protocol::WorkerProtocol;
 
 /// What the worker and a running attempt share: whether it must stop, and its execution
@@ -62,6 +65,8 @@ pub struct FlowContext {
     logger: Logger,
     backend: Arc<dyn WorkerProtocol>,
     control: Arc<Control>,
+    /// How many children this attempt has asked for: the next one's position (its key).
+    spawned: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl FlowContext {
@@ -72,7 +77,7 @@ impl FlowContext {
         backend: Arc<dyn WorkerProtocol>,
         control: Arc<Control>,
     ) -> FlowContext {
-        FlowContext { run: Arc::new(run), events: Arc::new(events), logger, backend, control }
+        FlowContext { run: Arc::new(run), events: Arc::new(events), logger, backend, control, spawned: Arc::default() }
     }
 
     /// Whether the attempt must stop: the run was cancelled (by hand, or by a concurrency
@@ -167,6 +172,62 @@ impl FlowContext {
     pub async fn stream(&self, chunk: impl Into<String>) -> Result<(), ClientError> {
         let batch = StreamBatch { chunks: vec![chunk.into()] };
         self.backend.append_stream(self.run.id, &batch).await
+    }
+
+    /// Runs `child` (a [`super::Flow`] or a deployment's name) as a child of this run, with
+    /// `parameters`, and waits for its output (Hatchet's `spawn`): `Ok(output)` when it
+    /// completed, [`ClientError::RunFailed`] when it failed or was cancelled.
+    ///
+    /// Children are durable. Each is keyed by this run and its position among the attempt's
+    /// spawns (`0`, `1`, ...; the order of the calls, not of their completion): when the run
+    /// is retried, or its worker dies and another takes it over, the flow's code runs again
+    /// and each spawn finds the child made before (still running, or with its output)
+    /// instead of making a new one. A flow that spawns in an order that changes between
+    /// attempts gives each child its own key with [`FlowContext::spawn_keyed`].
+    ///
+    /// Cancelling this run cancels its children. The child runs on a worker serving its
+    /// deployment, while this run holds its own slot: a worker serving both needs a slot for
+    /// each level.
+    pub fn spawn(
+        &self,
+        child: &(impl RunTarget + ?Sized),
+        parameters: impl serde::Serialize,
+    ) -> impl std::future::Future<Output = Result<Value, ClientError>> + Send + 'static {
+        // The position is taken now, in call order, so that spawns awaited together keep it.
+        let position = self.spawned.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.spawn_keyed(child, position.to_string(), parameters)
+    }
+
+    /// [`FlowContext::spawn`] with the child's key given: the same key finds the same child
+    /// in every attempt (1 to 256 characters; a run has at most 1,000 children).
+    pub fn spawn_keyed(
+        &self,
+        child: &(impl RunTarget + ?Sized),
+        key: impl Into<String>,
+        parameters: impl serde::Serialize,
+    ) -> impl std::future::Future<Output = Result<Value, ClientError>> + Send + 'static {
+        let request = parameters_of(parameters).map(|parameters| ChildRequest {
+            worker: self.control.worker.clone(),
+            deployment: child.deployment_name().to_owned(),
+            key: key.into(),
+            parameters,
+        });
+        let (backend, parent, control) = (self.backend.clone(), self.run.id, self.control.clone());
+        async move {
+            let request = request?;
+            let child = backend.spawn_child(parent, &request).await?;
+            let mut cancelled = control.cancelled.subscribe();
+            tokio::select! {
+                run = until_final(backend.as_ref(), child.id, None) => ClientError::output_of(run?),
+                // The server cancels the children of a cancelled run; this attempt stops waiting.
+                _ = cancelled.wait_for(|c| *c) => Err(ClientError::RunFailed {
+                    id: child.id,
+                    deployment: child.deployment,
+                    state: RunState::Cancelled,
+                    error: format!("run {parent} was cancelled while it waited for its child `{}`", request.key),
+                }),
+            }
+        }
     }
 
     /// Sends an event from inside the flow. The run is added to its related resources (role

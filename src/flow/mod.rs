@@ -33,7 +33,7 @@
 //! # }
 //! ```
 
-mod api;
+pub(crate) mod api;
 mod context;
 mod protocol;
 mod worker;
@@ -49,7 +49,7 @@ use serde_json::{Map, Value};
 use crate::client::ClientError;
 use crate::model::{Concurrency, Deployment, DesiredLabel, RateLimitUse, TriggerDefinition};
 
-pub use self::api::Tripwire;
+pub use self::api::{RunTarget, Tripwire};
 pub use self::context::{FlowContext, Logger};
 pub use self::protocol::{BoxFuture, WorkerProtocol};
 pub use self::worker::{serve_many, Worker, WorkerHandle};

@@ -12,8 +12,8 @@ use crate::client::Client;
 use crate::client::ClientError;
 use crate::model::NewEvent;
 use crate::model::{
-    ClaimRequest, ClaimedRun, Completion, Deployment, FailureReport, Heartbeat, HeartbeatReply, LogBatch, Run,
-    StreamBatch, TriggerDefinition, TriggerSync,
+    ChildRequest, ClaimRequest, ClaimedRun, Completion, Deployment, FailureReport, Heartbeat, HeartbeatReply, LogBatch,
+    Run, StreamBatch, TriggerDefinition, TriggerSync,
 };
 
 /// A boxed, sendable future (the trait is object-safe so that flows can share one backend).
@@ -56,6 +56,18 @@ pub trait WorkerProtocol: Send + Sync + 'static {
     }
     /// Sends events; returns their ids (what a flow's `ctx.emit` calls).
     fn send_events(&self, events: Vec<NewEvent>) -> BoxFuture<'_, Result<Vec<Uuid>, ClientError>>;
+    /// A child run of the run the worker holds (what `ctx.spawn` calls): the one its key
+    /// named before, or a new one. A backend without child runs answers an error (the
+    /// default).
+    fn spawn_child<'a>(&'a self, parent: Uuid, request: &'a ChildRequest) -> BoxFuture<'a, Result<Run, ClientError>> {
+        let _ = request;
+        Box::pin(async move { Err(ClientError::Invalid(format!("this backend spawns no children of run {parent}"))) })
+    }
+    /// A run as it is now (what `ctx.spawn` polls while the child runs). A backend that
+    /// cannot read runs answers an error (the default).
+    fn fetch_run(&self, id: Uuid) -> BoxFuture<'_, Result<Run, ClientError>> {
+        Box::pin(async move { Err(ClientError::Invalid(format!("this backend cannot read run {id}"))) })
+    }
 }
 
 #[cfg(feature = "client")]
@@ -102,5 +114,13 @@ impl WorkerProtocol for Client {
 
     fn send_events(&self, events: Vec<NewEvent>) -> BoxFuture<'_, Result<Vec<Uuid>, ClientError>> {
         Box::pin(Client::emit_many(self, events))
+    }
+
+    fn spawn_child<'a>(&'a self, parent: Uuid, request: &'a ChildRequest) -> BoxFuture<'a, Result<Run, ClientError>> {
+        Box::pin(Client::spawn_child(self, parent, request))
+    }
+
+    fn fetch_run(&self, id: Uuid) -> BoxFuture<'_, Result<Run, ClientError>> {
+        Box::pin(Client::run(self, id))
     }
 }

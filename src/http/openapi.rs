@@ -34,6 +34,7 @@ fn component(file: &str) -> &'static str {
         "rate-limit-status.json" => "RateLimitStatus",
         "stream-batch.json" => "StreamBatch",
         "stream-chunk.json" => "StreamChunk",
+        "child-request.json" => "ChildRequest",
         _ => "Unknown",
     }
 }
@@ -488,6 +489,13 @@ pub fn document() -> Value {
             "get": follow_stream,
             "post": Op::new("Worker: append chunks to a running run's stream (409 once it has ended)", "200", "How many", Some(json!({"type": "object", "properties": {"appended": {"type": "integer"}}})))
                 .body(reference("StreamBatch"), true).errors(&[404, 409]).build()
+        },
+        "/api/runs/{id}/children": {
+            "parameters": path("id", uuid()),
+            "get": Op::new("The child runs this run spawned, by key (every attempt's)", "200", "Runs", Some(list("Run"))).errors(&[400, 404]).build(),
+            "post": Op::new("Worker: a child run of the run it holds (`ctx.spawn`); 201 when made now, 200 when its key named it before (a retried parent finds its children)", "201", "The child", Some(reference("Run")))
+                .also("200", "Made before under this key", reference("Run"))
+                .body(reference("ChildRequest"), true).errors(&[404, 409]).build()
         },
         "/api/runs/{id}/logs": {
             "parameters": path("id", uuid()),

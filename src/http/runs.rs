@@ -4,14 +4,15 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::model::{
-    ClaimRequest, ClaimedRun, Completion, FailureReport, Heartbeat, HeartbeatReply, JsonPath, LogBatch, Problems, Run,
-    RunState, WorkerStatus,
+    ChildRequest, ClaimRequest, ClaimedRun, Completion, FailureReport, Heartbeat, HeartbeatReply, JsonPath, LogBatch,
+    Problems, Run, RunState, WorkerStatus,
 };
 use crate::service::{LogPage, Service};
 
@@ -30,6 +31,7 @@ pub(super) fn routes() -> Router<Service> {
         .route("/runs/{id}/fail", post(fail))
         .route("/runs/{id}/cancel", post(cancel))
         .route("/runs/{id}/logs", get(logs).post(append_logs))
+        .route("/runs/{id}/children", get(children).post(spawn_child))
         .route("/workers", get(workers))
 }
 
@@ -118,6 +120,24 @@ async fn fail(
     let id = run_id(&id)?;
     let failure: FailureReport = typed_body(body)?;
     Ok(Json(service.fail(id, failure).await?))
+}
+
+/// A child run for the worker running the parent: 201 when made now, 200 when the key named
+/// it before (a retried parent finds its children).
+async fn spawn_child(
+    State(service): State<Service>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Run>), ApiError> {
+    let id = run_id(&id)?;
+    let request: ChildRequest = typed_body(body)?;
+    let (run, created) = service.spawn_child(id, request).await?;
+    Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(run)))
+}
+
+/// The children a run spawned, by key.
+async fn children(State(service): State<Service>, Path(id): Path<String>) -> Result<Json<Vec<Run>>, ApiError> {
+    Ok(Json(service.children(run_id(&id)?).await?))
 }
 
 async fn cancel(State(service): State<Service>, Path(id): Path<String>) -> Result<Json<Run>, ApiError> {

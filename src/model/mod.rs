@@ -6,6 +6,7 @@
 pub mod access;
 pub mod affinity;
 pub mod backtest;
+pub mod child;
 pub mod deployment;
 pub mod event;
 pub mod event_filter;
@@ -28,6 +29,7 @@ pub mod worker;
 pub use access::{ApiKey, CreatedApiKey, NewApiKey, Permission, Role};
 pub use affinity::{Comparator, DesiredLabel, LabelValue};
 pub use backtest::{Backtest, BacktestRequest, BacktestState, BacktestSummary};
+pub use child::{ChildRequest, RunParent};
 pub use deployment::{Concurrency, ConcurrencyStrategy, Deployment};
 pub use event::{Event, EventDefaults, Resource};
 pub use filter::ScopeFilter;

@@ -148,6 +148,9 @@ pub struct Run {
     /// `not_before`); cleared when it is claimed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting: Option<String>,
+    /// The run that spawned it (`ctx.spawn`) and its key there; absent for other runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<super::RunParent>,
 }
 
 impl Run {
@@ -181,6 +184,7 @@ impl Run {
             concurrency_key: None,
             rate_limits: Vec::new(),
             waiting: None,
+            parent: None,
         }
     }
 
@@ -233,6 +237,8 @@ pub enum StateReason {
     NoMatchingWorker,
     /// Cancelled through the API.
     CancelledByUser,
+    /// Cancelled because the run that spawned it was cancelled.
+    ParentCancelled,
     /// Failed without retrying because the flow could not read its parameters.
     InvalidParameters,
 }

@@ -33,6 +33,13 @@ impl Run {
                     .with("prefect.resource.name", cause.trigger.clone()),
             );
         }
+        if let Some(parent) = &self.parent {
+            event.related.push(
+                Resource::new(format!("{RUN_EVENT_PREFIX}{}", parent.run))
+                    .with("prefect.resource.role", "parent")
+                    .with("tripwire.child.key", parent.key.clone()),
+            );
+        }
         let mut payload = Map::new();
         payload.insert("run_id".into(), json!(self.id));
         payload.insert("deployment".into(), json!(self.deployment));

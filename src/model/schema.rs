@@ -8,8 +8,8 @@ use schemars::JsonSchema;
 use serde_json::{Map, Value};
 
 use super::{
-    ApiKey, Backtest, BacktestRequest, ClaimRequest, ClaimedRun, Completion, CreatedApiKey, Deployment, Event,
-    FailureReport, Firing, Heartbeat, HeartbeatReply, LogBatch, LogLine, NewApiKey, RateLimit, RateLimitQuota,
+    ApiKey, Backtest, BacktestRequest, ChildRequest, ClaimRequest, ClaimedRun, Completion, CreatedApiKey, Deployment,
+    Event, FailureReport, Firing, Heartbeat, HeartbeatReply, LogBatch, LogLine, NewApiKey, RateLimit, RateLimitQuota,
     RateLimitStatus, Run, ScopeFilter, StreamBatch, StreamChunk, TriggerDefinition, TriggerSync, WorkerStatus,
 };
 
@@ -37,6 +37,7 @@ pub fn all() -> Vec<(&'static str, Value)> {
         ("worker-status.json", output::<WorkerStatus>()),
         ("stream-batch.json", input::<StreamBatch>()),
         ("stream-chunk.json", output::<StreamChunk>()),
+        ("child-request.json", input::<ChildRequest>()),
         // Backtests.
         ("backtest-request.json", with_flat_definitions(input::<BacktestRequest>())),
         ("backtest.json", output::<Backtest>()),

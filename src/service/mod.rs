@@ -24,9 +24,9 @@ use uuid::Uuid;
 use crate::engine::{BucketPage, BucketQuery};
 use crate::model::time::Span;
 use crate::model::{
-    ApiKey, ClaimRequest, ClaimedRun, Completion, CreatedApiKey, Deployment, Event, EventDefaults, FailureReport,
-    Heartbeat, HeartbeatReply, JsonPath, LogBatch, NewApiKey, Problems, Run, ScopeFilter, Timestamp, TriggerDefinition,
-    TriggerSync,
+    ApiKey, ChildRequest, ClaimRequest, ClaimedRun, Completion, CreatedApiKey, Deployment, Event, EventDefaults,
+    FailureReport, Heartbeat, HeartbeatReply, JsonPath, LogBatch, NewApiKey, Problems, Run, ScopeFilter, Timestamp,
+    TriggerDefinition, TriggerSync,
 };
 pub use crate::store::StoreError;
 use crate::store::{PreparedEvent, Store, TriggerRecord};
@@ -410,6 +410,13 @@ impl Service {
         priority: Option<i32>,
     ) -> Result<Run, ServiceError> {
         self.call(|reply| Command::CreateRun { deployment, parameters, priority, reply }).await
+    }
+
+    /// A child run of `parent`, asked for by the worker running it (`ctx.spawn`): the child
+    /// `request.key` names, made now (`true`) or before (`false`, whatever the attempt).
+    pub async fn spawn_child(&self, parent: Uuid, request: ChildRequest) -> Result<(Run, bool), ServiceError> {
+        request.validate().map_err(ServiceError::Invalid)?;
+        self.call(|reply| Command::SpawnChild { parent, request, reply }).await
     }
 
     /// Makes `definitions` exactly the triggers of `deployment` (see [`TriggerSync`]):

@@ -300,6 +300,35 @@ impl Service {
         runs.pop().ok_or(ServiceError::NotFound { what: "run", id: id.to_string() })
     }
 
+    /// The children `parent` spawned, by key (every attempt's: a retried parent finds its
+    /// children again rather than making new ones).
+    pub async fn children(&self, parent: Uuid) -> Result<Vec<Run>, ServiceError> {
+        use crate::model::child::MAX_CHILDREN_PER_RUN;
+        let runs = self
+            .read(move |store| {
+                if store.run(&parent)?.is_none() {
+                    return Ok(None);
+                }
+                let mut runs = Vec::new();
+                for (key, id) in store.children(&parent, MAX_CHILDREN_PER_RUN)? {
+                    match store.run(&id)? {
+                        Some(run) => runs.push(run),
+                        None => {
+                            return Err(StoreError::Corrupt {
+                                what: "child run",
+                                message: format!("run {parent}'s child `{key}` names run {id}, which is not stored"),
+                            })
+                        }
+                    }
+                }
+                Ok(Some(runs))
+            })
+            .await?;
+        let mut runs = runs.ok_or(ServiceError::NotFound { what: "run", id: parent.to_string() })?;
+        self.explain_waiting(&mut runs).await?;
+        Ok(runs)
+    }
+
     /// Says why a waiting run that no live worker can take waits: its deployment requires
     /// labels that no online worker serving it has (`reason: no_matching_worker`, and
     /// `waiting` in words). Worked out as the run is read, from the workers heard from.

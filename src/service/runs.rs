@@ -696,9 +696,20 @@ impl RunQueue {
 
     /// Cancels an active run; its worker learns it at its next heartbeat.
     pub fn cancel(&mut self, id: &Uuid, now: Timestamp) -> Result<Change, Refusal> {
+        self.cancel_because(id, StateReason::CancelledByUser, "cancelled through the API".into(), now)
+    }
+
+    /// Cancels a waiting or running run for `reason`, explained by `error`.
+    pub fn cancel_because(
+        &mut self,
+        id: &Uuid,
+        reason: StateReason,
+        error: String,
+        now: Timestamp,
+    ) -> Result<Change, Refusal> {
         self.finish(*id, RunState::Cancelled, now, |r| {
-            r.reason = Some(StateReason::CancelledByUser);
-            r.error = Some("cancelled through the API".into());
+            r.reason = Some(reason);
+            r.error = Some(error);
         })
         .ok_or(Refusal::Final)
     }

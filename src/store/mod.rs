@@ -8,6 +8,7 @@
 //! twice or lost. Data directories of schema version 1 kept an input log and snapshots
 //! instead; they are read once (`legacy.rs`) and rewritten in the current layout.
 
+mod children;
 mod event_codec;
 mod keys;
 mod legacy;
@@ -209,6 +210,7 @@ impl Store {
             tx.tx.open_table(rate_limits::RATE_LIMITS)?;
             tx.tx.open_table(rate_limits::RATE_WINDOWS)?;
             tx.tx.open_table(streams::RUN_STREAMS)?;
+            tx.tx.open_table(children::RUN_CHILDREN)?;
             let mut active = tx.tx.open_table(ACTIVE_RUNS)?;
             let found = meta.get(SCHEMA_KEY)?.map(|v| decode::<u32>("schema version", v.value())).transpose()?;
             match found {

@@ -312,3 +312,11 @@ pub async fn wait_for_run(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// `target/<profile>/examples/NAME`, built by `cargo test` (which builds the examples).
+pub fn example_binary(name: &str) -> std::path::PathBuf {
+    let deps = std::env::current_exe().unwrap().parent().unwrap().to_path_buf();
+    let path = deps.parent().unwrap().join("examples").join(name);
+    assert!(path.exists(), "{} is missing: run `cargo build --examples` (cargo test builds them)", path.display());
+    path
+}

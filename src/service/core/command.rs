@@ -8,8 +8,8 @@ use uuid::Uuid;
 use crate::engine::{BucketPage, BucketQuery};
 use crate::model::Timestamp;
 use crate::model::{
-    ClaimRequest, ClaimedRun, Completion, Deployment, FailureReport, Heartbeat, HeartbeatReply, LogBatch, RateLimit,
-    RateLimitQuota, Run, ScopeFilter, TriggerDefinition, TriggerSync,
+    ChildRequest, ClaimRequest, ClaimedRun, Completion, Deployment, FailureReport, Heartbeat, HeartbeatReply, LogBatch,
+    RateLimit, RateLimitQuota, Run, ScopeFilter, TriggerDefinition, TriggerSync,
 };
 use crate::service::{IngestReport, ServiceError};
 use crate::store::{PreparedEvent, StoredKey, TriggerRecord};
@@ -69,6 +69,11 @@ pub(in crate::service) enum Command {
         parameters: Option<Value>,
         priority: Option<i32>,
         reply: Reply<Run>,
+    },
+    SpawnChild {
+        parent: Uuid,
+        request: ChildRequest,
+        reply: Reply<(Run, bool)>,
     },
     SyncTriggers {
         deployment: String,

@@ -455,6 +455,9 @@ impl Core {
             Command::CreateRun { deployment, parameters, priority, reply } => {
                 replies.answer(reply, self.create_run(tx, deployment, parameters, priority, now)?)
             }
+            Command::SpawnChild { parent, request, reply } => {
+                replies.answer(reply, self.spawn_child(tx, parent, request, now)?)
+            }
             Command::Claim { request, peers, reply } => {
                 replies.answer(reply, Ok(self.claim(tx, &request, &peers, now)?))
             }

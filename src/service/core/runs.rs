@@ -5,11 +5,12 @@
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::model::child::MAX_CHILDREN_PER_RUN;
 use crate::model::run::{merge_parameters, RunCause};
 use crate::model::time::Timestamp;
 use crate::model::{
-    ClaimRequest, ClaimedRun, Completion, Deployment, FailureReport, Firing, Heartbeat, HeartbeatReply, LogBatch,
-    Problems, Run,
+    ChildRequest, ClaimRequest, ClaimedRun, Completion, Deployment, FailureReport, Firing, Heartbeat, HeartbeatReply,
+    JsonPath, LogBatch, Problems, Run, RunParent, RunState, StateReason,
 };
 use crate::service::clock::new_id;
 use crate::service::ServiceError;
@@ -46,6 +47,85 @@ impl Core {
             run.priority = p;
         }
         Ok(Ok(self.admit(tx, run, now)?))
+    }
+
+    /// A child run asked for by the worker running `parent` (`ctx.spawn`). A key the parent
+    /// used before answers that child (and `false`): a retried parent finds what it made.
+    pub(super) fn spawn_child(
+        &mut self,
+        tx: &Tx,
+        parent: Uuid,
+        request: ChildRequest,
+        now: Timestamp,
+    ) -> Outcome<(Run, bool)> {
+        let held = match self.runs.get(&parent) {
+            Some(run) if run.state == RunState::Running && run.worker.as_deref() == Some(request.worker.as_str()) => {
+                run.clone()
+            }
+            Some(run) => {
+                return Ok(Err(ServiceError::RunRefused {
+                    code: "run_not_held",
+                    message: format!(
+                        "run {parent} is {:?}{}, not running on worker `{}`; only the attempt running it can spawn children",
+                        run.state,
+                        run.worker.as_deref().map(|w| format!(" on worker `{w}`")).unwrap_or_default(),
+                        request.worker
+                    ),
+                }))
+            }
+            None => {
+                return Ok(Err(match tx.run(&parent)? {
+                    Some(run) => ServiceError::RunRefused {
+                        code: "run_finished",
+                        message: format!("run {parent} is already {:?}; a final run spawns no children", run.state),
+                    },
+                    None => ServiceError::NotFound { what: "run", id: parent.to_string() },
+                }))
+            }
+        };
+        if let Some(existing) = tx.child(&parent, &request.key)? {
+            let Some(child) = tx.run(&existing)? else {
+                return Err(StoreError::Corrupt {
+                    what: "child run",
+                    message: format!(
+                        "run {parent}'s child `{}` names run {existing}, which is not stored",
+                        request.key
+                    ),
+                });
+            };
+            if child.deployment != request.deployment {
+                let mut problems = Problems::default();
+                problems.add_rule(
+                    &JsonPath::root().key("key"),
+                    format!(
+                        "run {parent}'s child `{}` is a run of `{}`, not `{}`; give each child its own key",
+                        request.key, child.deployment, request.deployment
+                    ),
+                );
+                return Ok(Err(ServiceError::Invalid(problems)));
+            }
+            return Ok(Ok((child, false)));
+        }
+        let made = tx.children(&parent, MAX_CHILDREN_PER_RUN)?.len();
+        if made >= MAX_CHILDREN_PER_RUN {
+            let mut problems = Problems::default();
+            problems.add_rule(
+                &JsonPath::root().key("key"),
+                format!("run {parent} has {made} children; a run may have at most {MAX_CHILDREN_PER_RUN}"),
+            );
+            return Ok(Err(ServiceError::Invalid(problems)));
+        }
+        let Some(d) = tx.deployment(&request.deployment)? else {
+            return Ok(Err(ServiceError::NotFound { what: "deployment", id: request.deployment }));
+        };
+        let parameters = match merge_parameters(&d.parameters, request.parameters_value().as_ref()) {
+            Ok(p) => p,
+            Err(problems) => return Ok(Err(ServiceError::Invalid(problems))),
+        };
+        let mut run = Run::scheduled(new_id(), &d, parameters, None, now);
+        run.parent = Some(RunParent { run: held.id, key: request.key.clone() });
+        tx.insert_child(&parent, &request.key, &run.id)?;
+        Ok(Ok((self.admit(tx, run, now)?, true)))
     }
 
     /// Hands ready runs to a worker, each with the events that caused it.
@@ -217,7 +297,18 @@ impl Core {
     /// Stores changed runs (a new one insert-only) and queues the events of their state
     /// changes.
     pub(super) fn changed(&mut self, tx: &Tx, changes: Vec<Change>, now: Timestamp) -> Result<(), StoreError> {
-        for change in changes {
+        let mut changes = std::collections::VecDeque::from(changes);
+        while let Some(change) = changes.pop_front() {
+            if change.run.state == RunState::Cancelled && change.previous.is_some_and(|p| !p.is_final()) {
+                // A cancelled parent cancels its children still waiting or running (and
+                // theirs, as each comes round in this loop).
+                for (_, child) in tx.children(&change.run.id, MAX_CHILDREN_PER_RUN)? {
+                    let why = format!("its parent run {} was cancelled", change.run.id);
+                    if let Ok(c) = self.runs.cancel_because(&child, StateReason::ParentCancelled, why, now) {
+                        changes.push_back(c);
+                    }
+                }
+            }
             if change.previous.is_none() {
                 // Only `admit` makes new runs, and it refused a stored id already: a refusal
                 // here is logged and counted by the store, and the first run stays.
