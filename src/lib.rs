@@ -90,7 +90,10 @@ pub mod embedded;
 pub mod engine;
 #[cfg(any(feature = "client", feature = "embedded"))]
 pub mod flow;
+/// The HTTP API's router (`src/main.rs` serves it, tests mount it in-process); not a
+/// library API: embed [`Service`] or [`Embedded`] instead.
 #[cfg(feature = "server")]
+#[doc(hidden)]
 pub mod http;
 pub mod model;
 #[cfg(feature = "embedded")]

@@ -215,3 +215,29 @@ async fn definitions_built_in_rust_are_held_to_the_json_rules_and_read_back() {
     assert_eq!(ids, ["cart", "fine"]);
     service.shutdown().await;
 }
+
+/// The id source is handed in with the clock: events without an id, runs made by hand and
+/// the run-state events all draw from it, so the same inputs give the same ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_ids_come_from_the_injected_id_source() {
+    use tripwire::service::clock::SequentialIds;
+    let data = common::temp_dir("injected-ids");
+    let clock = ManualClock::new(Timestamp::parse("2026-01-01T00:00:00Z").unwrap());
+    let mut config = ServiceConfig::new(&data);
+    config.clock = Arc::new(clock.clone());
+    config.ids = Arc::new(SequentialIds::from(1));
+    let service = Service::start(config).await.unwrap();
+    let root = tripwire::model::JsonPath::root();
+    let event = service.stamper().read(&json!({"event": "hello", "resource": {"prefect.resource.id": "a"}}), &root);
+    let event = event.unwrap();
+    assert_eq!(event.id, uuid::Uuid::from_u128(1));
+    assert_eq!(event.occurred, tripwire::service::clock::Clock::now(&clock));
+    service.ingest(vec![event]).await.unwrap();
+    service.put_deployment(tripwire::model::Deployment::new("greet"), true).await.unwrap();
+    let run = service.create_run("greet".into(), None, None).await.unwrap();
+    assert_eq!(run.id, uuid::Uuid::from_u128(2));
+    let (status, scheduled) = (run.state, service.event(uuid::Uuid::from_u128(3)).await.unwrap());
+    assert_eq!(status, tripwire::model::RunState::Scheduled);
+    assert_eq!(scheduled.map(|e| e.event), Some("tripwire.run.scheduled".to_owned()), "the run's event took id 3");
+    service.shutdown().await;
+}

@@ -130,3 +130,26 @@ async fn registering_logs_each_warning_of_the_trigger_sync() {
     Worker::new(Fake { sync: TriggerSync::default() }).flow(flow, [trigger]).register().await.unwrap();
     assert_eq!(String::from_utf8(captured.0.lock().unwrap().clone()).unwrap(), "");
 }
+
+/// Run as its own process by the test below: registers with a warning and no `tracing`
+/// subscriber installed.
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "run by warnings_are_printed_without_a_tracing_subscriber in a process of its own"]
+async fn register_with_a_warning_and_no_subscriber() {
+    let sync = TriggerSync { warnings: vec!["removed trigger `applied-by-cli`".into()], ..Default::default() };
+    let flow = Flow::new("report", |_: FlowContext, _: Value| async move { Ok(()) });
+    let trigger = TriggerDefinition::new("report-on-ping", EventTrigger::new().expect("ping"));
+    Worker::new(Fake { sync }).flow(flow, [trigger]).register().await.unwrap();
+}
+
+/// An application that installed no subscriber still sees the worker's warnings, on stderr.
+#[test]
+fn warnings_are_printed_without_a_tracing_subscriber() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "register_with_a_warning_and_no_subscriber", "--ignored", "--nocapture", "--test-threads=1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("tripwire: warning: flow `report`: removed trigger `applied-by-cli`"), "stderr: {stderr}");
+}

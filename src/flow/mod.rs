@@ -35,6 +35,7 @@
 
 pub(crate) mod api;
 mod context;
+mod notice;
 mod protocol;
 mod worker;
 
@@ -181,6 +182,25 @@ impl Flow {
     pub fn retries(mut self, retries: u32, delay: Duration) -> Flow {
         self.deployment.retries = retries;
         self.deployment.retry_delay_seconds = delay.as_secs_f64();
+        self
+    }
+
+    /// How the wait between retries grows: multiplied by `factor` after each failed attempt
+    /// (1.0: a fixed delay), never longer than `max_delay`. The defaults are 2.0 and 5
+    /// minutes.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tripwire::prelude::*;
+    ///
+    /// let flow = Flow::new("sync", |_: FlowContext, _: serde_json::Value| async move { Ok(()) })
+    ///     .retries(5, Duration::from_secs(1))
+    ///     .retry_backoff(3.0, Duration::from_secs(60));
+    /// assert_eq!(flow.deployment().retry_delay(3), 9.0); // seconds before the 4th attempt
+    /// ```
+    pub fn retry_backoff(mut self, factor: f64, max_delay: Duration) -> Flow {
+        self.deployment.retry_backoff_factor = factor;
+        self.deployment.retry_max_delay_seconds = max_delay.as_secs_f64();
         self
     }
 

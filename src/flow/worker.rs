@@ -22,6 +22,7 @@ use crate::model::{
 };
 
 use super::context::{Control, FlowContext, Logger};
+use super::notice::unheard;
 use super::protocol::WorkerProtocol;
 use super::{Failure, Flow, Tripwire, CANCEL_GRACE};
 
@@ -164,7 +165,8 @@ impl Worker {
     /// Creates or updates each flow's deployment and makes its triggers exactly the given ones
     /// (unchanged ones keep their state; ones no longer given are removed). Idempotent. What
     /// the server warns about (e.g. removing triggers that were applied some other way) is
-    /// logged with `tracing::warn!`. [`Worker::start`], [`Worker::run`] and
+    /// logged with `tracing::warn!` (and printed to stderr when no `tracing` subscriber is
+    /// installed). [`Worker::start`], [`Worker::run`] and
     /// [`Worker::run_until`] call it first.
     pub async fn register(&self) -> Result<(), ClientError> {
         for (flow, triggers) in &self.flows {
@@ -192,6 +194,7 @@ impl Worker {
             );
             for warning in &sync.warnings {
                 tracing::warn!(flow = flow.name(), "{warning}");
+                unheard(format_args!("flow `{}`: {warning}", flow.name()));
             }
         }
         Ok(())
@@ -289,6 +292,7 @@ impl Worker {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "claiming runs failed; trying again");
+                    unheard(format_args!("claiming runs failed; trying again: {e}"));
                     tokio::select! {
                         _ = tokio::time::sleep(RETRY_PAUSE) => {}
                         _ = &mut stop, if !stopping => stopping = true,
@@ -412,10 +416,14 @@ async fn run_one(backend: Arc<dyn WorkerProtocol>, flow: Flow, claimed: ClaimedR
                 match backend.heartbeat(id, &heartbeat).await {
                     Ok(reply) if reply.cancel => {
                         tracing::warn!(run = %id, state = ?reply.run.state, reason = ?reply.run.reason, "told to stop the run");
+                        unheard(format_args!("run {id}: told to stop ({:?}, {:?})", reply.run.state, reply.run.reason));
                         break Err(None);
                     }
                     Ok(_) => {}
-                    Err(e) => tracing::warn!(run = %id, error = %e, "heartbeat failed"),
+                    Err(e) => {
+                        tracing::warn!(run = %id, error = %e, "heartbeat failed");
+                        unheard(format_args!("run {id}: heartbeat failed: {e}"));
+                    }
                 }
             }
             _ = logger.written() => ship_logs(&*backend, id, &logger).await,
@@ -428,6 +436,7 @@ async fn run_one(backend: Arc<dyn WorkerProtocol>, flow: Flow, claimed: ClaimedR
             control.cancel();
             if tokio::time::timeout(grace, &mut work).await.is_err() {
                 tracing::warn!(run = %id, ?grace, "the flow did not stop within its grace; dropped");
+                unheard(format_args!("run {id}: the flow did not stop within its grace ({grace:?}); dropped"));
             }
             why.map(|error| Err(Failure::Error(error)))
         }
@@ -445,6 +454,7 @@ async fn ship_logs(backend: &dyn WorkerProtocol, id: Uuid, logger: &Logger) {
     for chunk in lines.chunks(crate::model::run::MAX_LOG_LINES_PER_REQUEST) {
         if let Err(e) = backend.append_logs(id, &LogBatch { lines: chunk.to_vec() }).await {
             tracing::warn!(run = %id, error = %e, "could not store log lines");
+            unheard(format_args!("run {id}: could not store log lines: {e}"));
         }
     }
 }
@@ -471,10 +481,12 @@ async fn report(backend: &dyn WorkerProtocol, run: &Run, worker: &str, outcome: 
             }
             Err(ClientError::Api { status, message, .. }) if status < 500 => {
                 tracing::warn!(run = %id, %message, "the server refused the run's result");
+                unheard(format_args!("run {id}: the server refused the run's result: {message}"));
                 return;
             }
             Err(e) => {
                 tracing::warn!(run = %id, error = %e, attempt, "reporting the run's result failed; retrying");
+                unheard(format_args!("run {id}: reporting the run's result failed (attempt {attempt}); retrying: {e}"));
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
         }

@@ -8,7 +8,7 @@
 //!    and port are the request's `Host`, and, while auth is off, that host is an IP address or
 //!    `localhost` (a page on another name that resolves here, DNS rebinding, is refused).
 //!    Allowed origins get CORS answers, preflights included.
-//! 2. **Credentials.** While auth is on (see [`Access`]), every route but `GET /api/health`,
+//! 2. **Credentials.** While auth is on (see `service::access::Access`), every route but `GET /api/health`,
 //!    `GET /api/admin/version` and the dashboard's files (`GET /`, `GET /ui/...`) needs `Authorization: Bearer <API key>` or `Basic <auth
 //!    string>`: 401 `unauthorized` without valid ones, 403 `forbidden` for a role that may
 //!    not ([`permission`] is the route table). A WebSocket upgrade that asks for Prefect's

@@ -11,7 +11,6 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::model::{JsonPath, ScopeFilter};
-use crate::service::clock::new_id;
 use crate::service::Service;
 
 use super::{json_body, ApiError, Query};
@@ -28,7 +27,8 @@ async fn create(
     State(service): State<Service>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<ScopeFilter>), ApiError> {
-    let filter = ScopeFilter::from_json(&json_body(body)?, &JsonPath::root(), new_id()).map_err(ApiError::invalid)?;
+    let filter =
+        ScopeFilter::from_json(&json_body(body)?, &JsonPath::root(), service.new_id()).map_err(ApiError::invalid)?;
     Ok((StatusCode::CREATED, Json(service.put_filter(filter).await?)))
 }
 

@@ -14,7 +14,7 @@ use std::collections::{HashSet, VecDeque};
 use std::fmt::Display;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -38,7 +38,7 @@ use crate::model::{Event, JsonPath, Permission, Role, Timestamp};
 use crate::service::access::{Access, Credential, Principal};
 use crate::service::metrics::Raised;
 use crate::service::Stamper;
-use crate::service::{Order, Service, ServiceError};
+use crate::service::{Service, ServiceError};
 
 use crate::model::event_filter::EventFilter;
 
@@ -123,8 +123,6 @@ const INGEST_BATCH: usize = 1000;
 const BACKFILL_WINDOW: Span = Span::minutes(15);
 /// At most this many events are backfilled (Prefect's page of 1,000).
 const BACKFILL_LIMIT: usize = 1000;
-/// Stored events read per store call while backfilling.
-const BACKFILL_SCAN_CHUNK: usize = 1000;
 /// Matching events kept per store call while backfilling (each is encoded and measured
 /// against [`BACKFILL_MAX_BYTES`] before the next call).
 const BACKFILL_PAGE: usize = 50;
@@ -460,20 +458,9 @@ async fn read_backfill(
     let mut found = Vec::new();
     let mut bytes = 0;
     let mut before = None;
-    let reached_cutoff = Arc::new(AtomicBool::new(false));
     loop {
-        let page = BACKFILL_PAGE.min(BACKFILL_LIMIT - found.len());
-        let (filter, reached) = (filter.clone(), reached_cutoff.clone());
-        let page = service
-            .events(Order::NewestFirst, before, page, BACKFILL_SCAN_CHUNK, move |e| {
-                if reached.load(Ordering::Relaxed) || e.received.is_none_or(|r| r < cutoff) {
-                    reached.store(true, Ordering::Relaxed);
-                    return false;
-                }
-                filter.includes(e)
-            })
-            .await
-            .map_err(failed)?;
+        let limit = BACKFILL_PAGE.min(BACKFILL_LIMIT - found.len());
+        let page = service.backfill_page(filter.clone(), cutoff, before, limit).await.map_err(failed)?;
         for event in page.events {
             let message = encode_event(&event)?;
             bytes += message.len();
@@ -483,7 +470,7 @@ async fn read_backfill(
             found.push((event.id, event.occurred, message));
         }
         match page.next {
-            Some(seq) if !reached_cutoff.load(Ordering::Relaxed) && found.len() < BACKFILL_LIMIT => before = Some(seq),
+            Some(seq) if found.len() < BACKFILL_LIMIT => before = Some(seq),
             _ => return Ok(found),
         }
     }

@@ -103,7 +103,7 @@ impl Service {
         let until = request.until.unwrap_or(now);
         let events_stored = self.read(|store| store.event_count()).await?;
         let record = Backtest {
-            id: super::clock::new_id(),
+            id: self.new_id(),
             state: BacktestState::Running,
             triggers: definitions.iter().map(|d| d.definition.id.clone()).collect(),
             from: request.from,

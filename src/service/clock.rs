@@ -73,6 +73,42 @@ pub fn new_id() -> Uuid {
     Uuid::now_v7()
 }
 
+/// Where the service's fresh ids come from (missing event ids, runs created by hand or as
+/// children, run-state events, scope filters, backtests), handed in with the clock
+/// ([`super::ServiceConfig::ids`]) so that a test or a replay can make them predictable.
+pub trait IdSource: Send + Sync + 'static {
+    /// A new id, never given before by this source.
+    fn new_id(&self) -> Uuid;
+}
+
+/// Fresh random UUIDv7s ([`new_id`]): the default.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RandomIds;
+
+impl IdSource for RandomIds {
+    fn new_id(&self) -> Uuid {
+        new_id()
+    }
+}
+
+/// Ids counted up from a start (`SequentialIds::from(1)` gives `…0001`, `…0002`, ...): the
+/// same inputs give the same ids, for tests.
+#[derive(Debug)]
+pub struct SequentialIds(std::sync::atomic::AtomicU64);
+
+impl SequentialIds {
+    /// Counts from `first`.
+    pub fn from(first: u64) -> SequentialIds {
+        SequentialIds(std::sync::atomic::AtomicU64::new(first))
+    }
+}
+
+impl IdSource for SequentialIds {
+    fn new_id(&self) -> Uuid {
+        Uuid::from_u128(u128::from(self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed)))
+    }
+}
+
 /// Measures how long something took (the metrics' latencies), on the monotonic clock.
 #[derive(Clone, Copy, Debug)]
 pub struct Stopwatch(std::time::Instant);

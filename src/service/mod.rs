@@ -2,15 +2,15 @@
 //! that owns concurrency: a single core thread owns the engine and the write transaction;
 //! requests reach it through a bounded channel, and it commits many of them at once.
 
-pub mod access;
-pub mod backtest;
+pub(crate) mod access;
+pub(crate) mod backtest;
 pub mod clock;
 mod core;
-pub mod metrics;
+pub(crate) mod metrics;
 mod rate_limits;
 mod read;
 mod runs;
-pub mod workers;
+pub(crate) mod workers;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,7 +33,7 @@ use crate::store::{PreparedEvent, Store, TriggerRecord};
 
 use self::access::Access;
 use self::backtest::Backtests;
-use self::clock::Clock;
+use self::clock::{Clock, IdSource};
 use self::core::{Command, Core};
 use self::metrics::Metrics;
 pub use self::read::{BucketsPage, BucketsRequest, EventPage, LogPage, Order, EVENT_SCAN_LIMIT};
@@ -46,6 +46,8 @@ pub struct ServiceConfig {
     pub data_dir: PathBuf,
     /// The clock; the wall clock in production.
     pub clock: Arc<dyn Clock>,
+    /// Where fresh ids come from; random UUIDv7s ([`clock::RandomIds`]) in production.
+    pub ids: Arc<dyn IdSource>,
     /// Events received longer ago than this are pruned.
     pub retention: Span,
     /// Commands waiting for the core before ingestion pushes back.
@@ -61,6 +63,7 @@ impl ServiceConfig {
         ServiceConfig {
             data_dir: data_dir.into(),
             clock: Arc::new(clock::SystemClock),
+            ids: Arc::new(clock::RandomIds),
             retention: Span::minutes(7 * 24 * 60),
             queue_capacity: 1024,
             auth_string: None,
@@ -214,12 +217,13 @@ async fn write_key_uses(inner: std::sync::Weak<Inner>) {
 /// it what the client sent. (`received` is set when the event is accepted.)
 pub struct Stamper {
     now: Timestamp,
+    ids: Arc<dyn IdSource>,
 }
 
 impl Stamper {
     /// Reads one event, reporting every problem with its path under `path`.
     pub fn read(&self, value: &Value, path: &JsonPath) -> Result<Event, Problems> {
-        let mut ids = clock::new_id;
+        let mut ids = || self.ids.new_id();
         Event::from_json(value, path, Some(EventDefaults { occurred: self.now, new_id: &mut ids }))
     }
 }
@@ -536,7 +540,7 @@ impl Service {
     }
 
     /// The workers heard from in the last hour: what each serves, its slots, the runs it holds,
-    /// whether it is online (see [`workers`]).
+    /// whether it is online (see `service/workers.rs`).
     pub fn workers(&self) -> Vec<crate::model::WorkerStatus> {
         self.inner.workers.list(self.now())
     }
@@ -548,7 +552,12 @@ impl Service {
 
     /// A [`Stamper`] for a batch of incoming events, at the clock's "now".
     pub fn stamper(&self) -> Stamper {
-        Stamper { now: self.now() }
+        Stamper { now: self.now(), ids: self.inner.config.ids.clone() }
+    }
+
+    /// A fresh id from the service's id source (for a new scope filter).
+    pub fn new_id(&self) -> Uuid {
+        self.inner.config.ids.new_id()
     }
 
     /// Installs a Hatchet-style scope filter for an existing deployment.
@@ -603,7 +612,7 @@ impl Service {
         &self.inner.config
     }
 
-    /// What the service counts; [`Metrics::encode`] for `GET /metrics`.
+    /// What the service counts; `Metrics::encode` for `GET /metrics`.
     pub fn metrics(&self) -> &Metrics {
         let depth = self.inner.commands.max_capacity() - self.inner.commands.capacity();
         self.inner.metrics.queue_depth.set(depth as i64);

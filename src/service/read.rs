@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::model::affinity::{affinity, describe_required};
+use crate::model::event_filter::EventFilter;
 use crate::model::StateReason;
 
 use crate::engine::compile::NodeKind;
@@ -103,6 +104,38 @@ impl Service {
             })
             .await?;
         Ok(EventPage { events: stored.into_iter().map(|s| s.event).collect(), next })
+    }
+
+    /// Stored events read per store call while backfilling.
+    const BACKFILL_SCAN_CHUNK: usize = 1000;
+
+    /// A page of a subscriber's backfill (`/api/events/out` with `backfill`): the stored
+    /// events `filter` includes that were received at `cutoff` or later, newest first by
+    /// arrival, at most `limit`, from before the cursor `before`. `next` is absent once the
+    /// events end or the first one received before `cutoff` is met.
+    pub(crate) async fn backfill_page(
+        &self,
+        filter: Arc<EventFilter>,
+        cutoff: Timestamp,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<EventPage, ServiceError> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let reached = Arc::new(AtomicBool::new(false));
+        let seen = reached.clone();
+        let mut page = self
+            .events(Order::NewestFirst, before, limit, Self::BACKFILL_SCAN_CHUNK, move |e| {
+                if seen.load(Ordering::Relaxed) || e.received.is_none_or(|r| r < cutoff) {
+                    seen.store(true, Ordering::Relaxed);
+                    return false;
+                }
+                filter.includes(e)
+            })
+            .await?;
+        if reached.load(Ordering::Relaxed) {
+            page.next = None;
+        }
+        Ok(page)
     }
 
     /// One stored event by id (`None`: never stored, or pruned past the retention period).

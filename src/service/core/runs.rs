@@ -12,7 +12,6 @@ use crate::model::{
     ChildRequest, ClaimRequest, ClaimedRun, Completion, Deployment, FailureReport, Firing, Heartbeat, HeartbeatReply,
     JsonPath, LogBatch, Problems, Run, RunParent, RunState, StateReason,
 };
-use crate::service::clock::new_id;
 use crate::service::ServiceError;
 use crate::store::{StoreError, Tx};
 
@@ -42,7 +41,7 @@ impl Core {
             Ok(p) => p,
             Err(problems) => return Ok(Err(ServiceError::Invalid(problems))),
         };
-        let mut run = Run::scheduled(new_id(), &d, parameters, None, now);
+        let mut run = Run::scheduled(self.config.ids.new_id(), &d, parameters, None, now);
         if let Some(p) = priority {
             run.priority = p;
         }
@@ -122,7 +121,7 @@ impl Core {
             Ok(p) => p,
             Err(problems) => return Ok(Err(ServiceError::Invalid(problems))),
         };
-        let mut run = Run::scheduled(new_id(), &d, parameters, None, now);
+        let mut run = Run::scheduled(self.config.ids.new_id(), &d, parameters, None, now);
         run.parent = Some(RunParent { run: held.id, key: request.key.clone() });
         tx.insert_child(&parent, &request.key, &run.id)?;
         Ok(Ok((self.admit(tx, run, now)?, true)))
@@ -141,7 +140,8 @@ impl Core {
             // Still Scheduled, so `changed` emits nothing: the first wait on a rate limit is
             // announced (`tripwire.run.scheduled`, reason `rate_limited`), not every re-check.
             if first {
-                self.outbox.push_back(change.run.state_event(change.previous, new_id(), now));
+                let id = self.config.ids.new_id();
+                self.outbox.push_back(change.run.state_event(change.previous, id, now));
             }
             self.changed(tx, vec![change], now)?;
         }
@@ -320,7 +320,8 @@ impl Core {
             }
             self.runs_touched = true;
             if change.previous != Some(change.run.state) {
-                self.outbox.push_back(change.run.state_event(change.previous, new_id(), now));
+                let id = self.config.ids.new_id();
+                self.outbox.push_back(change.run.state_event(change.previous, id, now));
                 self.notes.push(Note::Run {
                     id: change.run.id,
                     deployment: change.run.deployment.clone(),
