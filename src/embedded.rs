@@ -183,6 +183,10 @@ impl WorkerProtocol for Embedded {
     fn fetch_run(&self, id: Uuid) -> BoxFuture<'_, Result<Run, ClientError>> {
         Box::pin(async move { self.service.run(id).await.map_err(api_error) })
     }
+
+    fn children(&self, parent: Uuid) -> BoxFuture<'_, Result<Vec<Run>, ClientError>> {
+        Box::pin(async move { self.service.children(parent).await.map_err(api_error) })
+    }
 }
 
 impl Tripwire for Embedded {

@@ -110,7 +110,7 @@ pub use embedded::Embedded;
 #[cfg(feature = "embedded")]
 pub use engine::replay::replay;
 #[cfg(any(feature = "client", feature = "embedded"))]
-pub use flow::{Flow, FlowContext, Tripwire, Worker, WorkerHandle};
+pub use flow::{Flow, FlowContext, Tripwire, Worker, WorkerHandle, Workflow};
 pub use model::{
     CompoundTrigger, Concurrency, Deployment, Event, EventTrigger, NewEvent, Posture, Resource, Run, RunState,
     SequenceTrigger, Trigger, TriggerDefinition,
@@ -131,7 +131,7 @@ pub mod prelude {
     #[cfg(feature = "embedded")]
     pub use crate::embedded::Embedded;
     #[cfg(any(feature = "client", feature = "embedded"))]
-    pub use crate::flow::{exit_code, Flow, FlowContext, Tripwire, Worker, WorkerHandle};
+    pub use crate::flow::{exit_code, Flow, FlowContext, Tripwire, Worker, WorkerHandle, Workflow};
     pub use crate::model::{
         Comparator, CompoundTrigger, Concurrency, DesiredLabel, EventTrigger, NewEvent, Posture, RateDuration,
         RateLimitUse, Resource, ResourceSpec, Run, RunState, SequenceTrigger, TriggerDefinition,

@@ -235,6 +235,20 @@ fn child_runs_sums_squares_through_three_children_and_run_flow_returns_outputs_a
 }
 
 #[test]
+fn workflow_runs_the_etl_diamond_and_a_failure_skips_report_and_runs_alert() {
+    let served = Served::start("example-workflow");
+    let lines = Example::start("workflow", &served, "admin").finish();
+    assert_eq!(
+        lines,
+        [
+            r#"etl: "2 rows: [\"alice\",\"bob\"]""#,
+            r#"alert: {"clean": "an empty row"}"#,
+            "etl failed: task `clean` failed (Failed: an empty row); task `report` was skipped; on-failure task `alert` ran",
+        ]
+    );
+}
+
+#[test]
 fn worker_affinity_sends_transcoding_to_the_gpu_worker_and_thumbnails_to_the_us_one() {
     let served = Served::start("example-affinity");
     let lines = Example::start("worker_affinity", &served, "worker").finish();
@@ -285,10 +299,11 @@ fn shop_runs_against_the_server_reminding_cart_1_and_alerting_payment_7() {
 }
 
 #[test]
-fn the_readme_sdk_code_is_copied_from_the_compiled_shop_example() {
+fn the_readme_sdk_code_is_copied_from_the_compiled_shop_and_workflow_examples() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let shop = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/shop.rs")).unwrap();
-    let shop_lines: Vec<&str> = shop.lines().map(str::trim).collect();
+    let workflow = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/workflow.rs")).unwrap();
+    let shop_lines: Vec<&str> = shop.lines().chain(workflow.lines()).map(str::trim).collect();
     let section = readme.split("## Flows, workers and runs").nth(1).unwrap().split("\n## ").next().unwrap();
     let code: Vec<&str> = section
         .split("```rust\n")
@@ -299,5 +314,5 @@ fn the_readme_sdk_code_is_copied_from_the_compiled_shop_example() {
         .collect();
     assert!(code.len() > 40, "the SDK section shows the shop's code: {code:#?}");
     let missing: Vec<&&str> = code.iter().filter(|l| !shop_lines.contains(l)).collect();
-    assert!(missing.is_empty(), "README lines not in examples/shop.rs: {missing:#?}");
+    assert!(missing.is_empty(), "README lines not in examples/shop.rs or examples/workflow.rs: {missing:#?}");
 }

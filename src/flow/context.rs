@@ -123,6 +123,11 @@ impl FlowContext {
         Ok(())
     }
 
+    /// The backend this attempt talks to.
+    pub(super) fn backend(&self) -> &Arc<dyn WorkerProtocol> {
+        &self.backend
+    }
+
     /// The run's id.
     pub fn run_id(&self) -> Uuid {
         self.run.id

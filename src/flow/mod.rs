@@ -38,6 +38,7 @@ mod context;
 mod notice;
 mod protocol;
 mod worker;
+mod workflow;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -54,6 +55,7 @@ pub use self::api::{RunTarget, Tripwire};
 pub use self::context::{FlowContext, Logger};
 pub use self::protocol::{BoxFuture, WorkerProtocol};
 pub use self::worker::{serve_many, Worker, WorkerHandle};
+pub use self::workflow::{Task, Workflow, ON_FAILURE_KEY};
 
 /// How long a flow told to stop (`ctx.cancelled()` resolved: the run was cancelled, timed out,
 /// or taken away) has to return before the worker drops it, unless

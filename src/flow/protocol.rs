@@ -63,6 +63,11 @@ pub trait WorkerProtocol: Send + Sync + 'static {
         let _ = request;
         Box::pin(async move { Err(ClientError::Invalid(format!("this backend spawns no children of run {parent}"))) })
     }
+    /// The children of a run, by key (what a workflow task reads its parents' outputs from).
+    /// A backend without child runs answers an error (the default).
+    fn children(&self, parent: Uuid) -> BoxFuture<'_, Result<Vec<Run>, ClientError>> {
+        Box::pin(async move { Err(ClientError::Invalid(format!("this backend lists no children of run {parent}"))) })
+    }
     /// A run as it is now (what `ctx.spawn` polls while the child runs). A backend that
     /// cannot read runs answers an error (the default).
     fn fetch_run(&self, id: Uuid) -> BoxFuture<'_, Result<Run, ClientError>> {
@@ -122,5 +127,9 @@ impl WorkerProtocol for Client {
 
     fn fetch_run(&self, id: Uuid) -> BoxFuture<'_, Result<Run, ClientError>> {
         Box::pin(Client::run(self, id))
+    }
+
+    fn children(&self, parent: Uuid) -> BoxFuture<'_, Result<Vec<Run>, ClientError>> {
+        Box::pin(Client::children(self, parent))
     }
 }

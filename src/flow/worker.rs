@@ -78,6 +78,8 @@ pub struct Worker {
     lease: Duration,
     labels: BTreeMap<String, LabelValue>,
     cancel_grace: Duration,
+    /// What is wrong with the workflows added (reported by `register`).
+    invalid: Vec<String>,
 }
 
 /// Serves several flows, each with its triggers, in one worker until Ctrl-C.
@@ -111,12 +113,33 @@ impl Worker {
             lease: Duration::from_secs_f64(DEFAULT_LEASE_SECONDS),
             labels: BTreeMap::new(),
             cancel_grace: CANCEL_GRACE,
+            invalid: Vec::new(),
         }
     }
 
     /// Adds a flow and exactly the triggers that should run it.
     pub fn flow(mut self, flow: Flow, triggers: impl IntoIterator<Item = TriggerDefinition>) -> Worker {
         self.flows.push((flow, Some(triggers.into_iter().collect())));
+        self
+    }
+
+    /// Adds a DAG [`Workflow`](super::Workflow) with exactly the triggers that should run it:
+    /// its own deployment (the run that drives the DAG) and each task's (without triggers of
+    /// their own: the workflow runs them). A workflow run holds a slot while its tasks run in
+    /// others.
+    pub fn workflow(
+        mut self,
+        workflow: super::Workflow,
+        triggers: impl IntoIterator<Item = TriggerDefinition>,
+    ) -> Worker {
+        if let Err(e) = workflow.problems() {
+            self.invalid.push(e.to_string());
+        }
+        let (runner, tasks) = workflow.flows();
+        self.flows.push((runner, Some(triggers.into_iter().collect())));
+        for task in tasks {
+            self.flows.push((task, Some(Vec::new())));
+        }
         self
     }
 
@@ -169,6 +192,9 @@ impl Worker {
     /// installed). [`Worker::start`], [`Worker::run`] and
     /// [`Worker::run_until`] call it first.
     pub async fn register(&self) -> Result<(), ClientError> {
+        if !self.invalid.is_empty() {
+            return Err(ClientError::Invalid(self.invalid.join("; ")));
+        }
         for (flow, triggers) in &self.flows {
             self.backend.put_deployment(flow.deployment()).await?;
             let Some(triggers) = triggers else {
