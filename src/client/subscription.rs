@@ -191,7 +191,7 @@ impl Subscription {
             let interrupted = match self.receive().await {
                 Received::Event(event) => {
                     if self.first_time(&event) {
-                        return Some(Ok(event));
+                        return Some(Ok(*event));
                     }
                     continue;
                 }
@@ -233,7 +233,7 @@ impl Subscription {
                     let parsed: Result<Value, _> = serde_json::from_str(text.as_str());
                     return match parsed {
                         Ok(mut v) if v["type"] == "event" => match serde_json::from_value(v["event"].take()) {
-                            Ok(event) => Received::Event(event),
+                            Ok(event) => Received::Event(Box::new(event)),
                             Err(e) => Received::Failed(ClientError::Decode(format!("a subscribed event: {e}"))),
                         },
                         Ok(v) => Received::Failed(ClientError::Decode(format!(
@@ -284,7 +284,7 @@ impl Subscription {
 
 /// What one read of the connection gave.
 enum Received {
-    Event(Event),
+    Event(Box<Event>),
     /// Closed normally.
     Ended,
     /// Refused, or unreadable: answered to the caller.
