@@ -13,7 +13,7 @@ use common::{temp_dir, Server, TempDir};
 
 /// A server with auth on and one key per role, made with `tripwire keys create --data`.
 struct Served {
-    server: Server,
+    server: Option<Server>,
     keys: std::collections::HashMap<&'static str, String>,
     _data: TempDir,
 }
@@ -31,11 +31,19 @@ impl Served {
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
             keys.insert(role, String::from_utf8(out.stdout).unwrap().trim().to_owned());
         }
-        Served { server: Server::start(&data), keys, _data: data }
+        Served { server: Some(Server::start(&data)), keys, _data: data }
     }
 
     fn api(&self) -> &str {
-        &self.server.api
+        &self.server.as_ref().expect("the server runs").api
+    }
+
+    /// Stops the server (SIGTERM) and starts it again on the same address and data.
+    fn restart(&mut self) {
+        let server = self.server.take().expect("the server runs");
+        let addr = server.addr();
+        assert!(server.terminate(), "the server stops cleanly");
+        self.server = Some(Server::start_on(&self._data, &addr));
     }
 
     fn key(&self, role: &str) -> &str {
@@ -246,6 +254,31 @@ fn workflow_runs_the_etl_diamond_and_a_failure_skips_report_and_runs_alert() {
             "etl failed: task `clean` failed (Failed: an empty row); task `report` was skipped; on-failure task `alert` ran",
         ]
     );
+}
+
+#[test]
+fn listener_follows_orders_across_a_server_restart_without_a_gap_or_a_duplicate() {
+    let mut served = Served::start("example-listener");
+    let mut listener = Example::start_with("listener", &served, "read", &["--count", "6"]);
+    listener.expect("listening for order.* events");
+    let emit = |served: &Served, ids: std::ops::RangeInclusive<u32>| {
+        let client = tripwire::client::Client::new(served.api()).unwrap().with_api_key(served.key("emit"));
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        for n in ids {
+            let event =
+                tripwire::model::NewEvent::new("order.created", tripwire::model::Resource::new(format!("order-{n}")));
+            runtime.block_on(client.emit(event)).unwrap();
+        }
+    };
+    emit(&served, 1..=3);
+    listener.expect("order.created order-3");
+    served.restart();
+    emit(&served, 4..=6);
+    let lines = listener.finish();
+    let expected: Vec<String> = std::iter::once("listening for order.* events".to_owned())
+        .chain((1..=6).map(|n| format!("order.created order-{n}")))
+        .collect();
+    assert_eq!(lines, expected);
 }
 
 #[test]

@@ -165,7 +165,8 @@ async fn a_completion_arriving_as_the_lease_lapses_counts_once_or_not_at_all() {
     let claim = json!({"worker": "slow", "deployments": ["lapsing"], "limit": runs, "lease_seconds": 1});
     let (status, claimed) = http.post("/runs/claim", claim).await;
     assert_eq!((status, claimed.as_array().unwrap().len()), (200, runs), "{claimed}");
-    let ids: Vec<String> = claimed.as_array().unwrap().iter().map(|c| c["run"]["id"].as_str().unwrap().to_owned()).collect();
+    let ids: Vec<String> =
+        claimed.as_array().unwrap().iter().map(|c| c["run"]["id"].as_str().unwrap().to_owned()).collect();
     let mut reports = tokio::task::JoinSet::new();
     for (n, id) in ids.iter().enumerate() {
         let (http, id) = (Http::new(&server.api), id.clone());
@@ -173,7 +174,8 @@ async fn a_completion_arriving_as_the_lease_lapses_counts_once_or_not_at_all() {
         let at = Duration::from_millis(800 + 30 * n as u64);
         reports.spawn(async move {
             tokio::time::sleep(at).await;
-            let (status, body) = http.post(&format!("/runs/{id}/complete"), json!({"worker": "slow", "output": "slow"})).await;
+            let (status, body) =
+                http.post(&format!("/runs/{id}/complete"), json!({"worker": "slow", "output": "slow"})).await;
             (id, status, body)
         });
     }
@@ -192,7 +194,8 @@ async fn a_completion_arriving_as_the_lease_lapses_counts_once_or_not_at_all() {
         for c in claimed.as_array().unwrap() {
             let id = c["run"]["id"].as_str().unwrap();
             assert_eq!(accepted.get(id), Some(&false), "a completed run was handed out again: {c}");
-            let (status, body) = http.post(&format!("/runs/{id}/complete"), json!({"worker": "fast", "output": "fast"})).await;
+            let (status, body) =
+                http.post(&format!("/runs/{id}/complete"), json!({"worker": "fast", "output": "fast"})).await;
             assert_eq!(status, 200, "{body}");
             taken += 1;
         }
@@ -210,6 +213,7 @@ async fn a_completion_arriving_as_the_lease_lapses_counts_once_or_not_at_all() {
     let beat = accepted.values().filter(|a| **a).count();
     assert!(beat > 0 && beat < runs, "{beat} of {runs} completions beat the lapse");
     // A late result changes nothing: the run completed once, with the second worker's output.
-    let (status, _) = http.post(&format!("/runs/{}/complete", ids[runs - 1]), json!({"worker": "slow", "output": "x"})).await;
+    let (status, _) =
+        http.post(&format!("/runs/{}/complete", ids[runs - 1]), json!({"worker": "slow", "output": "x"})).await;
     assert_eq!(status, 409);
 }
