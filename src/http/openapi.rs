@@ -495,7 +495,7 @@ pub fn document() -> Value {
             "get": Op::new("The child runs this run spawned, by key (every attempt's)", "200", "Runs", Some(list("Run"))).errors(&[400, 404]).build(),
             "post": Op::new("Worker: a child run of the run it holds (`ctx.spawn`); 201 when made now, 200 when its key named it before (a retried parent finds its children)", "201", "The child", Some(reference("Run")))
                 .also("200", "Made before under this key", reference("Run"))
-                .body(reference("ChildRequest"), true).errors(&[404, 409]).build()
+                .body(reference("ChildRequest"), true).errors(&[404, 409, 422]).build()
         },
         "/api/runs/{id}/logs": {
             "parameters": path("id", uuid()),
