@@ -1,7 +1,7 @@
 //! A running flow's control over its attempt, against the real server binary with a worker:
 //! `ctx.refresh_timeout` outlives the deployment's deadline (on the server too), and
-//! `ctx.cancelled()` resolves when the run is cancelled or times out, so the flow stops
-//! cleanly.
+//! `ctx.cancelled()` resolves when the run is cancelled, times out or is pre-empted by a
+//! concurrency strategy, so the flow stops cleanly.
 
 #![allow(clippy::disallowed_methods)] // tests wait on the wall clock
 
@@ -94,10 +94,15 @@ async fn a_cancelled_or_timed_out_flow_sees_cancelled_resolve_and_stops_cleanly(
     };
     let cancellable = careful("cancellable", seen.clone());
     let limited = careful("limited", seen.clone()).timeout(Duration::from_secs(1));
+    let preempted = careful("preempted", seen.clone()).concurrency(
+        tripwire::model::Concurrency::new("{{ params.key }}", 1)
+            .strategy(tripwire::model::ConcurrencyStrategy::CancelInProgress),
+    );
     let worker = Worker::new(client.clone())
         .lease(Duration::from_secs(3))
         .flow(cancellable, [])
         .flow(limited, [])
+        .flow(preempted, [])
         .start()
         .await
         .unwrap();
@@ -127,5 +132,21 @@ async fn a_cancelled_or_timed_out_flow_sees_cancelled_resolve_and_stops_cleanly(
     assert_eq!((failed.state, failed.reason), (RunState::Failed, Some(StateReason::TimedOut)), "{failed:#?}");
     let (_, flag, after) = seen.lock().unwrap().iter().find(|s| s.0 == run.id).copied().expect("it saw the timeout");
     assert!(flag && (0.9..5.0).contains(&after), "told at the 1 s deadline, after {after:.2} s");
+
+    // Pre-empted by CANCEL_IN_PROGRESS: a newer run of the same key takes the slot, and the
+    // running flow is told to stop.
+    let key = serde_json::json!({"key": "k"}).as_object().cloned();
+    let older = client.create_run("preempted", key.clone()).await.unwrap();
+    wait_for_run(&client, older.id, "it to run", |r| r.state == RunState::Running).await;
+    let newer = client.create_run("preempted", key).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !seen.lock().unwrap().iter().any(|s| s.0 == older.id) {
+        assert!(Instant::now() < deadline, "the pre-empted flow never saw cancelled() resolve");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let older = client.run(older.id).await.unwrap();
+    assert_eq!((older.state, older.reason), (RunState::Cancelled, Some(StateReason::ConcurrencyCancelInProgress)));
+    wait_for_run(&client, newer.id, "the newer run to take the slot", |r| r.state == RunState::Running).await;
+    client.cancel_run(newer.id).await.unwrap();
     worker.stop().await.unwrap();
 }
