@@ -223,4 +223,15 @@ async fn child_requests_are_checked_and_limited() {
     assert_eq!(status, 200);
     let (status, body) = http.post(&path, spawn("w", "child", "late")).await;
     assert_eq!((status, body["error"]["code"].as_str()), (409, Some("run_finished")), "{body}");
+
+    // Something absurd: a key of 100 KB is refused naming the field; a megabyte, by the body
+    // limit.
+    let (status, body) = http.post(&path, spawn("w", "child", &"k".repeat(100_000))).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("$.key: is 100000 characters"), "{body}");
+    let (status, body) = http.post(&path, spawn("w", "child", &"k".repeat(1 << 20))).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (413, Some("body_too_large")), "{body}");
+    // After all that, an ordinary event still fires its run, and after `kill -9` the server
+    // comes back on its data and fires again.
+    common::survives(server, &[]).await;
 }
