@@ -33,7 +33,7 @@ pub use self::http::{Client, API_ENV, API_KEY_ENV, DEFAULT_API, DEFAULT_TIMEOUT}
 #[cfg(feature = "client")]
 pub use self::run_stream::RunStream;
 #[cfg(feature = "client")]
-pub use self::subscription::Subscription;
+pub use self::subscription::{Subscription, RECONNECT_FOR};
 pub use self::types::{
     BucketEvidence, BucketInfo, BucketsView, EventPage, EventQuery, FilteredEvents, IngestReport, LogPage, RunQuery,
     TriggerRecord, Upserted, DEFAULT_RUNS_PAGE, MAX_RUNS_PAGE,
