@@ -338,23 +338,9 @@ impl Service {
     pub async fn children(&self, parent: Uuid) -> Result<Vec<Run>, ServiceError> {
         use crate::model::child::MAX_CHILDREN_PER_RUN;
         let runs = self
-            .read(move |store| {
-                if store.run(&parent)?.is_none() {
-                    return Ok(None);
-                }
-                let mut runs = Vec::new();
-                for (key, id) in store.children(&parent, MAX_CHILDREN_PER_RUN)? {
-                    match store.run(&id)? {
-                        Some(run) => runs.push(run),
-                        None => {
-                            return Err(StoreError::Corrupt {
-                                what: "child run",
-                                message: format!("run {parent}'s child `{key}` names run {id}, which is not stored"),
-                            })
-                        }
-                    }
-                }
-                Ok(Some(runs))
+            .read(move |store| match store.run(&parent)? {
+                None => Ok(None),
+                Some(_) => store.children(&parent, MAX_CHILDREN_PER_RUN).map(Some),
             })
             .await?;
         let mut runs = runs.ok_or(ServiceError::NotFound { what: "run", id: parent.to_string() })?;

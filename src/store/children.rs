@@ -6,6 +6,8 @@
 use redb::{ReadableTable, TableDefinition};
 use uuid::Uuid;
 
+use crate::model::Run;
+
 use super::{Store, StoreError, Tx};
 
 pub(super) const RUN_CHILDREN: TableDefinition<(u128, &str), u128> = TableDefinition::new("run_children");
@@ -36,25 +38,39 @@ fn list<T: ReadableTable<(u128, &'static str), u128>>(
     Ok(out)
 }
 
+/// The run a child entry names; an entry whose run is missing is corruption.
+fn child_run(
+    parent: &Uuid,
+    key: &str,
+    id: Uuid,
+    run: impl FnOnce(&Uuid) -> Result<Option<Run>, StoreError>,
+) -> Result<Run, StoreError> {
+    run(&id)?.ok_or_else(|| StoreError::Corrupt {
+        what: "child run",
+        message: format!("run {parent}'s child `{key}` names run {id}, which is not stored"),
+    })
+}
+
 impl Store {
-    /// Up to `limit` children of `parent`: (key, child id), by key.
-    pub fn children(&self, parent: &Uuid, limit: usize) -> Result<Vec<(String, Uuid)>, StoreError> {
+    /// Up to `limit` children of `parent`, by key.
+    pub fn children(&self, parent: &Uuid, limit: usize) -> Result<Vec<Run>, StoreError> {
         let rx = self.read()?;
-        list(&rx.open_table(RUN_CHILDREN)?, parent, limit)
+        let entries = list(&rx.open_table(RUN_CHILDREN)?, parent, limit)?;
+        entries.into_iter().map(|(key, id)| child_run(parent, &key, id, |id| self.run(id))).collect()
     }
 }
 
 impl Tx {
     /// The child `parent` made under `key`, if any.
-    pub fn child(&self, parent: &Uuid, key: &str) -> Result<Option<Uuid>, StoreError> {
+    pub fn child(&self, parent: &Uuid, key: &str) -> Result<Option<Run>, StoreError> {
         let table = self.tx.open_table(RUN_CHILDREN)?;
         let child = table.get((parent.as_u128(), key))?.map(|v| Uuid::from_u128(v.value()));
-        Ok(child)
+        child.map(|id| child_run(parent, key, id, |id| self.run(id))).transpose()
     }
 
-    /// Up to `limit` children of `parent`, as the write transaction sees them.
-    pub fn children(&self, parent: &Uuid, limit: usize) -> Result<Vec<(String, Uuid)>, StoreError> {
-        list(&self.tx.open_table(RUN_CHILDREN)?, parent, limit)
+    /// The ids of up to `limit` children of `parent`, as the write transaction sees them.
+    pub fn children(&self, parent: &Uuid, limit: usize) -> Result<Vec<Uuid>, StoreError> {
+        Ok(list(&self.tx.open_table(RUN_CHILDREN)?, parent, limit)?.into_iter().map(|(_, id)| id).collect())
     }
 
     /// Records `child` as `parent`'s child under `key`.

@@ -57,10 +57,8 @@ impl Core {
         request: ChildRequest,
         now: Timestamp,
     ) -> Outcome<(Run, bool)> {
-        let held = match self.runs.get(&parent) {
-            Some(run) if run.state == RunState::Running && run.worker.as_deref() == Some(request.worker.as_str()) => {
-                run.clone()
-            }
+        match self.runs.get(&parent) {
+            Some(run) if run.state == RunState::Running && run.worker.as_deref() == Some(request.worker.as_str()) => {}
             Some(run) => {
                 return Ok(Err(ServiceError::RunRefused {
                     code: "run_not_held",
@@ -81,17 +79,8 @@ impl Core {
                     None => ServiceError::NotFound { what: "run", id: parent.to_string() },
                 }))
             }
-        };
-        if let Some(existing) = tx.child(&parent, &request.key)? {
-            let Some(child) = tx.run(&existing)? else {
-                return Err(StoreError::Corrupt {
-                    what: "child run",
-                    message: format!(
-                        "run {parent}'s child `{}` names run {existing}, which is not stored",
-                        request.key
-                    ),
-                });
-            };
+        }
+        if let Some(child) = tx.child(&parent, &request.key)? {
             if child.deployment != request.deployment {
                 let mut problems = Problems::default();
                 problems.add_rule(
@@ -122,7 +111,7 @@ impl Core {
             Err(problems) => return Ok(Err(ServiceError::Invalid(problems))),
         };
         let mut run = Run::scheduled(self.config.ids.new_id(), &d, parameters, None, now);
-        run.parent = Some(RunParent { run: held.id, key: request.key.clone() });
+        run.parent = Some(RunParent { run: parent, key: request.key.clone() });
         tx.insert_child(&parent, &request.key, &run.id)?;
         Ok(Ok((self.admit(tx, run, now)?, true)))
     }
@@ -302,7 +291,7 @@ impl Core {
             if change.run.state == RunState::Cancelled && change.previous.is_some_and(|p| !p.is_final()) {
                 // A cancelled parent cancels its children still waiting or running (and
                 // theirs, as each comes round in this loop).
-                for (_, child) in tx.children(&change.run.id, MAX_CHILDREN_PER_RUN)? {
+                for child in tx.children(&change.run.id, MAX_CHILDREN_PER_RUN)? {
                     let why = format!("its parent run {} was cancelled", change.run.id);
                     if let Ok(c) = self.runs.cancel_because(&child, StateReason::ParentCancelled, why, now) {
                         changes.push_back(c);
